@@ -1,0 +1,56 @@
+# leaf — build, generate, test, demo. See README.md.
+SHELL := /bin/bash
+GO ?= go
+# The BPF toolchain is pinned: objects are committed and must regenerate
+# byte for byte, which only holds for one compiler version.
+CLANG ?= clang-14
+STRIP ?= llvm-strip-14
+ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -fno-ident \
+	-fdebug-prefix-map=$(CURDIR)=. -I$(ARCH_INCLUDE)
+
+BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c)
+BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
+BIN := bin
+
+.PHONY: all build generate check-generate test vet fmt-check demo bench clean deps
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Compile every BPF source to an object next to it. Objects are committed.
+generate: $(BPF_OBJECTS)
+
+%.bpf.o: %.bpf.c
+	cd $(dir $<) && $(CLANG) $(BPF_CFLAGS) -c $(notdir $<) -o $(notdir $@)
+	$(STRIP) -g $@
+
+# Fails if the committed objects differ from what the sources produce.
+check-generate:
+	touch $(BPF_SOURCES)
+	$(MAKE) --no-print-directory generate
+	git diff --exit-code -- '*.bpf.o' || (echo "generated BPF objects are stale: run make generate" >&2; exit 1)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Every test, the real-kernel ones included. Needs root.
+test: deps fmt-check vet check-generate
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+demo: deps build
+	scripts/demo.sh
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,141 @@
+// Package v1 holds the types of leafd's HTTP/JSON API, version 1. The
+// daemon serves them and the typed client (package client) speaks them.
+package v1
+
+import "time"
+
+// Paths of the API.
+const (
+	PathState       = "/v1/state"       // GET: desired state; PUT: apply a document
+	PathStatus      = "/v1/status"      // GET: attachments as the kernel holds them
+	PathAttachments = "/v1/attachments" // DELETE /v1/attachments/{name}
+	PathPackages    = "/v1/packages"    // GET: packages in the repositories
+	PathStats       = "/v1/stats"       // GET, PUT: kernel BPF statistics on or off
+	PathHealth      = "/healthz"
+)
+
+// ApplyResult says what an apply (or a delete) did, or would do with
+// dryRun.
+type ApplyResult struct {
+	DryRun  bool     `json:"dryRun,omitempty"`
+	Changed bool     `json:"changed"`
+	Actions []Action `json:"actions"`
+}
+
+// Action is what happened to one attachment.
+type Action struct {
+	Attachment string `json:"attachment"`
+	// Kind is keep, update-params, replace, reattach, create or delete.
+	Kind   string `json:"kind"`
+	Reason string `json:"reason"`
+}
+
+// Status is the state of every attachment.
+type Status struct {
+	BPFStats    bool               `json:"bpfStats"`
+	Attachments []AttachmentStatus `json:"attachments"`
+}
+
+// AttachmentStatus is one attachment as desired and as observed.
+type AttachmentStatus struct {
+	Name       string `json:"name"`
+	Package    string `json:"package"`
+	Digest     string `json:"digest,omitempty"`
+	Repository string `json:"repository,omitempty"`
+	Program    string `json:"program"`
+	HookType   string `json:"hookType"`
+	Hook       string `json:"hook"`
+	Priority   int    `json:"priority"`
+	// State is attached, detached or missing.
+	State     string            `json:"state"`
+	Problem   string            `json:"problem,omitempty"`
+	ProgramID uint32            `json:"programID,omitempty"`
+	LinkID    uint32            `json:"linkID,omitempty"`
+	Maps      map[string]uint32 `json:"maps,omitempty"`
+	Params    map[string]any    `json:"params,omitempty"`
+	// RunCount and RunTimeNs come from the kernel's BPF statistics.
+	RunCount  *uint64   `json:"runCount,omitempty"`
+	RunTimeNs *uint64   `json:"runTimeNs,omitempty"`
+	LoadedAt  time.Time `json:"loadedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// States of an attachment.
+const (
+	StateAttached = "attached"
+	StateDetached = "detached"
+	StateMissing  = "missing"
+)
+
+// Package is a package version a repository offers.
+type Package struct {
+	Name        string    `json:"name"`
+	Version     string    `json:"version"`
+	Description string    `json:"description"`
+	License     string    `json:"license"`
+	Digest      string    `json:"digest"`
+	Repository  string    `json:"repository"`
+	Programs    []Program `json:"programs"`
+}
+
+// Program of a package.
+type Program struct {
+	Name  string   `json:"name"`
+	Type  string   `json:"type"`
+	Hooks []string `json:"hooks"`
+}
+
+// MapList lists an attachment's maps.
+type MapList struct {
+	Attachment string    `json:"attachment"`
+	Maps       []MapInfo `json:"maps"`
+}
+
+// MapInfo describes a map.
+type MapInfo struct {
+	Name       string `json:"name"`
+	ID         uint32 `json:"id"`
+	Type       string `json:"type"`
+	KeySize    uint32 `json:"keySize"`
+	ValueSize  uint32 `json:"valueSize"`
+	MaxEntries uint32 `json:"maxEntries"`
+}
+
+// MapDump is the content of one map.
+type MapDump struct {
+	Attachment string     `json:"attachment"`
+	Map        MapInfo    `json:"map"`
+	Entries    []MapEntry `json:"entries"`
+	// Truncated is set when the map held more entries than returned.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// MapEntry is one key and value. Keys and values are hex bytes; when they
+// are 1, 2, 4 or 8 bytes they are also given as unsigned integers in host
+// byte order. Per-CPU values are listed per CPU, and Value holds their sum
+// when they are integers.
+type MapEntry struct {
+	Key       string   `json:"key"`
+	KeyUint   *uint64  `json:"keyUint,omitempty"`
+	Value     string   `json:"value,omitempty"`
+	ValueUint *uint64  `json:"valueUint,omitempty"`
+	PerCPU    []string `json:"perCPU,omitempty"`
+}
+
+// Stats is whether the kernel collects run count and run time per program.
+type Stats struct {
+	Enabled bool `json:"enabled"`
+}
+
+// Error is the body of every 4xx and 5xx answer.
+type Error struct {
+	Error   string        `json:"error"`
+	Details []ErrorDetail `json:"details,omitempty"`
+}
+
+// ErrorDetail names the attachment and field a problem is about.
+type ErrorDetail struct {
+	Attachment string `json:"attachment,omitempty"`
+	Field      string `json:"field,omitempty"`
+	Message    string `json:"message"`
+}

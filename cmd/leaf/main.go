@@ -1,0 +1,66 @@
+// Command leaf is the client of leafd and, later, the eBPF package
+// manager. See docs/cli.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/leaf-ebpf/leaf/client"
+)
+
+func main() {
+	if err := newRoot(os.Stdout).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "leaf:", err)
+		var apiErr *client.APIError
+		if errors.As(err, &apiErr) && apiErr.StatusCode < 500 {
+			os.Exit(3)
+		}
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	socket  string
+	timeout time.Duration
+	out     io.Writer
+}
+
+func (g *globals) client() *client.Client { return client.New(g.socket) }
+
+func (g *globals) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.timeout)
+}
+
+func newRoot(out io.Writer) *cobra.Command {
+	g := &globals{out: out}
+	root := &cobra.Command{
+		Use:           "leaf",
+		Short:         "Run eBPF programs on this host through leafd",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	socket := os.Getenv("LEAF_SOCKET")
+	if socket == "" {
+		socket = client.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", socket, "leafd's API socket (env LEAF_SOCKET)")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
+	root.AddCommand(applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g))
+	return root
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

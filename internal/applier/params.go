@@ -1,0 +1,79 @@
+package applier
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+)
+
+// writeMapParams makes each map parameter's map hold exactly the given
+// value: for "keys" the map's key set becomes the list; for "value" the
+// key holds the scalar.
+func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[string]any) error {
+	for name, v := range values {
+		p := m.Param(name)
+		if p == nil || p.Map == nil {
+			return fmt.Errorf("parameter %s is not a map parameter", name)
+		}
+		mp := maps[p.Map.Name]
+		if mp == nil {
+			return fmt.Errorf("parameter %s: map %s not loaded", name, p.Map.Name)
+		}
+		typ, err := manifest.ParseType(p.Type)
+		if err != nil {
+			return err
+		}
+		items, err := typ.Encode(v)
+		if err != nil {
+			return fmt.Errorf("parameter %s: %w", name, err)
+		}
+		if p.Map.As == "value" {
+			if err := mp.Put(p.Map.Key, items[0]); err != nil {
+				return fmt.Errorf("parameter %s: write map %s: %w", name, p.Map.Name, err)
+			}
+			continue
+		}
+		if err := setKeys(mp, items); err != nil {
+			return fmt.Errorf("parameter %s: map %s: %w", name, p.Map.Name, err)
+		}
+	}
+	return nil
+}
+
+// setKeys adds missing keys before deleting unwanted ones, so a key that
+// stays in the set is never absent.
+func setKeys(m *ebpf.Map, keys [][]byte) error {
+	want := map[string]bool{}
+	value := make([]byte, m.ValueSize())
+	if len(value) > 0 {
+		value[0] = 1
+	}
+	for _, k := range keys {
+		want[string(k)] = true
+		if err := m.Update(k, value, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("add key %x: %w", k, err)
+		}
+	}
+	var stale [][]byte
+	key := make([]byte, m.KeySize())
+	it := m.Iterate()
+	var discard []byte
+	for it.Next(&key, &discard) {
+		if !want[string(key)] {
+			stale = append(stale, bytes.Clone(key))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete key %x: %w", k, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/metrics"
+	"github.com/leaf-ebpf/leaf/internal/reconciler"
+	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/server"
+	"github.com/leaf-ebpf/leaf/internal/store"
+	"github.com/leaf-ebpf/leaf/packages"
+)
+
+// Run starts leafd and serves until ctx is done. Returning never detaches
+// anything: programs stay attached through their pinned links.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("memlock rlimit: %w", err)
+	}
+	if err := bpffs.Ensure(cfg.BPFFS); err != nil {
+		return err
+	}
+	if err := ensureTracefs(); err != nil {
+		log.Warn("tracefs unavailable: tracepoint hooks will fail", "error", err)
+	}
+	repos, err := openRepositories(cfg)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var m *metrics.Metrics
+	var rec *reconciler.Reconciler
+	m = metrics.New(statusFunc(func() (*v1Status, error) { return rec.Status() }))
+	stats := &reconciler.Stats{}
+	rec, err = reconciler.New(reconciler.Config{Layout: bpffs.Layout{Root: cfg.BPFFS}, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats})
+	if err != nil {
+		return err
+	}
+	if cfg.BPFStats {
+		if err := stats.Set(true); err != nil {
+			return err
+		}
+	}
+	defer stats.Set(false)
+
+	if err := startState(ctx, cfg, rec, log); err != nil {
+		return err
+	}
+
+	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log}
+	apiLn, err := listenSocket(cfg.Socket, cfg.SocketGroup)
+	if err != nil {
+		return err
+	}
+	servers := []*http.Server{newHTTPServer(srv.Handler())}
+	listeners := []net.Listener{apiLn}
+	if cfg.MetricsAddress != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			apiLn.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		servers = append(servers, newHTTPServer(mux))
+		listeners = append(listeners, mln)
+	}
+	errc := make(chan error, len(servers))
+	for i := range servers {
+		go func(s *http.Server, ln net.Listener) {
+			if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}(servers[i], listeners[i])
+	}
+	log.Info("leafd ready", "socket", cfg.Socket, "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir)
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		s.Shutdown(shutdown)
+	}
+	os.Remove(cfg.Socket)
+	log.Info("leafd stopped; programs stay attached")
+	return err
+}
+
+// startState applies the configured desired-state file, or adopts the
+// stored state: same programs, same IDs, stale pins removed.
+func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log *slog.Logger) error {
+	if cfg.DesiredState != "" {
+		data, err := os.ReadFile(cfg.DesiredState)
+		if err != nil {
+			return fmt.Errorf("desired state: %w", err)
+		}
+		doc, err := desired.Parse(data)
+		if err != nil {
+			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
+		}
+		res, err := rec.Apply(ctx, doc, false)
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", cfg.DesiredState, err)
+		}
+		log.Info("applied desired state at start", "file", cfg.DesiredState, "changed", res.Changed)
+		return nil
+	}
+	res, err := rec.Reconcile(ctx)
+	if err != nil {
+		// Keep serving: what runs stays running and the operator can fix
+		// the state through the API.
+		log.Error("reconcile stored state", "error", err)
+		return nil
+	}
+	for _, a := range res.Actions {
+		log.Info("start-up reconcile", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
+	}
+	return nil
+}
+
+func openRepositories(cfg Config) (repository.Set, error) {
+	var set repository.Set
+	for _, dir := range cfg.Repositories {
+		r, err := repository.OpenDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		set = append(set, r)
+	}
+	if !cfg.NoBuiltinRepository {
+		r, err := repository.OpenFS("builtin", packages.FS)
+		if err != nil {
+			return nil, err
+		}
+		set = append(set, r)
+	}
+	return set, nil
+}
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// listenSocket listens on a unix socket with mode 0660, removing a stale
+// socket file but refusing to steal one a live leafd answers on.
+func listenSocket(path, group string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s is in use: is another leafd running?", path)
+	}
+	os.Remove(path)
+	old := unix.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("socket group: %w", err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("socket group: %w", err)
+		}
+	}
+	return ln, nil
+}
+
+// ensureTracefs mounts tracefs where tracepoint lookups expect it.
+func ensureTracefs() error {
+	if _, err := os.Stat(filepath.Join(hook.TracefsRoot, "events")); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(hook.TracefsRoot, 0o755); err != nil {
+		return err
+	}
+	return unix.Mount("tracefs", hook.TracefsRoot, "tracefs", 0, "")
+}

@@ -1,0 +1,249 @@
+// Package desired defines the desired-state document: the attachments the
+// operator wants on this host. It parses the document strictly and checks
+// everything that can be checked without the kernel or the repositories.
+package desired
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/yamljson"
+)
+
+// APIVersion and Kind identify a desired-state document.
+const (
+	APIVersion = "leaf.dev/v1alpha1"
+	Kind       = "HostState"
+)
+
+// State is the whole desired state of one host. Applying a State replaces
+// the previous one: attachments it does not list are removed.
+type State struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+	Spec       Spec     `json:"spec"`
+}
+
+// Metadata names the document.
+type Metadata struct {
+	Name        string            `json:"name,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Spec lists the attachments.
+type Spec struct {
+	Attachments []Attachment `json:"attachments"`
+}
+
+// Attachment is one program of one package version on one hook.
+type Attachment struct {
+	// Name identifies the attachment on this host.
+	Name string `json:"name"`
+	// Package is "name@version".
+	Package string `json:"package"`
+	// Program names the package's program; optional when it has one.
+	Program string `json:"program,omitempty"`
+	Hook    Hook   `json:"hook"`
+	// Priority orders programs sharing a hook (lower first). Reserved for
+	// chains; must be 0..1000, default 50.
+	Priority *int `json:"priority,omitempty"`
+	// ProceedOn lists the verdicts on which the next program in a chain
+	// runs. Reserved for chains.
+	ProceedOn []string       `json:"proceedOn,omitempty"`
+	Params    map[string]any `json:"params,omitempty"`
+}
+
+// Hook says where a program runs. Which fields apply depends on Type.
+type Hook struct {
+	Type string `json:"type"`
+	// xdp, tc: the interface, in Netns (a name under /var/run/netns or an
+	// absolute path; empty means leafd's own network namespace).
+	Interface string `json:"interface,omitempty"`
+	Netns     string `json:"netns,omitempty"`
+	// xdp: native (default) or generic.
+	Mode string `json:"mode,omitempty"`
+	// tc, cgroup_skb: ingress or egress.
+	Direction string `json:"direction,omitempty"`
+	// tracepoint: "group/name", for example "sched/sched_process_exec".
+	Tracepoint string `json:"tracepoint,omitempty"`
+	// kprobe: kernel function; uprobe: symbol in Binary.
+	Function string `json:"function,omitempty"`
+	// uprobe: path of the executable or library.
+	Binary string `json:"binary,omitempty"`
+	// uprobe: only this process (0: all).
+	PID int `json:"pid,omitempty"`
+	// cgroup_skb: path of the cgroup (v2).
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// DefaultPriority is the priority of an attachment that sets none.
+const DefaultPriority = 50
+
+// Error is one problem with the document, naming the attachment and field.
+type Error struct {
+	Attachment string `json:"attachment,omitempty"`
+	Field      string `json:"field,omitempty"`
+	Message    string `json:"message"`
+}
+
+func (e Error) Error() string {
+	var b strings.Builder
+	if e.Attachment != "" {
+		fmt.Fprintf(&b, "attachment %q: ", e.Attachment)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// Errors collects every problem found in a document.
+type Errors []Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Err returns es as an error, or nil when empty.
+func (es Errors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Parse decodes a YAML or JSON document and validates it.
+func Parse(data []byte) (*State, error) {
+	var s State
+	if err := yamljson.Decode(data, &s); err != nil {
+		return nil, Errors{{Message: err.Error()}}
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Empty is the state with no attachments.
+func Empty() *State {
+	return &State{APIVersion: APIVersion, Kind: Kind}
+}
+
+// Validate checks the document without touching the kernel.
+func (s *State) Validate() error {
+	var errs Errors
+	if s.APIVersion != APIVersion {
+		errs = append(errs, Error{Field: "apiVersion", Message: fmt.Sprintf("must be %q, got %q", APIVersion, s.APIVersion)})
+	}
+	if s.Kind != Kind {
+		errs = append(errs, Error{Field: "kind", Message: fmt.Sprintf("must be %q, got %q", Kind, s.Kind)})
+	}
+	names := map[string]bool{}
+	exclusive := map[string]string{}
+	for i := range s.Spec.Attachments {
+		a := &s.Spec.Attachments[i]
+		label := a.Name
+		if label == "" {
+			label = fmt.Sprintf("spec.attachments[%d]", i)
+		}
+		for _, e := range a.validate() {
+			e.Attachment = label
+			errs = append(errs, e)
+		}
+		if names[a.Name] {
+			errs = append(errs, Error{Attachment: label, Field: "name", Message: "duplicate attachment name"})
+		}
+		names[a.Name] = true
+		if a.Hook.Type == manifest.HookXDP {
+			key := a.Hook.Key()
+			if other, ok := exclusive[key]; ok {
+				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("XDP hook %s is already used by attachment %q; only one program per XDP hook is supported until chains land", a.Hook, other)})
+			}
+			exclusive[key] = a.Name
+		}
+	}
+	return errs.Err()
+}
+
+func (a *Attachment) validate() Errors {
+	var errs Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, Error{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if !nameRE.MatchString(a.Name) {
+		add("name", "%q is not a valid name (lower-case letters, digits and '-', at most 63)", a.Name)
+	}
+	if _, _, err := ParseRef(a.Package); err != nil {
+		add("package", "%v", err)
+	}
+	if a.Priority != nil && (*a.Priority < 0 || *a.Priority > 1000) {
+		add("priority", "must be between 0 and 1000, got %d", *a.Priority)
+	}
+	if len(a.ProceedOn) > 0 && a.Hook.Type != manifest.HookXDP && a.Hook.Type != manifest.HookTC {
+		add("proceedOn", "only applies to xdp and tc hooks")
+	}
+	errs = append(errs, a.Hook.validate()...)
+	return errs
+}
+
+// ParseRef splits "name@version".
+func ParseRef(ref string) (name, version string, err error) {
+	name, version, ok := strings.Cut(ref, "@")
+	if !ok || name == "" || version == "" {
+		return "", "", fmt.Errorf("%q must be name@version", ref)
+	}
+	return name, version, nil
+}
+
+// PriorityOrDefault returns the attachment's priority.
+func (a *Attachment) PriorityOrDefault() int {
+	if a.Priority == nil {
+		return DefaultPriority
+	}
+	return *a.Priority
+}
+
+// Attachment returns the named attachment, or nil.
+func (s *State) Attachment(name string) *Attachment {
+	for i := range s.Spec.Attachments {
+		if s.Spec.Attachments[i].Name == name {
+			return &s.Spec.Attachments[i]
+		}
+	}
+	return nil
+}
+
+// Names returns the attachment names, sorted.
+func (s *State) Names() []string {
+	var names []string
+	for _, a := range s.Spec.Attachments {
+		names = append(names, a.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Clone returns a deep copy.
+func (s *State) Clone() *State {
+	data, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a State always marshals
+	}
+	var out State
+	if err := yamljson.Decode(data, &out); err != nil {
+		panic(err)
+	}
+	return &out
+}

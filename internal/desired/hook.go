@@ -1,0 +1,164 @@
+package desired
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+)
+
+// fieldsFor lists the hook fields each hook type takes; any other field set
+// is an error, so that typos do not pass silently.
+var fieldsFor = map[string][]string{
+	manifest.HookXDP:        {"interface", "netns", "mode"},
+	manifest.HookTC:         {"interface", "netns", "direction"},
+	manifest.HookTracepoint: {"tracepoint"},
+	manifest.HookKprobe:     {"function"},
+	manifest.HookUprobe:     {"binary", "function", "pid"},
+	manifest.HookCgroupSKB:  {"cgroup", "direction"},
+}
+
+func (h *Hook) set() map[string]bool {
+	return map[string]bool{
+		"interface":  h.Interface != "",
+		"netns":      h.Netns != "",
+		"mode":       h.Mode != "",
+		"direction":  h.Direction != "",
+		"tracepoint": h.Tracepoint != "",
+		"function":   h.Function != "",
+		"binary":     h.Binary != "",
+		"pid":        h.PID != 0,
+		"cgroup":     h.Cgroup != "",
+	}
+}
+
+func (h *Hook) validate() Errors {
+	var errs Errors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, Error{Field: "hook." + field, Message: fmt.Sprintf(format, args...)})
+	}
+	allowed, ok := fieldsFor[h.Type]
+	if !ok {
+		add("type", "unknown hook type %q (known: cgroup_skb, kprobe, tc, tracepoint, uprobe, xdp)", h.Type)
+		return errs
+	}
+	for field, isSet := range h.set() {
+		if isSet && !contains(allowed, field) {
+			add(field, "does not apply to %s hooks (they take: %s)", h.Type, strings.Join(allowed, ", "))
+		}
+	}
+	switch h.Type {
+	case manifest.HookXDP, manifest.HookTC:
+		if h.Interface == "" {
+			add("interface", "is required for %s hooks", h.Type)
+		}
+		if h.Netns != "" && strings.Contains(h.Netns, "/") && !filepath.IsAbs(h.Netns) {
+			add("netns", "%q must be a name or an absolute path", h.Netns)
+		}
+	}
+	switch h.Type {
+	case manifest.HookXDP:
+		if h.Mode != "" && h.Mode != "native" && h.Mode != "generic" {
+			add("mode", "must be native or generic, got %q", h.Mode)
+		}
+	case manifest.HookTC, manifest.HookCgroupSKB:
+		if h.Direction != "ingress" && h.Direction != "egress" {
+			add("direction", "must be ingress or egress, got %q", h.Direction)
+		}
+		if h.Type == manifest.HookCgroupSKB && !filepath.IsAbs(h.Cgroup) {
+			add("cgroup", "must be an absolute path to a cgroup v2 directory, got %q", h.Cgroup)
+		}
+	case manifest.HookTracepoint:
+		group, name, ok := strings.Cut(h.Tracepoint, "/")
+		if !ok || group == "" || name == "" || strings.ContainsAny(name, "/.") || strings.Contains(group, ".") {
+			add("tracepoint", "must be group/name, for example sched/sched_process_exec, got %q", h.Tracepoint)
+		}
+	case manifest.HookKprobe:
+		if h.Function == "" {
+			add("function", "is required for kprobe hooks")
+		}
+	case manifest.HookUprobe:
+		if !filepath.IsAbs(h.Binary) {
+			add("binary", "must be an absolute path, got %q", h.Binary)
+		}
+		if h.Function == "" {
+			add("function", "is required for uprobe hooks")
+		}
+		if h.PID < 0 {
+			add("pid", "must not be negative")
+		}
+	}
+	return errs
+}
+
+// NetnsPath is the netns file the hook refers to, or "" for leafd's own.
+func (h *Hook) NetnsPath() string {
+	if h.Netns == "" || filepath.IsAbs(h.Netns) {
+		return h.Netns
+	}
+	return filepath.Join("/var/run/netns", h.Netns)
+}
+
+// XDPMode returns the XDP mode, native by default.
+func (h *Hook) XDPMode() string {
+	if h.Mode == "" {
+		return "native"
+	}
+	return h.Mode
+}
+
+// Key identifies the hook: attachments with equal keys share it.
+func (h *Hook) Key() string {
+	switch h.Type {
+	case manifest.HookXDP:
+		return fmt.Sprintf("xdp/%s/%s", h.NetnsPath(), h.Interface)
+	case manifest.HookTC:
+		return fmt.Sprintf("tc-%s/%s/%s", h.Direction, h.NetnsPath(), h.Interface)
+	case manifest.HookTracepoint:
+		return "tracepoint/" + h.Tracepoint
+	case manifest.HookKprobe:
+		return "kprobe/" + h.Function
+	case manifest.HookUprobe:
+		return fmt.Sprintf("uprobe/%s:%s/%d", h.Binary, h.Function, h.PID)
+	case manifest.HookCgroupSKB:
+		return fmt.Sprintf("cgroup_skb-%s/%s", h.Direction, h.Cgroup)
+	}
+	return h.Type
+}
+
+// String describes the hook for people.
+func (h Hook) String() string {
+	switch h.Type {
+	case manifest.HookXDP, manifest.HookTC:
+		s := h.Type
+		if h.Type == manifest.HookTC {
+			s += "/" + h.Direction
+		} else {
+			s += "/" + h.XDPMode()
+		}
+		s += " " + h.Interface
+		if h.Netns != "" {
+			s += " (netns " + h.Netns + ")"
+		}
+		return s
+	case manifest.HookTracepoint:
+		return "tracepoint " + h.Tracepoint
+	case manifest.HookKprobe:
+		return "kprobe " + h.Function
+	case manifest.HookUprobe:
+		return fmt.Sprintf("uprobe %s:%s", h.Binary, h.Function)
+	case manifest.HookCgroupSKB:
+		return fmt.Sprintf("cgroup_skb/%s %s", h.Direction, h.Cgroup)
+	}
+	return h.Type
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,79 @@
+// Package netnsutil runs code inside another network namespace.
+package netnsutil
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Do runs fn on an OS thread switched into the network namespace at path
+// ("" runs fn in the current namespace). The thread is discarded if it
+// cannot be switched back, so no other goroutine ever runs in the wrong
+// namespace.
+func Do(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", path, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the goroutine exits locked and Go ends the thread.
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Handle returns a netlink handle for the namespace at path ("" for the
+// current one).
+func Handle(path string) (*netlink.Handle, error) {
+	if path == "" {
+		return netlink.NewHandle()
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
+}
+
+// Ifindex returns the index of the interface named ifname in the namespace
+// at path.
+func Ifindex(path, ifname string) (int, error) {
+	h, err := Handle(path)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		where := "leafd's network namespace"
+		if path != "" {
+			where = "network namespace " + path
+		}
+		return 0, fmt.Errorf("interface %q not found in %s", ifname, where)
+	}
+	return l.Attrs().Index, nil
+}

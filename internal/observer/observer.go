@@ -1,0 +1,113 @@
+// Package observer reads what the kernel and bpffs hold for leaf's
+// attachments. Observed state always comes from the kernel, never from
+// memory alone: that is what lets leafd adopt its programs after a restart
+// and notice when something was removed behind its back.
+package observer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/hook"
+)
+
+// Attachment is what the kernel holds for one attachment name.
+type Attachment struct {
+	Name string
+	// HasPins: the attachment's pin directory exists.
+	HasPins   bool
+	ProgramID ebpf.ProgramID // 0 if the program pin is missing
+	LinkID    link.ID        // 0 if the link pin is missing
+	// Attached: the link still holds its hook.
+	Attached bool
+	// Maps lists the pinned maps by name.
+	Maps map[string]ebpf.MapID
+	// Problem says why the attachment is not healthy, if it is not.
+	Problem string
+}
+
+// Healthy reports whether program and link are pinned and attached.
+func (a *Attachment) Healthy() bool {
+	return a.ProgramID != 0 && a.LinkID != 0 && a.Attached
+}
+
+// Observe reads the pins of the named attachments and of every other
+// attachment directory under the layout.
+func Observe(layout bpffs.Layout, names []string) (map[string]*Attachment, error) {
+	pinned, err := layout.Attachments()
+	if err != nil {
+		return nil, fmt.Errorf("list pins: %w", err)
+	}
+	all := map[string]bool{}
+	for _, n := range append(pinned, names...) {
+		all[n] = true
+	}
+	out := map[string]*Attachment{}
+	for name := range all {
+		out[name] = observeOne(layout, name)
+	}
+	return out, nil
+}
+
+// Names returns the observed names, sorted.
+func Names(obs map[string]*Attachment) []string {
+	names := make([]string, 0, len(obs))
+	for n := range obs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func observeOne(layout bpffs.Layout, name string) *Attachment {
+	a := &Attachment{Name: name, Maps: map[string]ebpf.MapID{}}
+	if _, err := os.Stat(layout.Dir(name)); err != nil {
+		a.Problem = "not pinned"
+		return a
+	}
+	a.HasPins = true
+	if prog, err := ebpf.LoadPinnedProgram(layout.Prog(name), nil); err == nil {
+		if info, err := prog.Info(); err == nil {
+			a.ProgramID, _ = info.ID()
+		}
+		prog.Close()
+	} else {
+		a.Problem = "program pin missing"
+	}
+	if l, err := link.LoadPinnedLink(layout.Link(name), nil); err == nil {
+		if info, err := l.Info(); err == nil {
+			a.LinkID = info.ID
+			if info.Program != a.ProgramID && a.ProgramID != 0 {
+				a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", info.Program, a.ProgramID)
+			}
+		}
+		a.Attached, err = hook.Attached(l)
+		if err == nil && !a.Attached {
+			a.Problem = "link detached from its hook"
+		}
+		l.Close()
+	} else if a.Problem == "" {
+		a.Problem = "link pin missing"
+	}
+	entries, err := os.ReadDir(layout.MapsDir(name))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.Problem = fmt.Sprintf("maps: %v", err)
+	}
+	for _, e := range entries {
+		m, err := ebpf.LoadPinnedMap(layout.Map(name, e.Name()), nil)
+		if err != nil {
+			continue
+		}
+		if info, err := m.Info(); err == nil {
+			a.Maps[e.Name()], _ = info.ID()
+		}
+		m.Close()
+	}
+	return a
+}

@@ -1,0 +1,188 @@
+// Package planner turns desired state into a plan: it resolves every
+// attachment against the repositories and this host, compares it with what
+// was applied and what the kernel holds, and says per attachment what must
+// change. It changes nothing itself.
+package planner
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/repository"
+)
+
+// Resolved is one desired attachment, checked against its package and
+// this host, ready to load.
+type Resolved struct {
+	Attachment  desired.Attachment
+	Package     *repository.Package
+	Program     *manifest.Program
+	Spec        *ebpf.CollectionSpec
+	Target      *hook.Target
+	ConstParams map[string]any
+	MapParams   map[string]any
+}
+
+// Resolve checks every attachment: the package and program exist, the
+// program fits the hook, the parameters are declared and well typed, and
+// the hook exists on this host. It returns every problem found.
+func Resolve(st *desired.State, repos repository.Set) ([]*Resolved, error) {
+	var out []*Resolved
+	var errs desired.Errors
+	for _, a := range st.Spec.Attachments {
+		r, aerrs := resolveOne(a, repos)
+		for i := range aerrs {
+			aerrs[i].Attachment = a.Name
+		}
+		errs = append(errs, aerrs...)
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Attachment.Name < out[j].Attachment.Name })
+	return out, nil
+}
+
+func resolveOne(a desired.Attachment, repos repository.Set) (*Resolved, desired.Errors) {
+	fail := func(field string, err error) (*Resolved, desired.Errors) {
+		return nil, desired.Errors{{Field: field, Message: err.Error()}}
+	}
+	name, version, err := desired.ParseRef(a.Package)
+	if err != nil {
+		return fail("package", err)
+	}
+	pkg, err := repos.Resolve(name, version)
+	if err != nil {
+		return fail("package", err)
+	}
+	prog, err := pkg.Manifest.Program(a.Program)
+	if err != nil {
+		return fail("program", err)
+	}
+	if !contains(prog.Hooks, a.Hook.Type) {
+		return fail("hook.type", fmt.Errorf("program %s of %s (type %s) cannot attach to a %s hook; it attaches to: %v", prog.Name, pkg.Ref(), prog.Type, a.Hook.Type, prog.Hooks))
+	}
+	spec, _, err := pkg.LoadSpec(prog.Name)
+	if err != nil {
+		return fail("package", err)
+	}
+	r := &Resolved{Attachment: a, Package: pkg, Program: prog, Spec: spec}
+	var errs desired.Errors
+	r.ConstParams, r.MapParams, errs = resolveParams(a, pkg, spec)
+	target, err := hook.Resolve(a.Hook)
+	if err != nil {
+		var fe *hook.FieldError
+		field := "hook"
+		if errors.As(err, &fe) {
+			field, err = "hook."+fe.Field, fe.Err
+		}
+		errs = append(errs, desired.Error{Field: field, Message: err.Error()})
+	}
+	r.Target = target
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return r, nil
+}
+
+// resolveParams merges defaults with the values given, checks them against
+// the declared types and targets, and splits them by where they go.
+func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.CollectionSpec) (consts, maps map[string]any, errs desired.Errors) {
+	consts, maps = map[string]any{}, map[string]any{}
+	add := func(field, format string, args ...any) {
+		errs = append(errs, desired.Error{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	for key := range a.Params {
+		if pkg.Manifest.Param(key) == nil {
+			add("params."+key, "package %s has no parameter %q", pkg.Ref(), key)
+		}
+	}
+	for _, p := range pkg.Manifest.Params {
+		field := "params." + p.Name
+		v, given := a.Params[p.Name]
+		if !given {
+			v = p.Default
+		}
+		typ, _ := manifest.ParseType(p.Type)
+		if v == nil {
+			if typ.List {
+				v = []any{}
+			} else {
+				add(field, "is required (type %s, no default)", p.Type)
+				continue
+			}
+		}
+		encoded, err := typ.Encode(v)
+		if err != nil {
+			add(field, "%v", err)
+			continue
+		}
+		if err := checkTarget(p, typ, len(encoded), spec); err != nil {
+			add(field, "package %s: %v", pkg.Ref(), err)
+			continue
+		}
+		if p.Const != "" {
+			consts[p.Name] = v
+		} else {
+			maps[p.Name] = v
+		}
+	}
+	return consts, maps, errs
+}
+
+// checkTarget verifies that the parameter's map or variable exists in the
+// object with a matching size, and that a key list fits the map.
+func checkTarget(p manifest.Param, typ manifest.Type, n int, spec *ebpf.CollectionSpec) error {
+	if p.Const != "" {
+		v, ok := spec.Variables[p.Const]
+		if !ok {
+			return fmt.Errorf("object has no variable %q", p.Const)
+		}
+		if !v.Constant() {
+			return fmt.Errorf("variable %q is not a load-time constant (declare it volatile const)", p.Const)
+		}
+		if int(v.Size()) != typ.Size() {
+			return fmt.Errorf("variable %q is %d bytes, parameter type %s is %d", p.Const, v.Size(), p.Type, typ.Size())
+		}
+		return nil
+	}
+	ms, ok := spec.Maps[p.Map.Name]
+	if !ok {
+		return fmt.Errorf("object has no map %q", p.Map.Name)
+	}
+	switch p.Map.As {
+	case "keys":
+		if int(ms.KeySize) != typ.Size() {
+			return fmt.Errorf("map %q has %d-byte keys, parameter type %s has %d-byte items", p.Map.Name, ms.KeySize, p.Type, typ.Size())
+		}
+		if uint32(n) > ms.MaxEntries {
+			return fmt.Errorf("%d items do not fit map %q (max %d entries)", n, p.Map.Name, ms.MaxEntries)
+		}
+	case "value":
+		if int(ms.ValueSize) != typ.Size() {
+			return fmt.Errorf("map %q has %d-byte values, parameter type %s is %d bytes", p.Map.Name, ms.ValueSize, p.Type, typ.Size())
+		}
+		if ms.KeySize != 4 {
+			return fmt.Errorf("map %q must have u32 keys to hold a value parameter", p.Map.Name)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,214 @@
+// Package reconciler is leafd's core loop: it takes a desired state,
+// validates and resolves it, observes the kernel, plans, applies and
+// records, one change at a time.
+//
+//	desired ─► validate ─► resolve ─► observe ─► plan ─► apply ─► record
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/applier"
+	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/observer"
+	"github.com/leaf-ebpf/leaf/internal/planner"
+	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/store"
+)
+
+// Observer receives the outcome of each apply, for metrics.
+type Observer interface {
+	ApplyDone(d time.Duration, err error, stage string)
+}
+
+// Config wires a Reconciler.
+type Config struct {
+	Layout  bpffs.Layout
+	Store   *store.Store
+	Repos   repository.Set
+	Logger  *slog.Logger
+	Observe Observer
+	// Stats is leafd's hold on kernel BPF statistics.
+	Stats *Stats
+}
+
+// Reconciler serializes every change to the host's programs.
+type Reconciler struct {
+	cfg     Config
+	applier *applier.Applier
+
+	mu      sync.Mutex
+	desired *desired.State
+}
+
+// Stages at which an apply can fail, reported as a bounded metric label.
+const (
+	StageValidate = "validate"
+	StageResolve  = "resolve"
+	StageLoad     = "load"
+	StageAttach   = "attach"
+	StageRecord   = "record"
+)
+
+// StageError is an apply error with the stage it failed at. Its Err is a
+// desired.Errors when the problem lies in the document (a client error).
+type StageError struct {
+	Stage string
+	Err   error
+}
+
+func (e *StageError) Error() string { return e.Err.Error() }
+func (e *StageError) Unwrap() error { return e.Err }
+
+// New returns a reconciler holding the stored desired state.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Stats == nil {
+		cfg.Stats = &Stats{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	st, err := cfg.Store.Desired()
+	if err != nil {
+		return nil, err
+	}
+	return &Reconciler{cfg: cfg, applier: &applier.Applier{Layout: cfg.Layout}, desired: st}, nil
+}
+
+// Desired returns a copy of the desired state.
+func (r *Reconciler) Desired() *desired.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.desired.Clone()
+}
+
+// Reconcile applies the stored desired state again: at start-up this
+// adopts what the kernel holds, restores what went missing and removes
+// stale pins.
+func (r *Reconciler) Reconcile(ctx context.Context) (*v1.ApplyResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.apply(ctx, r.desired, false)
+}
+
+// Apply makes st the desired state. With dryRun it only plans.
+func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.apply(ctx, st, dryRun)
+}
+
+// ErrUnknownAttachment is returned by Delete for a name not in the
+// desired state.
+var ErrUnknownAttachment = errors.New("no such attachment")
+
+// Delete removes the named attachments from the desired state.
+func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*v1.ApplyResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.desired.Clone()
+	drop := map[string]bool{}
+	for _, n := range names {
+		if next.Attachment(n) == nil {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownAttachment, n)
+		}
+		drop[n] = true
+	}
+	kept := next.Spec.Attachments[:0]
+	for _, a := range next.Spec.Attachments {
+		if !drop[a.Name] {
+			kept = append(kept, a)
+		}
+	}
+	next.Spec.Attachments = kept
+	return r.apply(ctx, next, dryRun)
+}
+
+func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (res *v1.ApplyResult, err error) {
+	start := time.Now()
+	stage := StageValidate
+	defer func() {
+		if !dryRun && r.cfg.Observe != nil {
+			r.cfg.Observe.ApplyDone(time.Since(start), err, stage)
+		}
+		if err != nil {
+			err = &StageError{Stage: stage, Err: err}
+		}
+	}()
+	if err := st.Validate(); err != nil {
+		return nil, err
+	}
+	stage = StageResolve
+	resolved, err := planner.Resolve(st, r.cfg.Repos)
+	if err != nil {
+		return nil, err
+	}
+	records, err := r.cfg.Store.Records()
+	if err != nil {
+		return nil, err
+	}
+	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	if err != nil {
+		return nil, err
+	}
+	plan := planner.Make(resolved, records, observed)
+	res = summarize(plan, dryRun)
+	if dryRun {
+		return res, nil
+	}
+	stage = StageLoad
+	newRecords, err := r.applier.Apply(plan)
+	if err != nil {
+		if newRecords == nil {
+			var de desired.Errors
+			if errors.As(err, &de) && attachFailure(plan, de) {
+				stage = StageAttach
+			}
+			return nil, err
+		}
+		// Deletions failed after everything else succeeded: record what
+		// is running and report the failure.
+		r.cfg.Logger.Error("remove pins", "error", err)
+	}
+	stage = StageRecord
+	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
+		return nil, fmt.Errorf("record applied state: %w", cerr)
+	}
+	r.desired = st.Clone()
+	for _, a := range res.Actions {
+		if a.Kind != string(planner.Keep) {
+			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
+		}
+	}
+	return res, err
+}
+
+// attachFailure tells a failure while attaching from one while loading:
+// loading only happens for creates and replaces, and a failing load names
+// the package field.
+func attachFailure(plan *planner.Plan, errs desired.Errors) bool {
+	for _, e := range errs {
+		if e.Field == "package" {
+			return false
+		}
+	}
+	return plan.Changes()
+}
+
+func summarize(plan *planner.Plan, dryRun bool) *v1.ApplyResult {
+	res := &v1.ApplyResult{DryRun: dryRun, Actions: []v1.Action{}}
+	for _, a := range plan.Actions {
+		res.Actions = append(res.Actions, v1.Action{Attachment: a.Name, Kind: string(a.Kind), Reason: a.Reason})
+	}
+	sort.Slice(res.Actions, func(i, j int) bool { return res.Actions[i].Attachment < res.Actions[j].Attachment })
+	res.Changed = plan.Changes()
+	return res
+}

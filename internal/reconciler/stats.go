@@ -1,0 +1,60 @@
+package reconciler
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+const statsSysctl = "/proc/sys/kernel/bpf_stats_enabled"
+
+// sysctlEnabled reports whether the kernel.bpf_stats_enabled sysctl is on.
+func sysctlEnabled() bool {
+	b, err := os.ReadFile(statsSysctl)
+	return err == nil && strings.TrimSpace(string(b)) != "0"
+}
+
+// Enabled reports whether the kernel is collecting per-program run counts
+// and run times, by leafd's request or through the sysctl.
+func (s *Stats) Enabled() bool {
+	return s.Requested() || sysctlEnabled()
+}
+
+// Stats holds leafd's request to the kernel for BPF statistics. The kernel
+// keeps them on while any holder's descriptor is open, so they stop when
+// leafd stops (or is disabled) unless someone else asked too.
+type Stats struct {
+	mu     sync.Mutex
+	closer io.Closer
+}
+
+// Set turns leafd's request on or off.
+func (s *Stats) Set(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on && s.closer == nil {
+		c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			return fmt.Errorf("enable BPF statistics: %w", err)
+		}
+		s.closer = c
+	}
+	if !on && s.closer != nil {
+		err := s.closer.Close()
+		s.closer = nil
+		return err
+	}
+	return nil
+}
+
+// Requested reports whether leafd holds a request.
+func (s *Stats) Requested() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closer != nil
+}

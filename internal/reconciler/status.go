@@ -1,0 +1,248 @@
+package reconciler
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/observer"
+)
+
+// Status reports every desired attachment as the kernel holds it now.
+func (r *Reconciler) Status() (*v1.Status, error) {
+	r.mu.Lock()
+	st := r.desired.Clone()
+	r.mu.Unlock()
+	records, err := r.cfg.Store.Records()
+	if err != nil {
+		return nil, err
+	}
+	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	if err != nil {
+		return nil, err
+	}
+	out := &v1.Status{BPFStats: r.cfg.Stats.Enabled(), Attachments: []v1.AttachmentStatus{}}
+	for _, a := range st.Spec.Attachments {
+		s := v1.AttachmentStatus{
+			Name: a.Name, Package: a.Package, Program: a.Program,
+			HookType: a.Hook.Type, Hook: a.Hook.String(), Priority: a.PriorityOrDefault(),
+			State: v1.StateMissing,
+		}
+		if rec := records[a.Name]; rec != nil {
+			s.Digest, s.Repository, s.Program = rec.Package.Digest, rec.Package.Repository, rec.Program
+			s.LoadedAt, s.UpdatedAt = rec.LoadedAt, rec.UpdatedAt
+			s.Params = map[string]any{}
+			for k, v := range rec.ConstParams {
+				s.Params[k] = v
+			}
+			for k, v := range rec.MapParams {
+				s.Params[k] = v
+			}
+		}
+		if o := observed[a.Name]; o != nil {
+			fillObserved(&s, o, out.BPFStats)
+		}
+		out.Attachments = append(out.Attachments, s)
+	}
+	sort.Slice(out.Attachments, func(i, j int) bool { return out.Attachments[i].Name < out.Attachments[j].Name })
+	return out, nil
+}
+
+func fillObserved(s *v1.AttachmentStatus, o *observer.Attachment, statsOn bool) {
+	s.ProgramID, s.LinkID = uint32(o.ProgramID), uint32(o.LinkID)
+	s.Problem = o.Problem
+	s.Maps = map[string]uint32{}
+	for n, id := range o.Maps {
+		s.Maps[n] = uint32(id)
+	}
+	switch {
+	case o.Healthy():
+		s.State = v1.StateAttached
+	case o.ProgramID != 0:
+		s.State = v1.StateDetached
+	}
+	if o.ProgramID == 0 {
+		return
+	}
+	prog, err := ebpf.NewProgramFromID(o.ProgramID)
+	if err != nil {
+		return
+	}
+	defer prog.Close()
+	if stats, err := prog.Stats(); err == nil && statsOn {
+		runs, ns := stats.RunCount, uint64(stats.Runtime)
+		s.RunCount, s.RunTimeNs = &runs, &ns
+	}
+}
+
+// ErrUnknownMap is returned for a map the attachment does not have.
+var ErrUnknownMap = errors.New("no such map")
+
+// Maps lists the pinned maps of an attachment.
+func (r *Reconciler) Maps(attachment string) (*v1.MapList, error) {
+	if err := r.known(attachment); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(r.cfg.Layout.MapsDir(attachment))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	out := &v1.MapList{Attachment: attachment, Maps: []v1.MapInfo{}}
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".") {
+			continue
+		}
+		m, err := ebpf.LoadPinnedMap(r.cfg.Layout.Map(attachment, e.Name()), nil)
+		if err != nil {
+			continue
+		}
+		out.Maps = append(out.Maps, mapInfo(e.Name(), m))
+		m.Close()
+	}
+	return out, nil
+}
+
+func (r *Reconciler) known(attachment string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.desired.Attachment(attachment) == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownAttachment, attachment)
+	}
+	return nil
+}
+
+func mapInfo(name string, m *ebpf.Map) v1.MapInfo {
+	mi := v1.MapInfo{Name: name, Type: m.Type().String(), KeySize: m.KeySize(), ValueSize: m.ValueSize(), MaxEntries: m.MaxEntries()}
+	if info, err := m.Info(); err == nil {
+		id, _ := info.ID()
+		mi.ID = uint32(id)
+	}
+	return mi
+}
+
+// maxDumpEntries caps a map dump so one request cannot return a huge map.
+const maxDumpEntries = 10000
+
+// DumpMap returns the entries of one map of an attachment.
+func (r *Reconciler) DumpMap(attachment, name string) (*v1.MapDump, error) {
+	if err := r.known(attachment); err != nil {
+		return nil, err
+	}
+	if strings.ContainsAny(name, "/.") {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownMap, name)
+	}
+	m, err := ebpf.LoadPinnedMap(r.cfg.Layout.Map(attachment, name), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: attachment %q has no map %q", ErrUnknownMap, attachment, name)
+	}
+	defer m.Close()
+	dump := &v1.MapDump{Attachment: attachment, Map: mapInfo(name, m), Entries: []v1.MapEntry{}}
+	var keys [][]byte
+	key := make([]byte, m.KeySize())
+	it := m.Iterate()
+	var discard []byte
+	if perCPU(m.Type()) {
+		ncpu, err := ebpf.PossibleCPU()
+		if err != nil {
+			return nil, err
+		}
+		vals := make([][]byte, ncpu)
+		for it.Next(&key, &vals) {
+			keys = append(keys, bytes.Clone(key))
+		}
+	} else {
+		for it.Next(&key, &discard) {
+			keys = append(keys, bytes.Clone(key))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read map %s: %w", name, err)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
+	if len(keys) > maxDumpEntries {
+		keys, dump.Truncated = keys[:maxDumpEntries], true
+	}
+	for _, k := range keys {
+		e, err := entry(m, k)
+		if err != nil {
+			continue // deleted while we read
+		}
+		dump.Entries = append(dump.Entries, e)
+	}
+	return dump, nil
+}
+
+func entry(m *ebpf.Map, key []byte) (v1.MapEntry, error) {
+	e := v1.MapEntry{Key: hex.EncodeToString(key), KeyUint: asUint(key)}
+	if !perCPU(m.Type()) {
+		var val []byte
+		if err := m.Lookup(key, &val); err != nil {
+			return e, err
+		}
+		e.Value, e.ValueUint = hex.EncodeToString(val), asUint(val)
+		return e, nil
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return e, err
+	}
+	vals := make([][]byte, ncpu)
+	if err := m.Lookup(key, vals); err != nil {
+		return e, err
+	}
+	var sum uint64
+	summable := true
+	for _, v := range vals {
+		e.PerCPU = append(e.PerCPU, hex.EncodeToString(v))
+		if n := asUint(v); n != nil {
+			sum += *n
+		} else {
+			summable = false
+		}
+	}
+	if summable {
+		e.ValueUint = &sum
+	}
+	return e, nil
+}
+
+func perCPU(t ebpf.MapType) bool {
+	switch t {
+	case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash, ebpf.PerCPUCGroupStorage:
+		return true
+	}
+	return false
+}
+
+func asUint(b []byte) *uint64 {
+	var n uint64
+	switch len(b) {
+	case 1:
+		n = uint64(b[0])
+	case 2:
+		n = uint64(binary.NativeEndian.Uint16(b))
+	case 4:
+		n = uint64(binary.NativeEndian.Uint32(b))
+	case 8:
+		n = binary.NativeEndian.Uint64(b)
+	default:
+		return nil
+	}
+	return &n
+}
+
+// keyLess orders integer keys numerically and others bytewise.
+func keyLess(a, b []byte) bool {
+	if x, y := asUint(a), asUint(b); x != nil && y != nil {
+		return *x < *y
+	}
+	return bytes.Compare(a, b) < 0
+}

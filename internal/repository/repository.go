@@ -1,0 +1,304 @@
+// Package repository finds packages by name and version. A Local
+// repository is a directory (or an embedded file system) holding one
+// directory per package version; a Set searches several in order.
+package repository
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+)
+
+// Limits on what a package may hold; packages are untrusted input.
+const (
+	maxFileSize  = 64 << 20
+	maxFiles     = 256
+	maxTotalSize = 256 << 20
+)
+
+// ErrNotFound means no repository has the package or version asked for.
+var ErrNotFound = errors.New("package not found")
+
+// Package is one version of a package, read from a repository.
+type Package struct {
+	Manifest *manifest.Manifest
+	// Digest is "sha256:<hex>" over every file of the package.
+	Digest string
+	// Repository names where the package came from.
+	Repository string
+	files      fs.FS
+}
+
+// Ref is "name@version".
+func (p *Package) Ref() string { return p.Manifest.Name + "@" + p.Manifest.Version }
+
+// ReadFile reads a file of the package.
+func (p *Package) ReadFile(name string) ([]byte, error) {
+	return readCapped(p.files, name)
+}
+
+// LoadSpec parses the object holding the named program and checks that the
+// ELF agrees with the manifest: the function exists, in the declared
+// section, with the declared program type.
+func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Program, error) {
+	prog, err := p.Manifest.Program(program)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := p.ReadFile(prog.Object)
+	if err != nil {
+		return nil, nil, fmt.Errorf("package %s: program %s: %w", p.Ref(), prog.Name, err)
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), prog.Object, err)
+	}
+	ps, ok := spec.Programs[prog.Function]
+	if !ok {
+		return nil, nil, fmt.Errorf("package %s: object %s has no function %q", p.Ref(), prog.Object, prog.Function)
+	}
+	if prog.Section != "" && ps.SectionName != prog.Section {
+		return nil, nil, fmt.Errorf("package %s: function %s is in section %q, manifest says %q", p.Ref(), prog.Function, ps.SectionName, prog.Section)
+	}
+	if want := programType(prog.Type); ps.Type != want {
+		return nil, nil, fmt.Errorf("package %s: function %s has program type %s, manifest says %s", p.Ref(), prog.Function, ps.Type, prog.Type)
+	}
+	return spec, prog, nil
+}
+
+func programType(t string) ebpf.ProgramType {
+	switch t {
+	case "xdp":
+		return ebpf.XDP
+	case "sched_cls":
+		return ebpf.SchedCLS
+	case "tracepoint":
+		return ebpf.TracePoint
+	case "kprobe":
+		return ebpf.Kprobe
+	case "cgroup_skb":
+		return ebpf.CGroupSKB
+	}
+	return ebpf.UnspecifiedProgram
+}
+
+// Repository is a source of packages.
+type Repository interface {
+	Name() string
+	// Resolve returns the package version, or an error wrapping ErrNotFound.
+	Resolve(name, version string) (*Package, error)
+	List() []*Package
+}
+
+// Local is a repository in a directory: <root>/<dir>/leaf.yaml or
+// <root>/<dir>/<dir>/leaf.yaml, each directory one package version.
+type Local struct {
+	name string
+	pkgs map[string]map[string]*Package
+}
+
+// OpenDir opens a directory repository.
+func OpenDir(dir string) (*Local, error) {
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	return OpenFS(dir, os.DirFS(dir))
+}
+
+// OpenFS reads every package in fsys. A package that does not validate
+// makes the whole repository fail to open, naming the package.
+func OpenFS(name string, fsys fs.FS) (*Local, error) {
+	l := &Local{name: name, pkgs: map[string]map[string]*Package{}}
+	dirs, err := packageDirs(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", name, err)
+	}
+	for _, dir := range dirs {
+		sub, err := fs.Sub(fsys, dir)
+		if err != nil {
+			return nil, err
+		}
+		p, err := readPackage(sub)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: package %s: %w", name, dir, err)
+		}
+		p.Repository = name
+		versions := l.pkgs[p.Manifest.Name]
+		if versions == nil {
+			versions = map[string]*Package{}
+			l.pkgs[p.Manifest.Name] = versions
+		}
+		if _, dup := versions[p.Manifest.Version]; dup {
+			return nil, fmt.Errorf("repository %s: %s is defined twice (again in %s)", name, p.Ref(), dir)
+		}
+		versions[p.Manifest.Version] = p
+	}
+	return l, nil
+}
+
+func packageDirs(fsys fs.FS) ([]string, error) {
+	var dirs []string
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.Count(p, "/") >= 2 {
+			return fs.SkipDir
+		}
+		if !d.IsDir() && d.Name() == manifest.FileName && p != manifest.FileName {
+			dirs = append(dirs, path.Dir(p))
+		}
+		return nil
+	})
+	return dirs, err
+}
+
+func readPackage(fsys fs.FS) (*Package, error) {
+	data, err := readCapped(fsys, manifest.FileName)
+	if err != nil {
+		return nil, err
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	digest, err := digestFS(fsys)
+	if err != nil {
+		return nil, err
+	}
+	return &Package{Manifest: m, Digest: digest, files: fsys}, nil
+}
+
+// digestFS hashes the sorted list of (path, content hash) of every regular
+// file. Anything that is not a regular file or directory is refused.
+func digestFS(fsys fs.FS) (string, error) {
+	var lines []string
+	var total int64
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", p)
+		}
+		if len(lines) >= maxFiles {
+			return fmt.Errorf("more than %d files", maxFiles)
+		}
+		data, err := readCapped(fsys, p)
+		if err != nil {
+			return err
+		}
+		total += int64(len(data))
+		if total > maxTotalSize {
+			return fmt.Errorf("larger than %d bytes", maxTotalSize)
+		}
+		sum := sha256.Sum256(data)
+		lines = append(lines, p+"\x00"+hex.EncodeToString(sum[:]))
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(lines)
+	sum := sha256.Sum256([]byte(strings.Join(lines, "\n")))
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+func readCapped(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxFileSize)
+	}
+	return data, nil
+}
+
+// Name of the repository.
+func (l *Local) Name() string { return l.name }
+
+// Resolve finds name@version.
+func (l *Local) Resolve(name, version string) (*Package, error) {
+	versions, ok := l.pkgs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: no package %q in repository %s", ErrNotFound, name, l.name)
+	}
+	p, ok := versions[version]
+	if !ok {
+		return nil, fmt.Errorf("%w: package %s has no version %q in repository %s (it has: %s)", ErrNotFound, name, version, l.name, strings.Join(sortedKeys(versions), ", "))
+	}
+	return p, nil
+}
+
+// List returns every package version, sorted by name and version.
+func (l *Local) List() []*Package {
+	var out []*Package
+	for _, versions := range l.pkgs {
+		for _, p := range versions {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref() < out[j].Ref() })
+	return out
+}
+
+func sortedKeys(m map[string]*Package) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Set searches repositories in order; the first that has a package wins.
+type Set []Repository
+
+// Resolve finds name@version in the first repository that has it.
+func (s Set) Resolve(name, version string) (*Package, error) {
+	var errs []string
+	for _, r := range s {
+		p, err := r.Resolve(name, version)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		errs = append(errs, strings.TrimPrefix(err.Error(), ErrNotFound.Error()+": "))
+	}
+	if len(s) == 0 {
+		return nil, fmt.Errorf("%w: no repositories configured", ErrNotFound)
+	}
+	return nil, fmt.Errorf("%w: %s@%s: %s", ErrNotFound, name, version, strings.Join(errs, "; "))
+}
+
+// List returns the packages of every repository, in order.
+func (s Set) List() []*Package {
+	var out []*Package
+	for _, r := range s {
+		out = append(out, r.List()...)
+	}
+	return out
+}

@@ -1,0 +1,234 @@
+// Package server serves leafd's HTTP/JSON API (api/v1). Every answer is
+// JSON; a problem with the request is a 4xx that says what is wrong, never
+// a 500.
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/reconciler"
+	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/yamljson"
+)
+
+// MaxBodySize caps request bodies.
+const MaxBodySize = 4 << 20
+
+// Server holds what the handlers need.
+type Server struct {
+	Reconciler *reconciler.Reconciler
+	Stats      *reconciler.Stats
+	Repos      repository.Set
+	Logger     *slog.Logger
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+v1.PathHealth, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET "+v1.PathState, s.getState)
+	mux.HandleFunc("PUT "+v1.PathState, s.putState)
+	mux.HandleFunc("GET "+v1.PathStatus, s.getStatus)
+	mux.HandleFunc("DELETE "+v1.PathAttachments+"/{name}", s.deleteAttachment)
+	mux.HandleFunc("GET "+v1.PathAttachments+"/{name}/maps", s.listMaps)
+	mux.HandleFunc("GET "+v1.PathAttachments+"/{name}/maps/{map}", s.dumpMap)
+	mux.HandleFunc("GET "+v1.PathPackages, s.listPackages)
+	mux.HandleFunc("GET "+v1.PathStats, s.getStats)
+	mux.HandleFunc("PUT "+v1.PathStats, s.putStats)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return s.recoverPanics(mux)
+}
+
+func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Reconciler.Desired())
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+	dryRun, err := boolQuery(r, "dryRun")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body: %w", err))
+		return
+	}
+	var st desired.State
+	if err := yamljson.Decode(body, &st); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
+	if err != nil {
+		s.applyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) deleteAttachment(w http.ResponseWriter, r *http.Request) {
+	dryRun, err := boolQuery(r, "dryRun")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	res, err := s.Reconciler.Delete(r.Context(), []string{r.PathValue("name")}, dryRun)
+	if err != nil {
+		s.applyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// applyError maps an apply failure to a status: problems with the
+// document are 422 (404 for an unknown attachment, 409 when the hook is
+// held by someone else); only leafd's own failures are 500.
+func (s *Server) applyError(w http.ResponseWriter, err error) {
+	var se *reconciler.StageError
+	var de desired.Errors
+	switch {
+	case errors.Is(err, reconciler.ErrUnknownAttachment):
+		writeError(w, http.StatusNotFound, err)
+	case errors.As(err, &de):
+		code := http.StatusUnprocessableEntity
+		if errors.As(err, &se) && se.Stage == reconciler.StageAttach {
+			code = http.StatusConflict
+		}
+		writeError(w, code, err)
+	default:
+		s.Logger.Error("apply failed", "error", err)
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Reconciler.Status()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) listMaps(w http.ResponseWriter, r *http.Request) {
+	maps, err := s.Reconciler.Maps(r.PathValue("name"))
+	if err != nil {
+		writeLookupError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, maps)
+}
+
+func (s *Server) dumpMap(w http.ResponseWriter, r *http.Request) {
+	dump, err := s.Reconciler.DumpMap(r.PathValue("name"), r.PathValue("map"))
+	if err != nil {
+		writeLookupError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, dump)
+}
+
+func writeLookupError(w http.ResponseWriter, err error) {
+	if errors.Is(err, reconciler.ErrUnknownAttachment) || errors.Is(err, reconciler.ErrUnknownMap) {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err)
+}
+
+func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) {
+	out := []v1.Package{}
+	for _, p := range s.Repos.List() {
+		m := p.Manifest
+		pkg := v1.Package{Name: m.Name, Version: m.Version, Description: m.Description, License: m.License, Digest: p.Digest, Repository: p.Repository}
+		for _, prog := range m.Programs {
+			pkg.Programs = append(pkg.Programs, v1.Program{Name: prog.Name, Type: prog.Type, Hooks: prog.Hooks})
+		}
+		out = append(out, pkg)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, v1.Stats{Enabled: s.Stats.Enabled()})
+}
+
+func (s *Server) putStats(w http.ResponseWriter, r *http.Request) {
+	var req v1.Stats
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil {
+		err = yamljson.Decode(body, &req)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.Stats.Set(req.Enabled); err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v1.Stats{Enabled: s.Stats.Enabled()})
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Logger.Error("handler panic", "path", r.URL.Path, "panic", v)
+				writeError(w, http.StatusInternalServerError, fmt.Errorf("internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func boolQuery(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("query parameter %s: %q is not a boolean", name, v)
+	}
+	return b, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	body := v1.Error{Error: err.Error()}
+	var de desired.Errors
+	if errors.As(err, &de) {
+		body.Error = fmt.Sprintf("%d problem(s) in the desired state", len(de))
+		if len(de) == 1 {
+			body.Error = de[0].Error()
+		}
+		for _, e := range de {
+			body.Details = append(body.Details, v1.ErrorDetail{Attachment: e.Attachment, Field: e.Field, Message: e.Message})
+		}
+	}
+	writeJSON(w, code, body)
+}

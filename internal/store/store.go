@@ -1,0 +1,166 @@
+// Package store keeps leafd's record of what it applied: the desired-state
+// document and, per attachment, the package, program, parameters and
+// kernel object IDs. It is a bbolt database, so every commit is atomic and
+// durable; the kernel and bpffs stay the truth for what is attached.
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/leaf-ebpf/leaf/internal/desired"
+)
+
+var (
+	bucketMeta        = []byte("meta")
+	bucketAttachments = []byte("attachments")
+	keyDesired        = []byte("desired")
+	keySchema         = []byte("schema")
+)
+
+const schemaVersion = "1"
+
+// PackageRef pins the package version an attachment runs.
+type PackageRef struct {
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	Digest     string `json:"digest"`
+	Repository string `json:"repository"`
+}
+
+// Record is what leafd applied for one attachment.
+type Record struct {
+	Name       string             `json:"name"`
+	Attachment desired.Attachment `json:"attachment"`
+	Package    PackageRef         `json:"package"`
+	// Program is the package's program name.
+	Program string `json:"program"`
+	// ConstParams were set at load time; changing one needs a reload.
+	ConstParams map[string]any `json:"constParams,omitempty"`
+	// MapParams were written into maps; changing one needs no reload.
+	MapParams map[string]any    `json:"mapParams,omitempty"`
+	ProgramID uint32            `json:"programID"`
+	LinkID    uint32            `json:"linkID"`
+	MapIDs    map[string]uint32 `json:"mapIDs,omitempty"`
+	LoadedAt  time.Time         `json:"loadedAt"`
+	UpdatedAt time.Time         `json:"updatedAt"`
+}
+
+// Store is the state database.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the database in dir. Only one leafd may
+// hold it; a second fails after a short wait instead of blocking.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	path := filepath.Join(dir, "leaf.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("state store %s is locked: is another leafd running?", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketAttachments); err != nil {
+			return err
+		}
+		if v := meta.Get(keySchema); v != nil && string(v) != schemaVersion {
+			return fmt.Errorf("state store schema %s is not supported (want %s)", v, schemaVersion)
+		}
+		return meta.Put(keySchema, []byte(schemaVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state store %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Desired returns the last committed desired state, or an empty one.
+func (s *Store) Desired() (*desired.State, error) {
+	var st *desired.State
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyDesired)
+		if v == nil {
+			st = desired.Empty()
+			return nil
+		}
+		st = &desired.State{}
+		return json.Unmarshal(v, st)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read desired state: %w", err)
+	}
+	return st, nil
+}
+
+// Records returns every attachment record by name.
+func (s *Store) Records() (map[string]*Record, error) {
+	out := map[string]*Record{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAttachments).ForEach(func(k, v []byte) error {
+			var r Record
+			// UseNumber keeps 64-bit parameter values exact.
+			dec := json.NewDecoder(bytes.NewReader(v))
+			dec.UseNumber()
+			if err := dec.Decode(&r); err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			out[string(k)] = &r
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	return out, nil
+}
+
+// Commit replaces the desired state and all records in one transaction.
+func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
+	doc, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(keyDesired, doc); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketAttachments); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketAttachments)
+		if err != nil {
+			return err
+		}
+		for name, r := range records {
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(name), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// portfilter: drop TCP and UDP packets whose destination port is listed in
+// blocked_ports, counting drops per port. Everything else passes.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// Keys are destination ports in host byte order; the value is unused.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} blocked_ports SEC(".maps");
+
+// Packets dropped, per destination port.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+// Packets seen and passed (key 0), and dropped (key 1).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} totals SEC(".maps");
+
+// Load-time parameters: which protocols are filtered.
+volatile const __u8 filter_tcp = 1;
+volatile const __u8 filter_udp = 1;
+
+static __always_inline void count_total(__u32 key)
+{
+	__u64 *v = bpf_map_lookup_elem(&totals, &key);
+	if (v)
+		*v += 1;
+}
+
+// dest_port returns the destination port of a TCP or UDP packet that this
+// program filters, or 0.
+static __always_inline int dest_port(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	void *l4;
+	__u8 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+			return 0;
+		// Only the first fragment carries the L4 header.
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return 0;
+		proto = ip->protocol;
+		l4 = (void *)ip + ip->ihl * 4;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		proto = ip6->nexthdr;
+		l4 = ip6 + 1;
+	} else {
+		return 0;
+	}
+
+	if (proto == IPPROTO_TCP && filter_tcp) {
+		struct tcphdr *tcp = l4;
+		if ((void *)(tcp + 1) > data_end)
+			return 0;
+		return bpf_ntohs(tcp->dest);
+	}
+	if (proto == IPPROTO_UDP && filter_udp) {
+		struct udphdr *udp = l4;
+		if ((void *)(udp + 1) > data_end)
+			return 0;
+		return bpf_ntohs(udp->dest);
+	}
+	return 0;
+}
+
+SEC("xdp")
+int xdp_port_filter(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u16 port = dest_port(data, data_end);
+
+	if (port && bpf_map_lookup_elem(&blocked_ports, &port)) {
+		__u64 one = 1, *n = bpf_map_lookup_elem(&drops, &port);
+		if (n)
+			*n += 1;
+		else
+			bpf_map_update_elem(&drops, &port, &one, BPF_NOEXIST);
+		count_total(1);
+		return XDP_DROP;
+	}
+	count_total(0);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
