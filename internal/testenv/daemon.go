@@ -1,0 +1,195 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leaf-ebpf/leaf/client"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds leafd and leaf once per test binary (with the race
+// detector when the tests use it) and returns their directory.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "leaf-bin-")
+		if buildErr != nil {
+			return
+		}
+		args := []string{"build", "-o", binDir + "/"}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/leaf-ebpf/leaf/cmd/leafd", "github.com/leaf-ebpf/leaf/cmd/leaf")
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// Daemon is a leafd process run by a test.
+type Daemon struct {
+	t        testing.TB
+	Socket   string
+	BPFFS    string
+	StateDir string
+	Args     []string
+	Client   *client.Client
+
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+}
+
+// DaemonOptions configures StartDaemon.
+type DaemonOptions struct {
+	// BPFFS defaults to a fresh private bpffs.
+	BPFFS string
+	// StateDir defaults to a fresh temporary directory.
+	StateDir string
+	// Args are extra leafd flags.
+	Args []string
+}
+
+// StartDaemon starts leafd on a private socket and waits until it answers.
+func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{t: t, Socket: filepath.Join(dir, "leafd.sock"), BPFFS: opts.BPFFS, StateDir: opts.StateDir}
+	if d.BPFFS == "" {
+		d.BPFFS = BPFFS(t)
+	}
+	if d.StateDir == "" {
+		d.StateDir = filepath.Join(dir, "state")
+	}
+	d.Args = append([]string{"--state-dir", d.StateDir, "--bpffs", d.BPFFS, "--socket", d.Socket, "--metrics-address", "", "--log-level", "debug"}, opts.Args...)
+	d.Client = client.New(d.Socket)
+	d.start()
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("leafd log:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+func (d *Daemon) start() {
+	d.t.Helper()
+	d.logs = &syncBuffer{}
+	d.cmd = exec.Command(filepath.Join(Binaries(d.t), "leafd"), d.Args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatalf("start leafd: %v", err)
+	}
+	d.done = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			d.t.Fatalf("leafd exited at start: %s", d.logs.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := d.Client.Health(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.t.Fatalf("leafd did not answer within 30s: %s", d.logs.String())
+}
+
+// Logs returns what leafd logged so far.
+func (d *Daemon) Logs() string { return d.logs.String() }
+
+// Kill sends SIGKILL and waits for the process to end.
+func (d *Daemon) Kill() {
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (d *Daemon) Stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		d.t.Errorf("leafd did not stop on SIGTERM")
+	}
+}
+
+// Restart starts leafd again with the same flags (after Kill or Stop).
+func (d *Daemon) Restart() {
+	d.t.Helper()
+	d.start()
+}
+
+// Exited waits up to timeout for leafd to exit by itself and returns its
+// logs and whether it did.
+func (d *Daemon) Exited(timeout time.Duration) (string, bool) {
+	select {
+	case <-d.done:
+		return d.logs.String(), true
+	case <-time.After(timeout):
+		return d.logs.String(), false
+	}
+}
+
+// StartDaemonExpectFailure runs leafd with args and returns its output,
+// failing the test if it does not exit non-zero within 30s.
+func StartDaemonExpectFailure(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(Binaries(t), "leafd"), args...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("leafd %v succeeded, want failure: %s", args, out)
+	}
+	return string(out)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
