@@ -125,7 +125,16 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	spec := r.Spec.Copy()
 	fn := r.Program.Function
-	spec.Programs = map[string]*ebpf.ProgramSpec{fn: spec.Programs[fn]}
+	ps := spec.Programs[fn].Copy()
+	spec.Programs = map[string]*ebpf.ProgramSpec{fn: ps}
+	// A cgroup skb program is loaded for the direction it will attach to,
+	// whatever its ELF section says.
+	if h := r.Attachment.Hook; h.Type == manifest.HookCgroupSKB {
+		ps.AttachType = ebpf.AttachCGroupInetIngress
+		if h.Direction == "egress" {
+			ps.AttachType = ebpf.AttachCGroupInetEgress
+		}
+	}
 	for pname, v := range r.ConstParams {
 		p := r.Package.Manifest.Param(pname)
 		typ, _ := manifest.ParseType(p.Type)
