@@ -116,7 +116,10 @@ func (c *Client) Apply(ctx context.Context, doc []byte, dryRun bool) (*v1.ApplyR
 // Desired returns the desired-state document leafd holds, as JSON.
 func (c *Client) Desired(ctx context.Context) (json.RawMessage, error) {
 	var raw json.RawMessage
-	return raw, c.do(ctx, http.MethodGet, v1.PathState, nil, nil, &raw)
+	// Call first: the order in which "return raw, c.do(...)" would read raw
+	// and run the call is unspecified.
+	err := c.do(ctx, http.MethodGet, v1.PathState, nil, nil, &raw)
+	return raw, err
 }
 
 // Status returns every attachment as the kernel holds it.
@@ -146,7 +149,8 @@ func (c *Client) DumpMap(ctx context.Context, attachment, name string) (*v1.MapD
 // Packages lists the packages leafd's repositories offer.
 func (c *Client) Packages(ctx context.Context) ([]v1.Package, error) {
 	var pkgs []v1.Package
-	return pkgs, c.do(ctx, http.MethodGet, v1.PathPackages, nil, nil, &pkgs)
+	err := c.do(ctx, http.MethodGet, v1.PathPackages, nil, nil, &pkgs)
+	return pkgs, err
 }
 
 // Stats reports whether kernel BPF statistics are on.

@@ -44,19 +44,14 @@ func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[
 	return nil
 }
 
-// setKeys adds missing keys before deleting unwanted ones, so a key that
-// stays in the set is never absent.
+// setKeys makes the map's key set exactly keys. Keys in both the old and
+// the new set are never absent. It adds missing keys before deleting
+// unwanted ones, so that for a moment the map holds both sets rather than
+// neither, unless both together do not fit the map: then it deletes first.
 func setKeys(m *ebpf.Map, keys [][]byte) error {
 	want := map[string]bool{}
-	value := make([]byte, m.ValueSize())
-	if len(value) > 0 {
-		value[0] = 1
-	}
 	for _, k := range keys {
 		want[string(k)] = true
-		if err := m.Update(k, value, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("add key %x: %w", k, err)
-		}
 	}
 	var stale [][]byte
 	key := make([]byte, m.KeySize())
@@ -70,10 +65,34 @@ func setKeys(m *ebpf.Map, keys [][]byte) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate: %w", err)
 	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete key %x: %w", k, err)
-		}
+	value := make([]byte, m.ValueSize())
+	if len(value) > 0 {
+		value[0] = 1
 	}
-	return nil
+	add := func() error {
+		for _, k := range keys {
+			if err := m.Update(k, value, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("add key %x: %w", k, err)
+			}
+		}
+		return nil
+	}
+	del := func() error {
+		for _, k := range stale {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete key %x: %w", k, err)
+			}
+		}
+		return nil
+	}
+	if uint64(len(want))+uint64(len(stale)) > uint64(m.MaxEntries()) {
+		if err := del(); err != nil {
+			return err
+		}
+		return add()
+	}
+	if err := add(); err != nil {
+		return err
+	}
+	return del()
 }

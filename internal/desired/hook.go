@@ -19,6 +19,9 @@ var fieldsFor = map[string][]string{
 	manifest.HookCgroupSKB:  {"cgroup", "direction"},
 }
 
+// hookFields lists every hook field but type, in document order.
+var hookFields = []string{"interface", "netns", "mode", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
+
 func (h *Hook) set() map[string]bool {
 	return map[string]bool{
 		"interface":      h.Interface != "",
@@ -44,8 +47,9 @@ func (h *Hook) validate() Errors {
 		add("type", "unknown hook type %q (known: cgroup_skb, kprobe, tc, tracepoint, uprobe, xdp)", h.Type)
 		return errs
 	}
-	for field, isSet := range h.set() {
-		if isSet && !contains(allowed, field) {
+	set := h.set()
+	for _, field := range hookFields { // in a fixed order: errors are stable
+		if set[field] && !contains(allowed, field) {
 			add(field, "does not apply to %s hooks (they take: %s)", h.Type, strings.Join(allowed, ", "))
 		}
 	}

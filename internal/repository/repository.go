@@ -166,15 +166,17 @@ func packageDirs(fsys fs.FS) ([]string, error) {
 }
 
 func readPackage(fsys fs.FS) (*Package, error) {
+	// Digest first: it refuses anything that is not a regular file before
+	// reading it, so a FIFO or symlink named leaf.yaml is never opened.
+	digest, err := digestFS(fsys)
+	if err != nil {
+		return nil, err
+	}
 	data, err := readCapped(fsys, manifest.FileName)
 	if err != nil {
 		return nil, err
 	}
 	m, err := manifest.Parse(data)
-	if err != nil {
-		return nil, err
-	}
-	digest, err := digestFS(fsys)
 	if err != nil {
 		return nil, err
 	}

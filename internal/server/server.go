@@ -61,9 +61,9 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
+	body, err := readBody(w, r, MaxBodySize)
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body: %w", err))
+		writeError(w, bodyErrorCode(err), err)
 		return
 	}
 	var st desired.State
@@ -168,11 +168,12 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putStats(w http.ResponseWriter, r *http.Request) {
 	var req v1.Stats
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
-	if err == nil {
-		err = yamljson.Decode(body, &req)
-	}
+	body, err := readBody(w, r, 4096)
 	if err != nil {
+		writeError(w, bodyErrorCode(err), err)
+		return
+	}
+	if err := yamljson.Decode(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
@@ -196,6 +197,25 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// readBody reads a request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, fmt.Errorf("request body: %w", err)
+	}
+	return body, nil
+}
+
+// bodyErrorCode is 413 for a body over the limit and 400 for one that
+// could not be read (bad chunked encoding, shorter than announced).
+func bodyErrorCode(err error) int {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }
 
 func boolQuery(r *http.Request, name string) (bool, error) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -19,6 +20,9 @@ import (
 func Decode(data []byte, out any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return errors.New("document is empty")
+	}
+	if err := singleDocument(data); err != nil {
+		return err
 	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
@@ -32,6 +36,20 @@ func Decode(data []byte, out any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("malformed document: more than one document")
+	}
+	return nil
+}
+
+// singleDocument refuses a stream of several YAML documents: decoding
+// only the first would silently drop the rest.
+func singleDocument(data []byte) error {
+	dec := yamlv2.NewDecoder(bytes.NewReader(data))
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil // malformed: the strict decoder reports it
+	}
+	if err := dec.Decode(&doc); err != io.EOF {
+		return errors.New("malformed document: more than one YAML document (a --- separator); give one document")
 	}
 	return nil
 }

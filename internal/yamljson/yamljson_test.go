@@ -32,6 +32,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"name: a\nname: b\n", "malformed"},
 		{"name: a\nbogus: 1\n", `unknown field "bogus"`},
 		{"count: many\n", "count: expected int, got string"},
+		{"name: a\n---\nname: b\n", "more than one YAML document"},
 	} {
 		var d doc
 		err := Decode([]byte(tc.in), &d)
