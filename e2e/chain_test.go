@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -14,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/leaf-ebpf/leaf/client"
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
@@ -314,5 +319,157 @@ func TestXDPForeignProgramRefusedUnlessReplaced(t *testing.T) {
 	apply(t, d, doc(yaml))
 	if got := xdpProgID(t, p.NsB, p.IfB); got == foreignID || got != status(t, d)["m"].ProgramID {
 		t.Fatalf("with replaceForeign the hook runs %d (foreign %d)", got, foreignID)
+	}
+}
+
+// bpftoolChain walks an XDP chain with bpftool alone: the program the
+// interface runs, then through each program's PROG_ARRAY to the next.
+func bpftoolChain(t *testing.T, netns, ifname string) []uint32 {
+	t.Helper()
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		t.Skip("bpftool not installed")
+	}
+	run := func(v any, args ...string) {
+		t.Helper()
+		out, err := exec.Command("bpftool", append([]string{"-j"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("bpftool %v: %v", args, err)
+		}
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("bpftool %v: %v: %s", args, err, out)
+		}
+	}
+	var net []struct {
+		XDP []struct {
+			Devname string `json:"devname"`
+			ID      uint32 `json:"id"`
+		} `json:"xdp"`
+	}
+	out, err := exec.Command("ip", "netns", "exec", netns, "bpftool", "-j", "net", "show", "dev", ifname).Output()
+	if err != nil || json.Unmarshal(out, &net) != nil || len(net) == 0 || len(net[0].XDP) == 0 {
+		t.Fatalf("bpftool net show dev %s: %v: %s", ifname, err, out)
+	}
+	var ids []uint32
+	for id := net[0].XDP[0].ID; id != 0 && len(ids) < 40; {
+		ids = append(ids, id)
+		var prog struct {
+			MapIDs []uint32 `json:"map_ids"`
+		}
+		run(&prog, "prog", "show", "id", fmt.Sprint(id))
+		next := uint32(0)
+		for _, m := range prog.MapIDs {
+			var info struct {
+				Type string `json:"type"`
+			}
+			run(&info, "map", "show", "id", fmt.Sprint(m))
+			if info.Type != "prog_array" {
+				continue
+			}
+			var entries []struct {
+				Value []string `json:"value"`
+			}
+			run(&entries, "map", "dump", "id", fmt.Sprint(m))
+			for _, e := range entries {
+				var b []byte
+				for _, h := range e.Value {
+					var x uint8
+					fmt.Sscanf(h, "0x%x", &x)
+					b = append(b, x)
+				}
+				if len(b) == 4 {
+					next = binary.LittleEndian.Uint32(b)
+				}
+			}
+		}
+		id = next
+	}
+	return ids
+}
+
+// TestChainStatusAgreesWithBpftool: the order and program IDs leaf shows
+// are what bpftool finds walking the kernel's objects.
+func TestChainStatusAgreesWithBpftool(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	apply(t, d, chainDoc(p, member{name: "x1", priority: 3}, member{name: "x2", priority: 1},
+		member{name: "x3", priority: 2, pkg: "l3afcoop@1.0.0", program: "coop_xdp"}))
+	st := status(t, d)
+	var want []uint32
+	for _, n := range chainOrder(t, d) {
+		want = append(want, st[n].ProgramID)
+	}
+	if got := bpftoolChain(t, p.NsB, p.IfB); !slices.Equal(got, want) {
+		t.Fatalf("bpftool walks %v, leaf status says %v (%v)", got, want, chainOrder(t, d))
+	}
+	if st["x2"].Chain.Position != 1 || st["x2"].Chain.Length != 3 || st["x2"].Chain.NextProgramID != st["x3"].ProgramID {
+		t.Fatalf("status chain of x2: %+v", st["x2"].Chain)
+	}
+	if !slices.Equal(st["x1"].Chain.ProceedOn, []string{"XDP_PASS"}) || st["x3"].Chain.Mode != "cooperative" {
+		t.Fatalf("status chain of x1 %+v, x3 %+v", st["x1"].Chain, st["x3"].Chain)
+	}
+}
+
+// chainFixture writes a package around one function of the chain test
+// object.
+func chainFixture(t *testing.T, function string) string {
+	t.Helper()
+	repo := t.TempDir()
+	dir := filepath.Join(repo, "fixture")
+	os.MkdirAll(dir, 0o755)
+	obj, err := os.ReadFile(filepath.Join("..", "testdata", "chain", "members.bpf.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "members.bpf.o"), obj, 0o644)
+	os.WriteFile(filepath.Join(dir, "README.md"), []byte("fixture\n"), 0o644)
+	manifest := fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
+kind: Package
+name: fixture
+version: 1.0.0
+description: test fixture
+license: GPL-2.0-only
+programs:
+  - {name: p, object: members.bpf.o, function: %s, type: xdp, hooks: [xdp]}
+`, function)
+	os.WriteFile(filepath.Join(dir, "leaf.yaml"), []byte(manifest), 0o644)
+	return repo
+}
+
+// TestChainRefusesUnchainableProgram: a program that already tail-calls
+// (and does not declare the cooperative contract) is refused at apply
+// time, saying why.
+func TestChainRefusesUnchainableProgram(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_tailcaller")}})
+	_, err := d.Client.Apply(ctx(t), chainDoc(p, member{name: "tc", pkg: "fixture@1.0.0", program: "p", priority: 1}), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "cannot be chained") || !strings.Contains(err.Error(), "cooperative") {
+		t.Fatalf("want 422 explaining the program cannot be chained, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Field != "program" {
+		t.Fatalf("details %+v", apiErr.Body.Details)
+	}
+	if xdpProgID(t, p.NsB, p.IfB) != 0 {
+		t.Fatal("something was attached")
+	}
+}
+
+// TestChainHonoursXDPRunConfig: a priority the object declares in libxdp's
+// XDP_RUN_CONFIG applies unless the desired state sets one.
+func TestChainHonoursXDPRunConfig(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_runcfg")}})
+	att := fmt.Sprintf("name: rc\npackage: fixture@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	apply(t, d, doc(att))
+	c := status(t, d)["rc"].Chain
+	if c == nil || c.Priority != 12 || !slices.Equal(c.ProceedOn, []string{"XDP_DROP", "XDP_PASS"}) {
+		t.Fatalf("chain status %+v, want the object's XDP_RUN_CONFIG (priority 12, proceed on XDP_DROP and XDP_PASS)", c)
+	}
+	apply(t, d, doc(att+"\npriority: 3"))
+	if c := status(t, d)["rc"].Chain; c.Priority != 3 {
+		t.Fatalf("desired priority 3 not applied: %+v", c)
 	}
 }

@@ -205,6 +205,9 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 		chainMap = r.Chain.Map
 	}
 	for mname, ms := range spec.Maps {
+		// leaf pins maps itself, under its own layout, whatever pinning
+		// the object asks of libbpf.
+		ms.Pinning = ebpf.PinNone
 		if strings.HasPrefix(mname, ".") || mname == chainMap {
 			continue
 		}

@@ -20,7 +20,7 @@ var fieldsFor = map[string][]string{
 }
 
 // hookFields lists every hook field but type, in document order.
-var hookFields = []string{"interface", "netns", "mode", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
+var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
 
 func (h *Hook) set() map[string]bool {
 	return map[string]bool{
