@@ -754,7 +754,7 @@ func TestAPIConcurrentRequests(t *testing.T) {
 				t.Errorf("scrape: %s: %v", resp.Status, err)
 			}
 		},
-		func(i int) { p.Delivered(t, 7001, 3, 50*time.Millisecond) },
+		func(i int) { p.Delivered(t, 7100+i%200, 3, 50*time.Millisecond) }, // a fresh port each time: no bind races with the last socket
 	}
 	done := make(chan struct{})
 	for _, w := range workers {

@@ -194,7 +194,7 @@ func TestCLI(t *testing.T) {
 	}
 
 	// status: the table.
-	statusCols := []string{"NAME", "PACKAGE", "PROGRAM", "HOOK", "STATE", "PROG ID", "LINK ID"}
+	statusCols := []string{"NAME", "PACKAGE", "PROGRAM", "HOOK", "ORDER", "STATE", "PROG ID", "LINK ID"}
 	rows := cliTable(t, mustCLI(t, sock, "status"), statusCols...)
 	if len(rows) != 2 {
 		t.Errorf("status rows %v, want filter and counter", rows)

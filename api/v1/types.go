@@ -53,11 +53,28 @@ type AttachmentStatus struct {
 	LinkID    uint32            `json:"linkID,omitempty"`
 	Maps      map[string]uint32 `json:"maps,omitempty"`
 	Params    map[string]any    `json:"params,omitempty"`
+	// Chain is set for programs on XDP and TC hooks.
+	Chain *ChainStatus `json:"chain,omitempty"`
 	// RunCount and RunTimeNs come from the kernel's BPF statistics.
 	RunCount  *uint64   `json:"runCount,omitempty"`
 	RunTimeNs *uint64   `json:"runTimeNs,omitempty"`
 	LoadedAt  time.Time `json:"loadedAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// ChainStatus is a program's place in its hook's chain, as the kernel
+// runs it.
+type ChainStatus struct {
+	// Position counts from 1; Length is the number of programs the kernel
+	// runs on the hook.
+	Position  int      `json:"position"`
+	Length    int      `json:"length"`
+	Priority  int      `json:"priority"`
+	ProceedOn []string `json:"proceedOn"`
+	// Mode is rewrite or cooperative.
+	Mode string `json:"mode"`
+	// NextProgramID is the next member's program (0 for the last).
+	NextProgramID uint32 `json:"nextProgramID,omitempty"`
 }
 
 // States of an attachment.

@@ -123,7 +123,7 @@ func printStatus(w io.Writer, st *v1.Status) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	header := "NAME\tPACKAGE\tPROGRAM\tHOOK\tSTATE\tPROG ID\tLINK ID"
+	header := "NAME\tPACKAGE\tPROGRAM\tHOOK\tORDER\tSTATE\tPROG ID\tLINK ID"
 	if st.BPFStats {
 		header += "\tRUNS\tAVG NS"
 	}
@@ -133,7 +133,11 @@ func printStatus(w io.Writer, st *v1.Status) {
 		if a.Problem != "" && a.State != v1.StateAttached {
 			state += " (" + a.Problem + ")"
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d", a.Name, a.Package, a.Program, a.Hook, state, a.ProgramID, a.LinkID)
+		order := "-"
+		if c := a.Chain; c != nil {
+			order = fmt.Sprintf("%d/%d prio %d", c.Position, c.Length, c.Priority)
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", a.Name, a.Package, a.Program, a.Hook, order, state, a.ProgramID, a.LinkID)
 		if st.BPFStats {
 			runs, avg := "-", "-"
 			if a.RunCount != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/desired"
@@ -40,6 +41,10 @@ type loaded struct {
 	maps map[string]*ebpf.Map
 	// fresh names the maps created by this load (not reused from pins).
 	fresh map[string]bool
+	// next is a chain member's own PROG_ARRAY to the next member; it is
+	// never shared between instances, so that rewiring one chain never
+	// touches another.
+	next *ebpf.Map
 }
 
 func (l *loaded) close() {
@@ -49,6 +54,9 @@ func (l *loaded) close() {
 	l.prog.Close()
 	for _, m := range l.maps {
 		m.Close()
+	}
+	if l.next != nil {
+		l.next.Close()
 	}
 }
 
@@ -71,21 +79,38 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	var undo undoStack
 	records := map[string]*store.Record{}
 	var finalize []func()
+	fail := func(name string, err error) (map[string]*store.Record, error) {
+		if uerr := undo.run(); uerr != nil {
+			err = fmt.Errorf("%w (and undoing earlier steps failed: %v)", err, uerr)
+		}
+		return nil, desired.Errors{{Attachment: name, Message: err.Error()}}
+	}
 	for _, act := range plan.Actions {
-		if act.Kind == planner.Delete {
+		if act.Kind == planner.Delete || act.Chain != nil {
 			continue
 		}
 		rec, fin, err := ap.commit(act, prepared[act.Name], &undo)
 		if err != nil {
-			if uerr := undo.run(); uerr != nil {
-				err = fmt.Errorf("%w (and undoing earlier steps failed: %v)", err, uerr)
-			}
-			return nil, desired.Errors{{Attachment: act.Name, Message: err.Error()}}
+			return fail(act.Name, err)
 		}
 		if fin != nil {
 			finalize = append(finalize, fin)
 		}
 		records[act.Name] = rec
+	}
+	for _, cp := range plan.Chains {
+		recs, fins, err := ap.commitChain(cp, plan, prepared, &undo)
+		if err != nil {
+			name := cp.Hook.String()
+			if len(cp.Members) > 0 {
+				name = cp.Members[0].Attachment.Name
+			}
+			return fail(name, err)
+		}
+		finalize = append(finalize, fins...)
+		for n, r := range recs {
+			records[n] = r
+		}
 	}
 	for _, fin := range finalize {
 		fin()
@@ -93,8 +118,17 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	var errs desired.Errors
 	for _, act := range plan.Actions {
 		if act.Kind == planner.Delete {
+			detachPinned(ap.Layout.Link(act.Name))
 			if err := ap.Layout.Remove(act.Name); err != nil {
 				errs = append(errs, desired.Error{Attachment: act.Name, Message: fmt.Sprintf("remove pins: %v", err)})
+			}
+		}
+	}
+	for _, cp := range plan.Chains {
+		if cp.Kind == planner.ChainRemove {
+			detachPinned(ap.Layout.HookLink(cp.HookID))
+			if err := os.RemoveAll(filepath.Dir(ap.Layout.HookLink(cp.HookID))); err != nil {
+				errs = append(errs, desired.Error{Message: fmt.Sprintf("hook %s: remove link pin: %v", cp.Hook, err)})
 			}
 		}
 	}
@@ -106,7 +140,7 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 	out := map[string]*loaded{}
 	var errs desired.Errors
 	for _, act := range plan.Actions {
-		if act.Kind != planner.Create && act.Kind != planner.Replace {
+		if !needsLoad(act) {
 			continue
 		}
 		l, err := ap.load(act.Name, act.Desired)
@@ -117,6 +151,20 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 		out[act.Name] = l
 	}
 	return out, errs.Err()
+}
+
+// needsLoad reports whether an action needs a new program instance: a
+// create or replace, or a chain member among its chain's fresh ones.
+func needsLoad(act *planner.Action) bool {
+	if act.Chain != nil {
+		for i, r := range act.Chain.Members {
+			if r == act.Desired {
+				return i < act.Chain.Fresh
+			}
+		}
+		return false
+	}
+	return act.Kind == planner.Create || act.Kind == planner.Replace
 }
 
 // load loads the desired program with its load-time constants, reusing
@@ -152,8 +200,15 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 			m.Close()
 		}
 	}()
+	chainMap := ""
+	if r.Chain != nil {
+		chainMap = r.Chain.Map
+	}
 	for mname, ms := range spec.Maps {
-		if strings.HasPrefix(mname, ".") {
+		// leaf pins maps itself, under its own layout, whatever pinning
+		// the object asks of libbpf.
+		ms.Pinning = ebpf.PinNone
+		if strings.HasPrefix(mname, ".") || mname == chainMap {
 			continue
 		}
 		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
@@ -175,6 +230,10 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	for mname, m := range coll.Maps {
 		if strings.HasPrefix(mname, ".") {
 			m.Close() // the program holds its own reference
+			continue
+		}
+		if mname == chainMap {
+			l.next = m
 			continue
 		}
 		l.maps[mname] = m
@@ -217,6 +276,19 @@ func (ap *Applier) cleanStaging() error {
 		}
 	}
 	return nil
+}
+
+// detachPinned detaches the link pinned at path, if any. Unpinning alone
+// would detach it too, but only once the kernel frees the link, a moment
+// later; detaching first makes a delete take effect before it returns.
+// Links that cannot be detached (perf events) go with their pin.
+func detachPinned(path string) {
+	lk, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return
+	}
+	defer lk.Close()
+	_ = lk.Detach()
 }
 
 // undoStack records how to reverse each committed step.

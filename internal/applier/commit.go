@@ -114,6 +114,9 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 	}
 	return rec, func() {
 		lk.Close() // the pin holds it now
+		if hadOld {
+			detachPinned(filepath.Join(old, "link"))
+		}
 		os.RemoveAll(old)
 	}, nil
 }
@@ -346,6 +349,20 @@ func (ap *Applier) removeUnusedMapPins(name string, keep map[string]*ebpf.Map) {
 }
 
 func (ap *Applier) newRecord(act *planner.Action, prog *ebpf.Program, lk link.Link, maps map[string]*ebpf.Map) (*store.Record, error) {
+	rec, err := ap.recordFor(act, prog, maps)
+	if err != nil {
+		return nil, err
+	}
+	linfo, err := lk.Info()
+	if err != nil {
+		return nil, fmt.Errorf("link info: %w", err)
+	}
+	rec.LinkID = uint32(linfo.ID)
+	return rec, nil
+}
+
+// recordFor records a freshly loaded program and its maps.
+func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[string]*ebpf.Map) (*store.Record, error) {
 	r := act.Desired
 	rec := &store.Record{
 		Name:       act.Name,
@@ -370,11 +387,6 @@ func (ap *Applier) newRecord(act *planner.Action, prog *ebpf.Program, lk link.Li
 	}
 	id, _ := pinfo.ID()
 	rec.ProgramID = uint32(id)
-	linfo, err := lk.Info()
-	if err != nil {
-		return nil, fmt.Errorf("link info: %w", err)
-	}
-	rec.LinkID = uint32(linfo.ID)
 	for n, m := range maps {
 		if info, err := m.Info(); err == nil {
 			mid, _ := info.ID()

@@ -6,6 +6,10 @@
 //	attachments/<attachment>/link        the bpf_link holding the hook
 //	attachments/<attachment>/prog        the program the link runs
 //	attachments/<attachment>/maps/<map>  the program's maps
+//	attachments/<attachment>/next        chain members: the PROG_ARRAY
+//	                                     holding the next member
+//	hooks/<hook>/link                    the link of an XDP or TC hook's
+//	                                     chain; it runs the first member
 //
 // Staging pins carry suffixes (prog_next, maps_next/, _new_<attachment>)
 // rather than dots, because bpffs refuses names containing a dot.
@@ -17,6 +21,8 @@
 package bpffs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -74,6 +80,59 @@ func Sibling(pin, tag string) string {
 		return filepath.Join(dir+"_"+tag, base)
 	}
 	return pin + "_" + tag
+}
+
+// Next is the pin of a chain member's PROG_ARRAY to the next member.
+func (l Layout) Next(attachment string) string { return filepath.Join(l.Dir(attachment), "next") }
+
+// HooksDir holds one directory per chained hook.
+func (l Layout) HooksDir() string { return filepath.Join(l.Root, "hooks") }
+
+// HookLink is the pin of a chained hook's link.
+func (l Layout) HookLink(hookID string) string {
+	return filepath.Join(l.HooksDir(), hookID, "link")
+}
+
+// HookID turns a hook key ("<kind>/<netns>/<interface>") into a
+// directory name: readable ("xdp-eth0-1a2b3c4d"), unique through the hash
+// of the whole key, and free of the dots and slashes bpffs or paths
+// refuse.
+func HookID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	kind, _, _ := strings.Cut(key, "/")
+	name := kind + "-" + key[strings.LastIndex(key, "/")+1:]
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('_')
+		}
+	}
+	name = b.String()
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return name + "-" + hex.EncodeToString(sum[:4])
+}
+
+// Hooks lists the hook directories present.
+func (l Layout) Hooks() ([]string, error) {
+	entries, err := os.ReadDir(l.HooksDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
 }
 
 // Attachments lists the attachment directories present.

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
 
@@ -49,11 +48,13 @@ type Attachment struct {
 	// Program names the package's program; optional when it has one.
 	Program string `json:"program,omitempty"`
 	Hook    Hook   `json:"hook"`
-	// Priority orders programs sharing a hook (lower first). Reserved for
-	// chains; must be 0..1000, default 50.
+	// Priority orders programs sharing an XDP or TC hook: lower runs
+	// first, equal priorities run in name order. 0..1000; default the
+	// package's, else 50.
 	Priority *int `json:"priority,omitempty"`
 	// ProceedOn lists the verdicts on which the next program in a chain
-	// runs. Reserved for chains.
+	// runs (names such as XDP_PASS or TC_ACT_OK, or numbers). Default: the
+	// package's, else XDP_PASS for XDP and TC_ACT_OK, TC_ACT_UNSPEC for TC.
 	ProceedOn []string       `json:"proceedOn,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
 }
@@ -79,6 +80,9 @@ type Hook struct {
 	PID int `json:"pid,omitempty"`
 	// cgroup_skb: path of the cgroup (v2).
 	Cgroup string `json:"cgroup,omitempty"`
+	// xdp: replace a program leaf does not manage that holds the hook.
+	// Without it leaf refuses to take the hook.
+	ReplaceForeign bool `json:"replaceForeign,omitempty"`
 }
 
 // DefaultPriority is the priority of an attachment that sets none.
@@ -151,7 +155,8 @@ func (s *State) Validate() error {
 		errs = append(errs, Error{Field: "kind", Message: fmt.Sprintf("must be %q, got %q", Kind, s.Kind)})
 	}
 	names := map[string]bool{}
-	exclusive := map[string]string{}
+	members := map[string]int{}
+	modes := map[string]string{}
 	for i := range s.Spec.Attachments {
 		a := &s.Spec.Attachments[i]
 		label := a.Name
@@ -166,12 +171,16 @@ func (s *State) Validate() error {
 			errs = append(errs, Error{Attachment: label, Field: "name", Message: "duplicate attachment name"})
 		}
 		names[a.Name] = true
-		if a.Hook.Type == manifest.HookXDP {
+		if a.Hook.Chained() {
 			key := a.Hook.Key()
-			if other, ok := exclusive[key]; ok {
-				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("XDP hook %s is already used by attachment %q; only one program per XDP hook is supported until chains land", a.Hook, other)})
+			members[key]++
+			if m, ok := modes[key]; ok && m != a.Hook.XDPMode()+fmt.Sprint(a.Hook.ReplaceForeign) {
+				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("programs on hook %s disagree on mode or replaceForeign; they share one attachment", a.Hook)})
 			}
-			exclusive[key] = a.Name
+			modes[key] = a.Hook.XDPMode() + fmt.Sprint(a.Hook.ReplaceForeign)
+			if members[key] == MaxChainLength+1 {
+				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("more than %d programs on hook %s (the kernel allows %d tail calls)", MaxChainLength, a.Hook, MaxChainLength)})
+			}
 		}
 	}
 	return errs.Err()
@@ -191,8 +200,16 @@ func (a *Attachment) validate() Errors {
 	if a.Priority != nil && (*a.Priority < 0 || *a.Priority > 1000) {
 		add("priority", "must be between 0 and 1000, got %d", *a.Priority)
 	}
-	if len(a.ProceedOn) > 0 && a.Hook.Type != manifest.HookXDP && a.Hook.Type != manifest.HookTC {
+	if len(a.ProceedOn) > 0 && !a.Hook.Chained() {
 		add("proceedOn", "only applies to xdp and tc hooks")
+	}
+	if a.Priority != nil && !a.Hook.Chained() {
+		add("priority", "only applies to xdp and tc hooks")
+	}
+	for i, v := range a.ProceedOn {
+		if _, err := ParseVerdict(a.Hook.Type, v); err != nil {
+			add(fmt.Sprintf("proceedOn[%d]", i), "%v", err)
+		}
 	}
 	errs = append(errs, a.Hook.validate()...)
 	return errs

@@ -3,6 +3,7 @@ package desired
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -112,7 +113,8 @@ func TestParseQuickstart(t *testing.T) {
 func TestParseJSON(t *testing.T) {
 	data := `{"apiVersion":"leaf.dev/v1alpha1","kind":"HostState","spec":{"attachments":[
 	 {"name":"a","package":"execcount@1.0.0","hook":{"type":"tracepoint","tracepoint":"sched/sched_process_exec"},
-	  "params":{"only_uid":18446744073709551615},"priority":0}]}}`
+	  "params":{"only_uid":18446744073709551615}},
+	 {"name":"b","package":"pktcount@1.0.0","program":"count_xdp","hook":{"type":"xdp","interface":"eth0"},"priority":0}]}}`
 	st, err := Parse([]byte(data))
 	if err != nil {
 		t.Fatal(err)
@@ -122,8 +124,8 @@ func TestParseJSON(t *testing.T) {
 		t.Errorf("64-bit value lost: %#v", a.Params["only_uid"])
 	}
 	// An explicit 0 is not the default.
-	if a.PriorityOrDefault() != 0 {
-		t.Errorf("priority = %d, want 0", a.PriorityOrDefault())
+	if b := st.Spec.Attachments[1]; b.PriorityOrDefault() != 0 {
+		t.Errorf("priority = %d, want 0", b.PriorityOrDefault())
 	}
 }
 
@@ -296,7 +298,7 @@ func TestHooks(t *testing.T) {
 		{`{type: xdp}`, "hook.interface", "is required for xdp hooks"},
 		{`{type: xdp, interface: eth0, mode: offload}`, "hook.mode", `must be native or generic, got "offload"`},
 		{`{type: xdp, interface: eth0, netns: run/netns/blue}`, "hook.netns", `"run/netns/blue" must be a name or an absolute path`},
-		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode)"},
+		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign)"},
 		{`{type: xdp, interface: eth0, tracepoint: a/b}`, "hook.tracepoint", "does not apply to xdp hooks"},
 		{`{type: xdp, interface: eth0, pid: 3}`, "hook.pid", "does not apply to xdp hooks"},
 		// tc
@@ -399,18 +401,29 @@ func TestHookWrongFieldsDeterministic(t *testing.T) {
 	}
 }
 
-func TestXDPHookExclusive(t *testing.T) {
+func TestXDPHookShared(t *testing.T) {
 	second := `
     - name: drop2
       package: portfilter@1.0.0
       hook: {type: xdp, interface: veth0, mode: generic}
 `
-	wantError(t, doc(xdpAtt, second), "drop2", "hook", `is already used by attachment "drop"`)
+	// Programs sharing an XDP hook form a chain, and share its mode.
+	wantError(t, doc(xdpAtt, second), "drop2", "hook", "disagree on mode")
+	if _, err := Parse(doc(xdpAtt, strings.Replace(second, ", mode: generic", "", 1))); err != nil {
+		t.Errorf("two programs on one XDP hook refused: %v", err)
+	}
 
 	// The same namespace given as a name and as a path is the same hook.
 	a := strings.Replace(xdpAtt, "interface: veth0", "interface: veth0, netns: blue", 1)
 	b := strings.Replace(second, "interface: veth0", "interface: veth0, netns: /var/run/netns/blue", 1)
-	wantError(t, doc(a, b), "drop2", "hook", "only one program per XDP hook")
+	wantError(t, doc(a, b), "drop2", "hook", "disagree on mode")
+
+	// At most MaxChainLength programs per hook.
+	var many []string
+	for i := 0; i <= MaxChainLength; i++ {
+		many = append(many, strings.Replace(xdpAtt, "name: drop", fmt.Sprintf("name: drop-%d", i), 1))
+	}
+	wantError(t, doc(many...), fmt.Sprintf("drop-%d", MaxChainLength), "hook", "more than 32 programs")
 
 	// Different interfaces or namespaces are different hooks.
 	for _, other := range []string{

@@ -11,7 +11,7 @@ import (
 // fieldsFor lists the hook fields each hook type takes; any other field set
 // is an error, so that typos do not pass silently.
 var fieldsFor = map[string][]string{
-	manifest.HookXDP:        {"interface", "netns", "mode"},
+	manifest.HookXDP:        {"interface", "netns", "mode", "replaceForeign"},
 	manifest.HookTC:         {"interface", "netns", "direction"},
 	manifest.HookTracepoint: {"tracepoint"},
 	manifest.HookKprobe:     {"function"},
@@ -20,19 +20,20 @@ var fieldsFor = map[string][]string{
 }
 
 // hookFields lists every hook field but type, in document order.
-var hookFields = []string{"interface", "netns", "mode", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
+var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
 
 func (h *Hook) set() map[string]bool {
 	return map[string]bool{
-		"interface":  h.Interface != "",
-		"netns":      h.Netns != "",
-		"mode":       h.Mode != "",
-		"direction":  h.Direction != "",
-		"tracepoint": h.Tracepoint != "",
-		"function":   h.Function != "",
-		"binary":     h.Binary != "",
-		"pid":        h.PID != 0,
-		"cgroup":     h.Cgroup != "",
+		"interface":      h.Interface != "",
+		"netns":          h.Netns != "",
+		"mode":           h.Mode != "",
+		"direction":      h.Direction != "",
+		"tracepoint":     h.Tracepoint != "",
+		"function":       h.Function != "",
+		"binary":         h.Binary != "",
+		"pid":            h.PID != 0,
+		"cgroup":         h.Cgroup != "",
+		"replaceForeign": h.ReplaceForeign,
 	}
 }
 
@@ -165,4 +166,10 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Chained reports whether programs on this hook form a leaf chain (XDP and
+// TC hooks).
+func (h *Hook) Chained() bool {
+	return h.Type == manifest.HookXDP || h.Type == manifest.HookTC
 }

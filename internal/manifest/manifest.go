@@ -47,7 +47,30 @@ type Program struct {
 	Type string `json:"type"`
 	// Hooks lists the hook types the program may attach to.
 	Hooks []string `json:"hooks"`
+	// Chain holds the program's defaults as a member of an XDP or TC
+	// chain; desired state overrides them.
+	Chain *Chain `json:"chain,omitempty"`
 }
+
+// Chain describes how a program joins a chain of programs on one hook.
+type Chain struct {
+	// Priority orders members (lower first); 0..1000.
+	Priority *int `json:"priority,omitempty"`
+	// ProceedOn lists verdicts on which the next member runs.
+	ProceedOn []string `json:"proceedOn,omitempty"`
+	// Mode is "rewrite" (default: leaf rewrites the program's exits to
+	// tail-call the next member) or "cooperative" (the program tail-calls
+	// key 0 of its own PROG_ARRAY, Map, at its end, as L3AF programs do).
+	Mode string `json:"mode,omitempty"`
+	// Map is the cooperative program's PROG_ARRAY.
+	Map string `json:"map,omitempty"`
+}
+
+// Chain modes.
+const (
+	ChainRewrite     = "rewrite"
+	ChainCooperative = "cooperative"
+)
 
 // Param is a parameter that desired state may set.
 type Param struct {
@@ -182,6 +205,26 @@ func (p *Program) validate(field string) []error {
 	for j, h := range p.Hooks {
 		if !contains(hooks, h) {
 			add(fmt.Sprintf("hooks[%d]", j), "program type %s cannot attach to hook %q (it can attach to: %s)", p.Type, h, strings.Join(hooks, ", "))
+		}
+	}
+	if c := p.Chain; c != nil {
+		if p.Type != "xdp" && p.Type != "sched_cls" {
+			add("chain", "only xdp and sched_cls programs join chains")
+		}
+		if c.Priority != nil && (*c.Priority < 0 || *c.Priority > 1000) {
+			add("chain.priority", "must be between 0 and 1000, got %d", *c.Priority)
+		}
+		switch c.Mode {
+		case "", ChainRewrite:
+			if c.Map != "" {
+				add("chain.map", "only applies to mode cooperative")
+			}
+		case ChainCooperative:
+			if !identRE.MatchString(c.Map) {
+				add("chain.map", "cooperative mode needs the name of the program's PROG_ARRAY, got %q", c.Map)
+			}
+		default:
+			add("chain.mode", "must be rewrite or cooperative, got %q", c.Mode)
 		}
 	}
 	return errs

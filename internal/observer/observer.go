@@ -28,6 +28,11 @@ type Attachment struct {
 	Attached bool
 	// Maps lists the pinned maps by name.
 	Maps map[string]ebpf.MapID
+	// HasNext: a chain member's next-member PROG_ARRAY is pinned.
+	HasNext bool
+	// NextProgramID is the program in the next-member PROG_ARRAY (0: none,
+	// the member is last).
+	NextProgramID ebpf.ProgramID
 	// Problem says why the attachment is not healthy, if it is not.
 	Problem string
 }
@@ -95,6 +100,14 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 	} else if a.Problem == "" {
 		a.Problem = "link pin missing"
 	}
+	if next, err := ebpf.LoadPinnedMap(layout.Next(name), nil); err == nil {
+		a.HasNext = true
+		var id uint32
+		if err := next.Lookup(uint32(0), &id); err == nil {
+			a.NextProgramID = ebpf.ProgramID(id)
+		}
+		next.Close()
+	}
 	entries, err := os.ReadDir(layout.MapsDir(name))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.Problem = fmt.Sprintf("maps: %v", err)
@@ -110,4 +123,62 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 		m.Close()
 	}
 	return a
+}
+
+// Hook is what the kernel holds for one chained (XDP or TC) hook.
+type Hook struct {
+	ID string
+	// LinkID is 0 when the hook's link pin is missing.
+	LinkID link.ID
+	// ProgramID is the program the link runs: the chain's first member.
+	ProgramID ebpf.ProgramID
+	// Attached: the link still holds the hook.
+	Attached bool
+}
+
+// ObserveHooks reads every hook link pinned under the layout.
+func ObserveHooks(layout bpffs.Layout) (map[string]*Hook, error) {
+	ids, err := layout.Hooks()
+	if err != nil {
+		return nil, fmt.Errorf("list hook pins: %w", err)
+	}
+	out := map[string]*Hook{}
+	for _, id := range ids {
+		h := &Hook{ID: id}
+		out[id] = h
+		l, err := link.LoadPinnedLink(layout.HookLink(id), nil)
+		if err != nil {
+			continue
+		}
+		if info, err := l.Info(); err == nil {
+			h.LinkID, h.ProgramID = info.ID, info.Program
+		}
+		h.Attached, _ = hook.Attached(l)
+		l.Close()
+	}
+	return out, nil
+}
+
+// ChainOrder follows a chain from its first program through each member's
+// next-member map and returns the attachment names in order. It stops at
+// a program that is no attachment's, or at a loop.
+func ChainOrder(head ebpf.ProgramID, attachments map[string]*Attachment) []string {
+	byProg := map[ebpf.ProgramID]string{}
+	for name, a := range attachments {
+		if a.ProgramID != 0 {
+			byProg[a.ProgramID] = name
+		}
+	}
+	var order []string
+	seen := map[string]bool{}
+	for id := head; id != 0; {
+		name, ok := byProg[id]
+		if !ok || seen[name] {
+			return append(order, fmt.Sprintf("<program %d>", id))
+		}
+		seen[name] = true
+		order = append(order, name)
+		id = attachments[name].NextProgramID
+	}
+	return order
 }

@@ -39,11 +39,15 @@ type Action struct {
 	Desired  *Resolved     // nil for Delete
 	Record   *store.Record // what was applied, if anything
 	Observed *observer.Attachment
+	// Chain is the plan of the member's hook, for XDP and TC attachments;
+	// the chain plan, not the action, drives what the applier does.
+	Chain *ChainPlan
 }
 
-// Plan is the ordered list of actions.
+// Plan is what must change: per attachment, and per chained hook.
 type Plan struct {
 	Actions []*Action
+	Chains  []*ChainPlan
 }
 
 // Changes reports whether the plan changes anything.
@@ -53,18 +57,29 @@ func (p *Plan) Changes() bool {
 			return true
 		}
 	}
+	for _, c := range p.Chains {
+		if c.Kind != ChainKeep {
+			return true
+		}
+	}
 	return false
 }
 
 // Make compares desired with the records and the kernel's view.
-func Make(want []*Resolved, records map[string]*store.Record, observed map[string]*observer.Attachment) *Plan {
+func Make(want []*Resolved, records map[string]*store.Record, observed map[string]*observer.Attachment, hooks map[string]*observer.Hook) *Plan {
 	plan := &Plan{}
 	desiredNames := map[string]bool{}
 	for _, r := range want {
 		name := r.Attachment.Name
 		desiredNames[name] = true
-		plan.Actions = append(plan.Actions, decide(r, records[name], observed[name]))
+		if r.Chain == nil {
+			plan.Actions = append(plan.Actions, decide(r, records[name], observed[name]))
+		}
 	}
+	chains, members := planChains(want, records, observed, hooks)
+	plan.Chains = chains
+	plan.Actions = append(plan.Actions, members...)
+	sort.SliceStable(plan.Actions, func(i, j int) bool { return plan.Actions[i].Name < plan.Actions[j].Name })
 	var stale []string
 	for name := range records {
 		if !desiredNames[name] {
@@ -95,6 +110,9 @@ func decide(r *Resolved, rec *store.Record, obs *observer.Attachment) *Action {
 	}
 	if rec == nil {
 		return set(Create, "new attachment")
+	}
+	if rec.Chain != nil {
+		return set(Create, "moved from a chained hook")
 	}
 	if obs == nil || obs.ProgramID == 0 {
 		return set(Create, "program no longer pinned")

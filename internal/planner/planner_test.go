@@ -90,7 +90,7 @@ func decideOne(t *testing.T, r *Resolved, rec *store.Record, obs *observer.Attac
 	if obs != nil {
 		observed[obs.Name] = obs
 	}
-	plan := Make([]*Resolved{r}, records, observed)
+	plan := Make([]*Resolved{r}, records, observed, nil)
 	if len(plan.Actions) != 1 {
 		t.Fatalf("plan has %d actions, want 1: %+v", len(plan.Actions), plan.Actions)
 	}
@@ -264,7 +264,7 @@ func TestMakeDeletes(t *testing.T) {
 		"old-b":       {Name: "old-b"},   // record without pins: still deleted
 		"a-stray-too": {Name: "a-stray-too", HasPins: true, ProgramID: 9, LinkID: 9, Attached: true},
 	}
-	plan := Make([]*Resolved{r}, records, observed)
+	plan := Make([]*Resolved{r}, records, observed, nil)
 	var got []string
 	for _, a := range plan.Actions {
 		got = append(got, fmt.Sprintf("%s:%s", a.Name, a.Kind))
@@ -300,20 +300,20 @@ func TestMakeDeletes(t *testing.T) {
 }
 
 func TestMakeEmpty(t *testing.T) {
-	plan := Make(nil, nil, nil)
+	plan := Make(nil, nil, nil, nil)
 	if len(plan.Actions) != 0 || plan.Changes() {
 		t.Errorf("empty plan: %+v", plan.Actions)
 	}
 	// Everything desired away.
 	_, rec, obs := portfilter(t)
-	plan = Make(nil, map[string]*store.Record{"drop": rec}, map[string]*observer.Attachment{"drop": obs})
+	plan = Make(nil, map[string]*store.Record{"drop": rec}, map[string]*observer.Attachment{"drop": obs}, nil)
 	if len(plan.Actions) != 1 || plan.Actions[0].Kind != Delete || plan.Actions[0].Reason != "no longer desired" {
 		t.Errorf("plan = %+v", plan.Actions[0])
 	}
 }
 
-// TestMakeOrder checks that desired actions keep the order given and come
-// before deletes.
+// TestMakeOrder checks that desired actions come in name order, whatever
+// the document's order, and before deletes.
 func TestMakeOrder(t *testing.T) {
 	var want []*Resolved
 	for _, n := range []string{"c", "a", "b"} {
@@ -321,12 +321,12 @@ func TestMakeOrder(t *testing.T) {
 		r.Attachment.Name = n
 		want = append(want, r)
 	}
-	plan := Make(want, map[string]*store.Record{"0-old": {Name: "0-old"}}, nil)
+	plan := Make(want, map[string]*store.Record{"0-old": {Name: "0-old"}}, nil, nil)
 	var got []string
 	for _, a := range plan.Actions {
 		got = append(got, a.Name+":"+string(a.Kind))
 	}
-	if strings.Join(got, " ") != "c:create a:create b:create 0-old:delete" {
+	if strings.Join(got, " ") != "a:create b:create c:create 0-old:delete" {
 		t.Errorf("plan = %v", got)
 	}
 }
@@ -379,7 +379,7 @@ func TestParamsEqualStoredRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := Make([]*Resolved{r}, records, map[string]*observer.Attachment{"drop": obs})
+	plan := Make([]*Resolved{r}, records, map[string]*observer.Attachment{"drop": obs}, nil)
 	if a := plan.Actions[0]; a.Kind != Keep {
 		t.Errorf("after a store round trip: %s (%s)", a.Kind, a.Reason)
 	}

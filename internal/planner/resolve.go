@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/leaf-ebpf/leaf/internal/chain"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
@@ -27,6 +28,19 @@ type Resolved struct {
 	Target      *hook.Target
 	ConstParams map[string]any
 	MapParams   map[string]any
+	// Chain is set for XDP and TC attachments: how the program joins its
+	// hook's chain. Spec is then already prepared (rewritten) for it.
+	Chain *ChainConfig
+}
+
+// ChainConfig is a chain member's resolved configuration.
+type ChainConfig struct {
+	Priority  int
+	ProceedOn []int32
+	// Mode is manifest.ChainRewrite or manifest.ChainCooperative.
+	Mode string
+	// Map is the PROG_ARRAY holding the next member.
+	Map string
 }
 
 // Resolve checks every attachment: the package and program exist, the
@@ -88,10 +102,80 @@ func resolveOne(a desired.Attachment, repos repository.Set) (*Resolved, desired.
 		errs = append(errs, desired.Error{Field: field, Message: err.Error()})
 	}
 	r.Target = target
+	if a.Hook.Chained() && len(errs) == 0 {
+		cfg, field, err := resolveChain(a, prog, spec)
+		if err != nil {
+			errs = append(errs, desired.Error{Field: field, Message: err.Error()})
+		}
+		r.Chain = cfg
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return r, nil
+}
+
+// resolveChain settles the member's priority and proceed-on verdicts
+// (desired state, else the manifest, else the object's XDP_RUN_CONFIG,
+// else the hook's defaults) and prepares the program: rewritten so that
+// its exits hand over to the next member, or checked against the
+// cooperative contract.
+func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.CollectionSpec) (*ChainConfig, string, error) {
+	cfg := &ChainConfig{Priority: desired.DefaultPriority, ProceedOn: desired.DefaultProceedOn(a.Hook.Type), Mode: manifest.ChainRewrite, Map: chain.NextMap}
+	if a.Hook.Type == manifest.HookXDP {
+		rc, ok, err := chain.RunConfig(spec, prog.Function)
+		if err != nil {
+			return nil, "package", fmt.Errorf("XDP_RUN_CONFIG: %w", err)
+		}
+		if ok {
+			cfg.Priority = rc.Priority
+			if len(rc.ProceedOn) > 0 {
+				cfg.ProceedOn = rc.ProceedOn
+			}
+		}
+	}
+	if c := prog.Chain; c != nil {
+		if c.Priority != nil {
+			cfg.Priority = *c.Priority
+		}
+		if len(c.ProceedOn) > 0 {
+			v, err := desired.ParseVerdicts(a.Hook.Type, c.ProceedOn)
+			if err != nil {
+				return nil, "package", fmt.Errorf("manifest chain.proceedOn: %w", err)
+			}
+			cfg.ProceedOn = v
+		}
+		if c.Mode == manifest.ChainCooperative {
+			cfg.Mode, cfg.Map = c.Mode, c.Map
+		}
+	}
+	if a.Priority != nil {
+		cfg.Priority = *a.Priority
+	}
+	if len(a.ProceedOn) > 0 {
+		v, err := desired.ParseVerdicts(a.Hook.Type, a.ProceedOn)
+		if err != nil {
+			return nil, "proceedOn", err
+		}
+		cfg.ProceedOn = v
+	}
+	if cfg.Mode == manifest.ChainCooperative {
+		if err := chain.Cooperative(spec, prog.Function, cfg.Map); err != nil {
+			return nil, "program", err
+		}
+		return cfg, "", nil
+	}
+	opts := chain.Options{ProceedOn: cfg.ProceedOn}
+	if a.Hook.Type == manifest.HookTC {
+		// When every member proceeds, let TCX go on to the programs
+		// attached after leaf's link.
+		next := int32(-1)
+		opts.EndVerdict = &next
+	}
+	if err := chain.Rewrite(spec, prog.Function, opts); err != nil {
+		return nil, "program", err
+	}
+	return cfg, "", nil
 }
 
 // resolveParams merges defaults with the values given, checks them against

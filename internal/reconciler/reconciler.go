@@ -159,7 +159,11 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 	if err != nil {
 		return nil, err
 	}
-	plan := planner.Make(resolved, records, observed)
+	hooks, err := observer.ObserveHooks(r.cfg.Layout)
+	if err != nil {
+		return nil, err
+	}
+	plan := planner.Make(resolved, records, observed, hooks)
 	res = summarize(plan, dryRun)
 	if dryRun {
 		return res, nil

@@ -13,7 +13,10 @@ import (
 	"github.com/cilium/ebpf"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/observer"
+	"github.com/leaf-ebpf/leaf/internal/store"
 )
 
 // Status reports every desired attachment as the kernel holds it now.
@@ -26,6 +29,10 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 		return nil, err
 	}
 	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	if err != nil {
+		return nil, err
+	}
+	hooks, err := observer.ObserveHooks(r.cfg.Layout)
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +56,9 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 		}
 		if o := observed[a.Name]; o != nil {
 			fillObserved(&s, o, out.BPFStats)
+		}
+		if rec := records[a.Name]; rec != nil && rec.Chain != nil {
+			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)])
 		}
 		out.Attachments = append(out.Attachments, s)
 	}
@@ -80,6 +90,45 @@ func fillObserved(s *v1.AttachmentStatus, o *observer.Attachment, statsOn bool) 
 	if stats, err := prog.Stats(); err == nil && statsOn {
 		runs, ns := stats.RunCount, uint64(stats.Runtime)
 		s.RunCount, s.RunTimeNs = &runs, &ns
+	}
+}
+
+// fillChain reports a chain member: its place in the order the kernel
+// runs, and the hook's link.
+func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*observer.Attachment, h *observer.Hook) {
+	hookType := rec.Attachment.Hook.Type
+	c := &v1.ChainStatus{Position: rec.Chain.Index + 1, Priority: rec.Chain.Priority, Mode: rec.Chain.Mode}
+	for _, v := range rec.Chain.ProceedOn {
+		c.ProceedOn = append(c.ProceedOn, desired.VerdictName(hookType, v))
+	}
+	s.Chain = c
+	s.Priority = rec.Chain.Priority
+	s.LinkID = 0
+	s.State = v1.StateMissing
+	if o := observed[rec.Name]; o != nil {
+		c.NextProgramID = uint32(o.NextProgramID)
+	}
+	if h == nil || h.LinkID == 0 {
+		s.Problem = "the hook's link is not pinned"
+		return
+	}
+	s.LinkID = uint32(h.LinkID)
+	order := observer.ChainOrder(h.ProgramID, observed)
+	c.Length = len(order)
+	running := false
+	for i, n := range order {
+		if n == rec.Name {
+			running = true
+			c.Position = i + 1
+		}
+	}
+	switch {
+	case !running:
+		s.State, s.Problem = v1.StateDetached, fmt.Sprintf("not in the chain the kernel runs %v", order)
+	case !h.Attached:
+		s.State, s.Problem = v1.StateDetached, "the hook's link was detached"
+	default:
+		s.State, s.Problem = v1.StateAttached, ""
 	}
 }
 

@@ -49,8 +49,27 @@ type Record struct {
 	ProgramID uint32            `json:"programID"`
 	LinkID    uint32            `json:"linkID"`
 	MapIDs    map[string]uint32 `json:"mapIDs,omitempty"`
-	LoadedAt  time.Time         `json:"loadedAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	// Chain is set for members of an XDP or TC chain; LinkID is then the
+	// hook's link.
+	Chain     *ChainMember `json:"chain,omitempty"`
+	LoadedAt  time.Time    `json:"loadedAt"`
+	UpdatedAt time.Time    `json:"updatedAt"`
+}
+
+// ChainMember is an attachment's place in its hook's chain.
+type ChainMember struct {
+	// Hook is the hook key (desired.Hook.Key).
+	Hook string `json:"hook"`
+	// Index is the position, 0 first.
+	Index     int     `json:"index"`
+	Priority  int     `json:"priority"`
+	ProceedOn []int32 `json:"proceedOn"`
+	// Mode is rewrite or cooperative; Map the PROG_ARRAY holding the next
+	// member.
+	Mode string `json:"mode"`
+	Map  string `json:"map"`
+	// XDPMode is the hook's XDP attach mode, which the link fixes.
+	XDPMode string `json:"xdpMode,omitempty"`
 }
 
 // Store is the state database.

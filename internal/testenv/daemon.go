@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -86,6 +87,11 @@ func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	d.start()
 	t.Cleanup(func() {
 		d.Stop()
+		// leafd runs with the race detector in tests: a race or panic in it
+		// fails the test that drove it.
+		if logs := d.logs.String(); strings.Contains(logs, "DATA RACE") || strings.Contains(logs, "panic:") {
+			t.Errorf("leafd reported a data race or panic")
+		}
 		if t.Failed() {
 			t.Logf("leafd log:\n%s", d.logs.String())
 		}

@@ -1,0 +1,475 @@
+package e2e
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/leaf-ebpf/leaf/client"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
+	"github.com/leaf-ebpf/leaf/internal/testenv"
+)
+
+// fixtureRepo is testdata/packages plus copies of seqcount at other
+// versions.
+func fixtureRepos(t *testing.T, seqVersions ...string) []string {
+	t.Helper()
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
+	args := []string{"--repository", testdata}
+	if len(seqVersions) == 0 {
+		return args
+	}
+	repo := t.TempDir()
+	src := filepath.Join(testdata, "seqcount")
+	for _, v := range seqVersions {
+		dir := filepath.Join(repo, "seqcount-"+v)
+		os.MkdirAll(dir, 0o755)
+		for _, f := range []string{"leaf.yaml", "README.md", "seqcount.bpf.c", "seqcount.bpf.o"} {
+			data, err := os.ReadFile(filepath.Join(src, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == "leaf.yaml" {
+				data = []byte(strings.Replace(string(data), "version: 1.0.0", "version: "+v, 1))
+			}
+			os.WriteFile(filepath.Join(dir, f), data, 0o644)
+		}
+	}
+	return append(args, "--repository", repo)
+}
+
+// member is a seqcount (or l3afcoop) attachment on an XDP or TC hook of B.
+type member struct {
+	name, pkg, program string
+	priority           int
+	hookType           string
+}
+
+func (m member) yaml(p *testenv.Pair) string {
+	hook := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	if m.hookType == "tc" {
+		hook = fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB)
+	}
+	pkg := m.pkg
+	if pkg == "" {
+		pkg = "seqcount@1.0.0"
+	}
+	prog := m.program
+	if prog == "" {
+		prog = "seq_xdp"
+		if m.hookType == "tc" {
+			prog = "seq_tc"
+		}
+	}
+	return fmt.Sprintf("name: %s\npackage: %s\nprogram: %s\npriority: %d\nhook: %s", m.name, pkg, prog, m.priority, hook)
+}
+
+func chainDoc(p *testenv.Pair, ms ...member) []byte {
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.yaml(p))
+	}
+	return doc(parts...)
+}
+
+// seen returns how many times a member saw each sequence number.
+func seen(t *testing.T, d *testenv.Daemon, name string) map[uint64]uint64 {
+	t.Helper()
+	dump, err := d.Client.DumpMap(ctx(t), name, "seen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]uint64{}
+	for _, e := range dump.Entries {
+		out[*e.KeyUint] = *e.ValueUint
+	}
+	return out
+}
+
+// checkExactlyOnce asserts that a member saw every sequence number in
+// [from, to) exactly once and nothing else; from < 0 means "from whatever
+// it saw first" (a member inserted while traffic flowed).
+func checkExactlyOnce(t *testing.T, name string, got map[uint64]uint64, from int64, to uint64) {
+	t.Helper()
+	if len(got) == 0 {
+		t.Errorf("%s saw no packet", name)
+		return
+	}
+	keys := make([]uint64, 0, len(got))
+	for k, n := range got {
+		keys = append(keys, k)
+		if n != 1 {
+			t.Errorf("%s saw sequence %d %d times", name, k, n)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	lo := keys[0]
+	if from >= 0 && lo != uint64(from) {
+		t.Errorf("%s first saw sequence %d, want %d", name, lo, from)
+	}
+	hi := keys[len(keys)-1]
+	if want := int(hi - lo + 1); len(keys) != want {
+		t.Errorf("%s saw %d distinct sequences in [%d, %d]: %d skipped", name, len(keys), lo, hi, want-len(keys))
+	}
+	if to > 0 && hi != to-1 {
+		t.Errorf("%s last saw sequence %d, want %d", name, hi, to-1)
+	}
+}
+
+func chainOrder(t *testing.T, d *testenv.Daemon) []string {
+	t.Helper()
+	st := status(t, d)
+	type pos struct {
+		name string
+		at   int
+	}
+	var ps []pos
+	for n, a := range st {
+		if a.Chain == nil {
+			continue
+		}
+		if a.State != "attached" {
+			t.Fatalf("%s is %s: %s", n, a.State, a.Problem)
+		}
+		ps = append(ps, pos{n, a.Chain.Position})
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].at < ps[j].at })
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.name)
+	}
+	return out
+}
+
+// TestChainChangesUnderTraffic changes an XDP chain while a numbered
+// stream flows through it: insert at the front, the end and the middle,
+// upgrade a member, reorder, remove one, and kill and restart leafd. Every
+// member sees every packet it should exactly once: members present from
+// the start see all of them, and members inserted or removed midway see
+// one unbroken run.
+func TestChainChangesUnderTraffic(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t, "1.1.0")})
+
+	m20 := member{name: "m20", priority: 20}
+	m10 := member{name: "m10", priority: 10}
+	m30 := member{name: "m30", priority: 30, pkg: "l3afcoop@1.0.0", program: "coop_xdp"}
+	m25 := member{name: "m25", priority: 25}
+
+	step := func(want []string, ms ...member) {
+		t.Helper()
+		apply(t, d, chainDoc(p, ms...))
+		if got := chainOrder(t, d); !slices.Equal(got, want) {
+			t.Fatalf("chain order %v, want %v", got, want)
+		}
+		st := status(t, d)
+		if kernel := xdpProgID(t, p.NsB, p.IfB); kernel != st[want[0]].ProgramID {
+			t.Fatalf("kernel runs XDP program %d, leaf says the first member is %s (%d)", kernel, want[0], st[want[0]].ProgramID)
+		}
+		time.Sleep(120 * time.Millisecond)
+	}
+
+	step([]string{"m20"}, m20)
+	stream := p.StartStream(t, 9000, time.Millisecond)
+	time.Sleep(120 * time.Millisecond)
+	step([]string{"m10", "m20"}, m10, m20)                         // insert at the front
+	step([]string{"m10", "m20", "m30"}, m10, m20, m30)             // at the end (a cooperative member)
+	step([]string{"m10", "m20", "m25", "m30"}, m10, m20, m25, m30) // in the middle
+	before := status(t, d)["m20"].ProgramID
+	m20.pkg = "seqcount@1.1.0"
+	step([]string{"m10", "m20", "m25", "m30"}, m10, m20, m25, m30) // upgrade m20
+	if status(t, d)["m20"].ProgramID == before {
+		t.Fatal("upgrade did not replace m20's program")
+	}
+	m30.priority = 5
+	step([]string{"m30", "m10", "m20", "m25"}, m10, m20, m25, m30) // reorder
+	m25seen := seen(t, d, "m25")                                   // its pins go with it
+	step([]string{"m30", "m10", "m20"}, m10, m20, m30)             // remove m25
+	ids := status(t, d)
+	d.Kill()
+	time.Sleep(120 * time.Millisecond)
+	d.Restart()
+	time.Sleep(120 * time.Millisecond)
+	if got := chainOrder(t, d); !slices.Equal(got, []string{"m30", "m10", "m20"}) {
+		t.Fatalf("after restart the chain is %v", got)
+	}
+	for n, a := range status(t, d) {
+		if a.ProgramID != ids[n].ProgramID {
+			t.Errorf("restart reloaded %s (%d→%d)", n, ids[n].ProgramID, a.ProgramID)
+		}
+	}
+	sent, lost, dup := stream.Stop()
+	t.Logf("%d datagrams through 7 chain changes and a restart", sent)
+	if len(lost) > 0 || len(dup) > 0 {
+		t.Fatalf("receiver: %d lost (first %v), %d duplicated", len(lost), first(lost), len(dup))
+	}
+	checkExactlyOnce(t, "m20", seen(t, d, "m20"), 0, sent)
+	checkExactlyOnce(t, "m10", seen(t, d, "m10"), -1, sent)
+	checkExactlyOnce(t, "m30", seen(t, d, "m30"), -1, sent)
+	checkExactlyOnce(t, "m25", m25seen, -1, 0)
+}
+
+// TestChainEqualPrioritiesOrderByName: the order never depends on the
+// document's order.
+func TestChainEqualPrioritiesOrderByName(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	a, b, c := member{name: "alpha", priority: 7}, member{name: "bravo", priority: 7}, member{name: "charlie", priority: 7}
+	for _, ms := range [][]member{{c, a, b}, {b, c, a}, {a, b, c}} {
+		apply(t, d, chainDoc(p, ms...))
+		if got := chainOrder(t, d); !slices.Equal(got, []string{"alpha", "bravo", "charlie"}) {
+			t.Fatalf("document order %v gave chain %v", []string{ms[0].name, ms[1].name, ms[2].name}, got)
+		}
+	}
+}
+
+// TestTCChainBesideForeignProgram chains on TCX next to a program another
+// tool attached first: leaf's link goes after it, and the foreign program
+// stays attached and first through every change.
+func TestTCChainBesideForeignProgram(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	foreign, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TCX_NEXT
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	var fl link.Link
+	err = netnsutil.Do(testenv.NetnsPath(p.NsB), func() error {
+		idx, err := netnsutil.Ifindex("", p.IfB)
+		if err != nil {
+			return err
+		}
+		fl, err = link.AttachTCX(link.TCXOptions{Program: foreign, Interface: idx, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach foreign TCX program: %v", err)
+	}
+	defer fl.Close()
+	finfo, _ := foreign.Info()
+	foreignID, _ := finfo.ID()
+
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	t1 := member{name: "t1", priority: 1, hookType: "tc"}
+	t2 := member{name: "t2", priority: 2, hookType: "tc"}
+	t3 := member{name: "t3", priority: 3, hookType: "tc"}
+	var stream *testenv.Stream
+	for i, ms := range [][]member{{t1}, {t1, t2}, {t1, t2, t3}, {t3, t1}, {t1, t3}} {
+		apply(t, d, chainDoc(p, ms...))
+		if i == 0 {
+			stream = p.StartStream(t, 9000, time.Millisecond)
+		}
+		progs := tcxPrograms(t, p.NsB, p.IfB, ebpf.AttachTCXIngress)
+		if len(progs) != 2 || progs[0].ID != foreignID {
+			t.Fatalf("TCX programs %+v: want the foreign program %d first and leaf's chain after it", progs, foreignID)
+		}
+		if uint32(progs[1].ID) != status(t, d)[chainOrder(t, d)[0]].ProgramID {
+			t.Fatalf("TCX runs %d second, not leaf's first member", progs[1].ID)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sent, lost, dup := stream.Stop()
+	if len(lost) > 0 || len(dup) > 0 {
+		t.Fatalf("receiver: %d of %d lost, %d duplicated", len(lost), sent, len(dup))
+	}
+	checkExactlyOnce(t, "t1", seen(t, d, "t1"), 0, sent)
+	checkExactlyOnce(t, "t3", seen(t, d, "t3"), -1, sent)
+	apply(t, d, chainDoc(p))
+	if progs := tcxPrograms(t, p.NsB, p.IfB, ebpf.AttachTCXIngress); len(progs) != 1 || progs[0].ID != foreignID {
+		t.Fatalf("after removing leaf's chain TCX runs %+v, want only the foreign program", progs)
+	}
+}
+
+// TestXDPForeignProgramRefusedUnlessReplaced: leaf does not take an XDP
+// hook another tool holds unless told to.
+func TestXDPForeignProgramRefusedUnlessReplaced(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	attachForeignXDP(t, p.NsB, p.IfB)
+	foreignID := xdpProgID(t, p.NsB, p.IfB)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	m := member{name: "m", priority: 1}
+	_, err := d.Client.Apply(ctx(t), chainDoc(p, m), false)
+	if err == nil || !strings.Contains(err.Error(), "does not manage") || !strings.Contains(err.Error(), "replaceForeign") {
+		t.Fatalf("want a refusal naming replaceForeign, got %v", err)
+	}
+	if xdpProgID(t, p.NsB, p.IfB) != foreignID {
+		t.Fatal("the foreign program was touched")
+	}
+	yaml := strings.Replace(m.yaml(p), "netns: "+p.NsB+"}", "netns: "+p.NsB+", replaceForeign: true}", 1)
+	apply(t, d, doc(yaml))
+	if got := xdpProgID(t, p.NsB, p.IfB); got == foreignID || got != status(t, d)["m"].ProgramID {
+		t.Fatalf("with replaceForeign the hook runs %d (foreign %d)", got, foreignID)
+	}
+}
+
+// bpftoolChain walks an XDP chain with bpftool alone: the program the
+// interface runs, then through each program's PROG_ARRAY to the next.
+func bpftoolChain(t *testing.T, netns, ifname string) []uint32 {
+	t.Helper()
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		t.Skip("bpftool not installed")
+	}
+	run := func(v any, args ...string) {
+		t.Helper()
+		out, err := exec.Command("bpftool", append([]string{"-j"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("bpftool %v: %v", args, err)
+		}
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("bpftool %v: %v: %s", args, err, out)
+		}
+	}
+	var net []struct {
+		XDP []struct {
+			Devname string `json:"devname"`
+			ID      uint32 `json:"id"`
+		} `json:"xdp"`
+	}
+	out, err := exec.Command("ip", "netns", "exec", netns, "bpftool", "-j", "net", "show", "dev", ifname).Output()
+	if err != nil || json.Unmarshal(out, &net) != nil || len(net) == 0 || len(net[0].XDP) == 0 {
+		t.Fatalf("bpftool net show dev %s: %v: %s", ifname, err, out)
+	}
+	var ids []uint32
+	for id := net[0].XDP[0].ID; id != 0 && len(ids) < 40; {
+		ids = append(ids, id)
+		var prog struct {
+			MapIDs []uint32 `json:"map_ids"`
+		}
+		run(&prog, "prog", "show", "id", fmt.Sprint(id))
+		next := uint32(0)
+		for _, m := range prog.MapIDs {
+			var info struct {
+				Type string `json:"type"`
+			}
+			run(&info, "map", "show", "id", fmt.Sprint(m))
+			if info.Type != "prog_array" {
+				continue
+			}
+			var entries []struct {
+				Value []string `json:"value"`
+			}
+			run(&entries, "map", "dump", "id", fmt.Sprint(m))
+			for _, e := range entries {
+				var b []byte
+				for _, h := range e.Value {
+					var x uint8
+					fmt.Sscanf(h, "0x%x", &x)
+					b = append(b, x)
+				}
+				if len(b) == 4 {
+					next = binary.LittleEndian.Uint32(b)
+				}
+			}
+		}
+		id = next
+	}
+	return ids
+}
+
+// TestChainStatusAgreesWithBpftool: the order and program IDs leaf shows
+// are what bpftool finds walking the kernel's objects.
+func TestChainStatusAgreesWithBpftool(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	apply(t, d, chainDoc(p, member{name: "x1", priority: 3}, member{name: "x2", priority: 1},
+		member{name: "x3", priority: 2, pkg: "l3afcoop@1.0.0", program: "coop_xdp"}))
+	st := status(t, d)
+	var want []uint32
+	for _, n := range chainOrder(t, d) {
+		want = append(want, st[n].ProgramID)
+	}
+	if got := bpftoolChain(t, p.NsB, p.IfB); !slices.Equal(got, want) {
+		t.Fatalf("bpftool walks %v, leaf status says %v (%v)", got, want, chainOrder(t, d))
+	}
+	if st["x2"].Chain.Position != 1 || st["x2"].Chain.Length != 3 || st["x2"].Chain.NextProgramID != st["x3"].ProgramID {
+		t.Fatalf("status chain of x2: %+v", st["x2"].Chain)
+	}
+	if !slices.Equal(st["x1"].Chain.ProceedOn, []string{"XDP_PASS"}) || st["x3"].Chain.Mode != "cooperative" {
+		t.Fatalf("status chain of x1 %+v, x3 %+v", st["x1"].Chain, st["x3"].Chain)
+	}
+}
+
+// chainFixture writes a package around one function of the chain test
+// object.
+func chainFixture(t *testing.T, function string) string {
+	t.Helper()
+	repo := t.TempDir()
+	dir := filepath.Join(repo, "fixture")
+	os.MkdirAll(dir, 0o755)
+	obj, err := os.ReadFile(filepath.Join("..", "testdata", "chain", "members.bpf.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "members.bpf.o"), obj, 0o644)
+	os.WriteFile(filepath.Join(dir, "README.md"), []byte("fixture\n"), 0o644)
+	manifest := fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
+kind: Package
+name: fixture
+version: 1.0.0
+description: test fixture
+license: GPL-2.0-only
+programs:
+  - {name: p, object: members.bpf.o, function: %s, type: xdp, hooks: [xdp]}
+`, function)
+	os.WriteFile(filepath.Join(dir, "leaf.yaml"), []byte(manifest), 0o644)
+	return repo
+}
+
+// TestChainRefusesUnchainableProgram: a program that already tail-calls
+// (and does not declare the cooperative contract) is refused at apply
+// time, saying why.
+func TestChainRefusesUnchainableProgram(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_tailcaller")}})
+	_, err := d.Client.Apply(ctx(t), chainDoc(p, member{name: "tc", pkg: "fixture@1.0.0", program: "p", priority: 1}), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "cannot be chained") || !strings.Contains(err.Error(), "cooperative") {
+		t.Fatalf("want 422 explaining the program cannot be chained, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Field != "program" {
+		t.Fatalf("details %+v", apiErr.Body.Details)
+	}
+	if xdpProgID(t, p.NsB, p.IfB) != 0 {
+		t.Fatal("something was attached")
+	}
+}
+
+// TestChainHonoursXDPRunConfig: a priority the object declares in libxdp's
+// XDP_RUN_CONFIG applies unless the desired state sets one.
+func TestChainHonoursXDPRunConfig(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_runcfg")}})
+	att := fmt.Sprintf("name: rc\npackage: fixture@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	apply(t, d, doc(att))
+	c := status(t, d)["rc"].Chain
+	if c == nil || c.Priority != 12 || !slices.Equal(c.ProceedOn, []string{"XDP_DROP", "XDP_PASS"}) {
+		t.Fatalf("chain status %+v, want the object's XDP_RUN_CONFIG (priority 12, proceed on XDP_DROP and XDP_PASS)", c)
+	}
+	apply(t, d, doc(att+"\npriority: 3"))
+	if c := status(t, d)["rc"].Chain; c.Priority != 3 {
+		t.Fatalf("desired priority 3 not applied: %+v", c)
+	}
+}
