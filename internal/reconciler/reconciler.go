@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -187,6 +188,13 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		return nil, fmt.Errorf("record applied state: %w", cerr)
 	}
 	r.desired = st.Clone()
+	if res.Changed {
+		// cilium/ebpf memory-maps a program's .rodata and unmaps it only
+		// when the Go garbage collector finalizes the map; collect now so
+		// replaced and deleted programs leave the kernel promptly instead
+		// of lingering in `bpftool map list` until the next GC.
+		runtime.GC()
+	}
 	for _, a := range res.Actions {
 		if a.Kind != string(planner.Keep) {
 			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
