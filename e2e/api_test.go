@@ -609,7 +609,10 @@ func TestClientTypedEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Delete detaches one attachment and keeps the other.
+	// Delete detaches one attachment and keeps the other. (Turning
+	// statistics on and off rebuilt the chains, with and without run
+	// counters, so take the IDs afresh.)
+	sm = status(t, d)
 	progID := sm["filter"].ProgramID
 	res, err = c.Delete(ctx(t), "filter", false)
 	if err != nil {

@@ -473,3 +473,40 @@ func TestChainHonoursXDPRunConfig(t *testing.T) {
 		t.Fatalf("desired priority 3 not applied: %+v", c)
 	}
 }
+
+// TestChainRunCounts: with BPF statistics on, every member reports its
+// runs, the tail-called ones included (the kernel's statistics skip
+// those), and members that all proceed count the same packets.
+func TestChainRunCounts(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	apply(t, d, chainDoc(p, member{name: "r1", priority: 1}, member{name: "r2", priority: 2}, member{name: "r3", priority: 3}))
+	if _, err := d.Client.SetStats(ctx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Delivered(t, 9000, 30, 300*time.Millisecond); got != 30 {
+		t.Fatalf("%d of 30 delivered", got)
+	}
+	st := status(t, d)
+	n := st["r1"].RunCount
+	if n == nil || *n < 30 {
+		t.Fatalf("r1 run count %v, want at least 30", n)
+	}
+	for _, m := range []string{"r2", "r3"} {
+		if c := st[m].RunCount; c == nil || *c != *n {
+			t.Errorf("%s run count %v, want %d like r1", m, c, *n)
+		}
+	}
+	if _, err := d.Client.SetStats(ctx(t), false); err != nil {
+		t.Fatal(err)
+	}
+	for name, a := range status(t, d) {
+		if a.RunCount != nil {
+			t.Errorf("%s reports runs with statistics off", name)
+		}
+	}
+	if got := chainOrder(t, d); !slices.Equal(got, []string{"r1", "r2", "r3"}) {
+		t.Fatalf("chain after statistics off: %v", got)
+	}
+}

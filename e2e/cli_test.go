@@ -280,6 +280,9 @@ func TestCLI(t *testing.T) {
 	if r := runCLI(t, sock, nil, "stats", "maybe"); r.Code == 0 || !strings.Contains(r.Stderr, "want on or off") {
 		t.Errorf("stats maybe: %+v", r)
 	}
+	// Statistics on and off rebuilt the chains (with and without run
+	// counters): the IDs to compare against are today's.
+	before = status(t, d)
 
 	// get-state prints the desired state as JSON.
 	var gs struct {

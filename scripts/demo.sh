@@ -61,7 +61,10 @@ ip netns exec leaf-demo-a ping -c 5 -i 0.2 -q 10.99.0.2 | tail -2
 for _ in 1 2 3; do /bin/true; done
 
 step "what the programs did"
-echo "packets dropped by destination port (drop-ports, map drops):"
+echo "packets arriving in leaf-demo-b, counted by the first program of the XDP chain (count-ingress, map counters: key 0 packets, key 1 bytes):"
+$LEAF maps count-ingress counters
+echo
+echo "packets dropped by destination port by the second (drop-ports, map drops):"
 $LEAF maps drop-ports drops
 echo
 echo "passed (key 0) and dropped (key 1) in total (drop-ports, map totals):"
@@ -81,5 +84,9 @@ $LEAF status
 
 step "re-apply: nothing changes"
 $LEAF apply -f examples/quickstart.yaml
+
+step "reorder the chain (drop first, then count) while it runs: one atomic switch"
+sed 's/priority: 10/priority: 30/' examples/quickstart.yaml | $LEAF apply -f -
+$LEAF status | awk 'NR == 1 || /xdp/'
 
 step "cleanup: stop leafd, delete the namespaces, unmount the private bpffs"

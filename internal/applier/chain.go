@@ -280,7 +280,7 @@ func (ap *Applier) chainRecords(cp *planner.ChainPlan, acts map[string]*planner.
 func memberRecord(cp *planner.ChainPlan, r *planner.Resolved, index int) *store.ChainMember {
 	m := &store.ChainMember{
 		Hook: cp.Key, Index: index, Priority: r.Chain.Priority, ProceedOn: r.Chain.ProceedOn,
-		Mode: r.Chain.Mode, Map: r.Chain.Map,
+		Mode: r.Chain.Mode, Map: r.Chain.Map, CountRuns: r.Chain.CountRuns,
 	}
 	if r.Attachment.Hook.Type == "xdp" {
 		m.XDPMode = r.Attachment.Hook.XDPMode()

@@ -17,15 +17,23 @@ import (
 //	single-ns/pkt one unmodified program
 //	ns/hop       (chain of N - chain of 1) / (N-1): what one more member costs
 //
+// "plain" members are rewritten as leafd did before run counting; "counted"
+// members also count their runs (Options.CountRuns), as leafd's are.
+//
 // Run: go test -run '^$' -bench ChainHop -benchtime 2000000x ./internal/chain/
 func BenchmarkChainHop(b *testing.B) {
 	requireRoot(b)
 	spec := loadSpec(b)
 	single := loadMember(b, spec, "xdp_trivial", nil, loadOpts{})
 
-	members := make([]*member, 10)
-	for i := range members {
-		members[i] = loadMember(b, spec, "xdp_trivial", nil, loadOpts{rewrite: &xdpProceed})
+	counted := Options{ProceedOn: xdpProceed.ProceedOn, CountRuns: true}
+	variants := map[string][]*member{}
+	for name, opts := range map[string]*Options{"plain": &xdpProceed, "counted": &counted} {
+		ms := make([]*member, 10)
+		for i := range ms {
+			ms[i] = loadMember(b, spec, "xdp_trivial", nil, loadOpts{rewrite: opts})
+		}
+		variants[name] = ms
 	}
 	data := frame(64)
 
@@ -49,7 +57,7 @@ func BenchmarkChainHop(b *testing.B) {
 		return best
 	}
 	// chain links members[0..n-1] and cuts the chain after the last one.
-	chain := func(b *testing.B, n int) *ebpf.Program {
+	chain := func(b *testing.B, members []*member, n int) *ebpf.Program {
 		b.Helper()
 		for i := 0; i < n-1; i++ {
 			members[i].link(b, members[i+1])
@@ -60,16 +68,19 @@ func BenchmarkChainHop(b *testing.B) {
 		return members[0].prog
 	}
 
-	for _, n := range []int{1, 2, 5, 10} {
-		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			base := measure(b, single.prog)
-			one := measure(b, chain(b, 1))
-			total := measure(b, chain(b, n))
-			b.ReportMetric(float64(total.Nanoseconds()), "ns/pkt")
-			b.ReportMetric(float64(base.Nanoseconds()), "single-ns/pkt")
-			if n > 1 {
-				b.ReportMetric(float64(total.Nanoseconds()-one.Nanoseconds())/float64(n-1), "ns/hop")
-			}
-		})
+	for _, variant := range []string{"plain", "counted"} {
+		for _, n := range []int{1, 2, 5, 10} {
+			b.Run(fmt.Sprintf("%s/N=%d", variant, n), func(b *testing.B) {
+				members := variants[variant]
+				base := measure(b, single.prog)
+				one := measure(b, chain(b, members, 1))
+				total := measure(b, chain(b, members, n))
+				b.ReportMetric(float64(total.Nanoseconds()), "ns/pkt")
+				b.ReportMetric(float64(base.Nanoseconds()), "single-ns/pkt")
+				if n > 1 {
+					b.ReportMetric(float64(total.Nanoseconds()-one.Nanoseconds())/float64(n-1), "ns/hop")
+				}
+			})
+		}
 	}
 }

@@ -35,12 +35,19 @@ import (
 // spec: the daemon stores the next member's program in it.
 const NextMap = "leaf_chain_next"
 
+// RunsMap is the name of the per-CPU array (1 entry, key 0, u64) that
+// Rewrite adds when Options.CountRuns is set: the member's prologue counts
+// each run in it. The kernel's own run statistics miss tail-called
+// programs, so this is how the members after the first are counted.
+const RunsMap = "leaf_chain_runs"
+
 // epilogueSymbol labels the first instruction of the appended epilogue, and
 // tailSymbol the tail call sequence inside it. Jumps reference them by name
 // and cilium/ebpf resolves the offsets when the program is marshalled.
 const (
 	epilogueSymbol = "leaf_chain_epilogue"
 	tailSymbol     = "leaf_chain_tail"
+	countedSymbol  = "leaf_chain_counted"
 )
 
 // maxStack is the BPF stack size of one frame (MAX_BPF_STACK).
@@ -58,6 +65,9 @@ type Options struct {
 	// use -1 (TC_ACT_UNSPEC = TCX_NEXT) so that TCX goes on to programs attached after
 	// leaf's link. XDP leaves it nil (return the verdict).
 	EndVerdict *int32
+	// CountRuns adds RunsMap and a prologue that counts each run of the
+	// program in it (a per-CPU increment: about a nanosecond).
+	CountRuns bool
 }
 
 // Info describes how Rewrite changes (or would change) a program.
@@ -120,11 +130,20 @@ func Rewrite(spec *ebpf.CollectionSpec, function string, opts Options) error {
 		return err
 	}
 
+	if opts.CountRuns {
+		if _, ok := spec.Maps[RunsMap]; ok {
+			return cannot("the collection already has a map named %s", RunsMap)
+		}
+		// The run counter's key needs 4 more bytes of stack below the slot.
+		if int(info.Slot)-8 < -maxStack {
+			return cannot("no free stack slot for the run counter's key")
+		}
+	}
 	out, err := rewrite(insns, info, opts)
 	if err != nil {
 		return err
 	}
-	if err := checkJumps(out, info.MainLen+1+epilogueLen(opts), spec.ByteOrder); err != nil {
+	if err := checkJumps(out, info.MainLen+prologueLen(opts)+epilogueLen(opts), spec.ByteOrder); err != nil {
 		return fmt.Errorf("%w: rewritten program is inconsistent: %v", ErrCannotChain, err)
 	}
 
@@ -138,6 +157,15 @@ func Rewrite(spec *ebpf.CollectionSpec, function string, opts Options) error {
 		KeySize:    4,
 		ValueSize:  4,
 		MaxEntries: 1,
+	}
+	if opts.CountRuns {
+		spec.Maps[RunsMap] = &ebpf.MapSpec{
+			Name:       RunsMap,
+			Type:       ebpf.PerCPUArray,
+			KeySize:    4,
+			ValueSize:  8,
+			MaxEntries: 1,
+		}
 	}
 	return nil
 }
@@ -190,7 +218,7 @@ func mainLen(insns asm.Instructions) int {
 // other than the epilogue's labels.
 func funcStart(ins asm.Instruction) bool {
 	sym := ins.Symbol()
-	return sym != "" && sym != epilogueSymbol && sym != tailSymbol
+	return sym != "" && sym != epilogueSymbol && sym != tailSymbol && sym != countedSymbol
 }
 
 // analyze finds the main function's exits and a free stack slot.
@@ -286,6 +314,34 @@ func sourceIsReg(ins asm.Instruction) bool {
 	return false
 }
 
+// prologueLen is the number of instructions rewrite puts before the main
+// function, ld_imm64 counting as one.
+func prologueLen(opts Options) int {
+	if opts.CountRuns {
+		return len(countRuns(0)) + 1
+	}
+	return 1
+}
+
+// countRuns increments the per-CPU run counter: key 0 goes on the stack
+// below the context slot, the lookup clobbers r0-r5, and r1 gets the
+// context back from its slot before the original code starts.
+func countRuns(slot int16) asm.Instructions {
+	key := slot - 8
+	return asm.Instructions{
+		asm.StoreImm(asm.RFP, key, 0, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(RunsMap),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, countedSymbol),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.LoadMem(asm.R1, asm.RFP, slot, asm.DWord).WithSymbol(countedSymbol),
+	}
+}
+
 // epilogueLen is the number of instructions rewrite appends after the main
 // function, ld_imm64 counting as one.
 func epilogueLen(opts Options) int {
@@ -338,8 +394,12 @@ func rewrite(insns asm.Instructions, info Info, opts Options) (asm.Instructions,
 	first = first.WithSymbol("")
 	first = btf.WithFuncMetadata(first, nil)
 
-	out := make(asm.Instructions, 0, len(insns)+1+epilogueLen(opts))
-	out = append(out, prologue, first)
+	out := make(asm.Instructions, 0, len(insns)+prologueLen(opts)+epilogueLen(opts))
+	out = append(out, prologue)
+	if opts.CountRuns {
+		out = append(out, countRuns(info.Slot)...)
+	}
+	out = append(out, first)
 	out = append(out, insns[1:n]...)
 
 	// Raw offset of the epilogue, counted from the start of the new stream.

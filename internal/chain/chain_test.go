@@ -837,3 +837,47 @@ func TestStackSlotChoice(t *testing.T) {
 		})
 	}
 }
+
+// runs sums a member's per-CPU run counter.
+func runs(tb testing.TB, m *member) uint64 {
+	tb.Helper()
+	var per []uint64
+	if err := m.coll.Maps[RunsMap].Lookup(uint32(0), &per); err != nil {
+		tb.Fatal(err)
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n
+}
+
+// TestCountRuns: with CountRuns every member counts each time it runs,
+// tail-called members included (the kernel's statistics miss those), and
+// the count does not change what the program computes.
+func TestCountRuns(t *testing.T) {
+	requireRoot(t)
+	sh := newShared(t)
+	spec := loadSpec(t)
+	opts := Options{ProceedOn: []int32{xdpPass}, CountRuns: true}
+	a := loadMember(t, spec, "xdp_count_a", sh, loadOpts{rewrite: &opts})
+	b := loadMember(t, spec, "xdp_count_b", sh, loadOpts{rewrite: &opts, constants: map[string]any{"stop_mask": uint32(1 << idxB)}})
+	c := loadMember(t, spec, "xdp_count_c", sh, loadOpts{rewrite: &opts})
+	a.link(t, b)
+	b.link(t, c)
+	for i := 0; i < 5; i++ {
+		if v := run(t, a.prog, frame(64)); v != xdpDrop {
+			t.Fatalf("verdict %d, want XDP_DROP from b", v)
+		}
+	}
+	if got := []uint64{runs(t, a), runs(t, b), runs(t, c)}; got[0] != 5 || got[1] != 5 || got[2] != 0 {
+		t.Fatalf("run counters a, b, c = %v, want [5 5 0]", got)
+	}
+	if got := sh.counts(t, idxA, idxB, idxC); got[0] != 5 || got[1] != 5 || got[2] != 0 {
+		t.Fatalf("program counters a, b, c = %v, want [5 5 0]", got)
+	}
+	// A rewritten program using most of its stack still fits the counter.
+	if err := Rewrite(loadSpec(t), "xdp_bigstack", opts); err != nil {
+		t.Fatalf("bigstack with CountRuns: %v", err)
+	}
+}

@@ -86,7 +86,7 @@ func TestParseQuickstart(t *testing.T) {
 	if st.Metadata.Name != "quickstart" {
 		t.Errorf("metadata.name = %q", st.Metadata.Name)
 	}
-	if got, want := st.Names(), []string{"count-egress", "count-execs", "drop-ports"}; !reflect.DeepEqual(got, want) {
+	if got, want := st.Names(), []string{"count-egress", "count-execs", "count-ingress", "drop-ports"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Names() = %v, want %v", got, want)
 	}
 	a := st.Attachment("drop-ports")
@@ -97,8 +97,11 @@ func TestParseQuickstart(t *testing.T) {
 	if !ok || len(ports) != 2 || ports[0] != json.Number("8080") || ports[1] != json.Number("9999") {
 		t.Errorf("ports = %#v", a.Params["ports"])
 	}
-	if a.PriorityOrDefault() != DefaultPriority {
-		t.Errorf("priority = %d", a.PriorityOrDefault())
+	if a.PriorityOrDefault() != 20 {
+		t.Errorf("priority = %d, want 20", a.PriorityOrDefault())
+	}
+	if st.Attachment("count-egress").PriorityOrDefault() != DefaultPriority {
+		t.Errorf("count-egress priority = %d, want the default", st.Attachment("count-egress").PriorityOrDefault())
 	}
 	if st.Attachment("nope") != nil {
 		t.Error("Attachment(nope) is not nil")
@@ -578,16 +581,16 @@ func TestClone(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := 7
-	st.Spec.Attachments[0].Priority = &p
+	st.Attachment("drop-ports").Priority = &p
 	c := st.Clone()
 	if !reflect.DeepEqual(st, c) {
 		t.Fatalf("clone differs:\n%+v\n%+v", st, c)
 	}
 	// Deep: changing the clone leaves the original alone.
-	*c.Spec.Attachments[0].Priority = 9
-	c.Spec.Attachments[0].Params["ports"].([]any)[0] = json.Number("1")
-	c.Spec.Attachments[1].Hook.Interface = "other"
-	if *st.Spec.Attachments[0].Priority != 7 || st.Spec.Attachments[0].Params["ports"].([]any)[0] != json.Number("8080") || st.Spec.Attachments[1].Hook.Interface != "veth-b" {
+	*c.Attachment("drop-ports").Priority = 9
+	c.Attachment("drop-ports").Params["ports"].([]any)[0] = json.Number("1")
+	c.Attachment("count-egress").Hook.Interface = "other"
+	if *st.Attachment("drop-ports").Priority != 7 || st.Attachment("drop-ports").Params["ports"].([]any)[0] != json.Number("8080") || st.Attachment("count-egress").Hook.Interface != "veth-b" {
 		t.Errorf("Clone is shallow: original now %+v", st.Spec.Attachments)
 	}
 }

@@ -187,6 +187,7 @@ func sameInstance(r *Resolved, rec *store.Record, obs *observer.Attachment) bool
 	return rec.Package.Digest == r.Package.Digest &&
 		rec.Program == r.Program.Name &&
 		rec.Chain.Mode == r.Chain.Mode && rec.Chain.Map == r.Chain.Map &&
+		rec.Chain.CountRuns == r.Chain.CountRuns &&
 		slices.Equal(rec.Chain.ProceedOn, r.Chain.ProceedOn) &&
 		paramsEqual(r.Package, r.ConstParams, rec.ConstParams)
 }
@@ -225,6 +226,8 @@ func memberReason(r *Resolved, rec *store.Record, obs *observer.Attachment, cp *
 		return "load-time parameters changed"
 	case !slices.Equal(rec.Chain.ProceedOn, r.Chain.ProceedOn):
 		return "proceed-on verdicts changed"
+	case rec.Chain.CountRuns != r.Chain.CountRuns:
+		return "run counting turned on or off with BPF statistics"
 	case obs == nil || obs.ProgramID == 0:
 		return "program no longer pinned"
 	}

@@ -438,7 +438,7 @@ func TestResolveTracepoint(t *testing.T) {
       params: {only_uid: 0}
       hook: {type: tracepoint, tracepoint: sched/sched_process_exec}
 `)
-	got, err := Resolve(st, repository.Set{builtin(t)})
+	got, err := Resolve(st, repository.Set{builtin(t)}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +551,7 @@ func TestResolveErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := parse(t, tc.doc)
-			got, err := Resolve(st, repository.Set{builtin(t)})
+			got, err := Resolve(st, repository.Set{builtin(t)}, Options{})
 			if err == nil {
 				t.Fatalf("Resolve accepted it: %+v", got)
 			}
@@ -584,7 +584,7 @@ func TestResolveCollectsAll(t *testing.T) {
       params: {ports: [-1], bogus: 1, filter_udp: 3}
       hook: {type: xdp, interface: leaf-no-such0}
 `)
-	_, err := Resolve(st, repository.Set{builtin(t)})
+	_, err := Resolve(st, repository.Set{builtin(t)}, Options{})
 	var errs desired.Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("got %v", err)
@@ -653,7 +653,7 @@ func TestResolveParamTargets(t *testing.T) {
 			if tc.values != "" {
 				doc = strings.Replace(doc, "      hook:", "      params: "+tc.values+"\n      hook:", 1)
 			}
-			got, err := Resolve(parse(t, doc), repos)
+			got, err := Resolve(parse(t, doc), repos, Options{})
 			if tc.msg == "" {
 				if err != nil {
 					t.Fatal(err)

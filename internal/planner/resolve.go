@@ -41,16 +41,27 @@ type ChainConfig struct {
 	Mode string
 	// Map is the PROG_ARRAY holding the next member.
 	Map string
+	// CountRuns: the member counts its runs in chain.RunsMap (rewrite
+	// mode only).
+	CountRuns bool
+}
+
+// Options are host-wide choices that shape how programs are prepared.
+type Options struct {
+	// CountRuns makes chain members count their own runs (the kernel's
+	// statistics miss tail-called programs). leafd sets it while BPF
+	// statistics are on, since both cost a little per packet.
+	CountRuns bool
 }
 
 // Resolve checks every attachment: the package and program exist, the
 // program fits the hook, the parameters are declared and well typed, and
 // the hook exists on this host. It returns every problem found.
-func Resolve(st *desired.State, repos repository.Set) ([]*Resolved, error) {
+func Resolve(st *desired.State, repos repository.Set, opts Options) ([]*Resolved, error) {
 	var out []*Resolved
 	var errs desired.Errors
 	for _, a := range st.Spec.Attachments {
-		r, aerrs := resolveOne(a, repos)
+		r, aerrs := resolveOne(a, repos, opts)
 		for i := range aerrs {
 			aerrs[i].Attachment = a.Name
 		}
@@ -66,7 +77,7 @@ func Resolve(st *desired.State, repos repository.Set) ([]*Resolved, error) {
 	return out, nil
 }
 
-func resolveOne(a desired.Attachment, repos repository.Set) (*Resolved, desired.Errors) {
+func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Resolved, desired.Errors) {
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
 		return nil, desired.Errors{{Field: field, Message: err.Error()}}
 	}
@@ -103,7 +114,7 @@ func resolveOne(a desired.Attachment, repos repository.Set) (*Resolved, desired.
 	}
 	r.Target = target
 	if a.Hook.Chained() && len(errs) == 0 {
-		cfg, field, err := resolveChain(a, prog, spec)
+		cfg, field, err := resolveChain(a, prog, spec, opts)
 		if err != nil {
 			errs = append(errs, desired.Error{Field: field, Message: err.Error()})
 		}
@@ -120,7 +131,7 @@ func resolveOne(a desired.Attachment, repos repository.Set) (*Resolved, desired.
 // else the hook's defaults) and prepares the program: rewritten so that
 // its exits hand over to the next member, or checked against the
 // cooperative contract.
-func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.CollectionSpec) (*ChainConfig, string, error) {
+func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.CollectionSpec, ro Options) (*ChainConfig, string, error) {
 	cfg := &ChainConfig{Priority: desired.DefaultPriority, ProceedOn: desired.DefaultProceedOn(a.Hook.Type), Mode: manifest.ChainRewrite, Map: chain.NextMap}
 	if a.Hook.Type == manifest.HookXDP {
 		rc, ok, err := chain.RunConfig(spec, prog.Function)
@@ -165,7 +176,8 @@ func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.Colle
 		}
 		return cfg, "", nil
 	}
-	opts := chain.Options{ProceedOn: cfg.ProceedOn}
+	cfg.CountRuns = ro.CountRuns
+	opts := chain.Options{ProceedOn: cfg.ProceedOn, CountRuns: ro.CountRuns}
 	if a.Hook.Type == manifest.HookTC {
 		// When every member proceeds, let TCX go on to the programs
 		// attached after leaf's link.

@@ -148,7 +148,7 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		return nil, err
 	}
 	stage = StageResolve
-	resolved, err := planner.Resolve(st, r.cfg.Repos)
+	resolved, err := planner.Resolve(st, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/chain"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -59,6 +60,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 		}
 		if rec := records[a.Name]; rec != nil && rec.Chain != nil {
 			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)])
+			r.chainRuns(&s, rec)
 		}
 		out.Attachments = append(out.Attachments, s)
 	}
@@ -130,6 +132,35 @@ func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*o
 	default:
 		s.State, s.Problem = v1.StateAttached, ""
 	}
+}
+
+// chainRuns reports a chain member's runs from its own counter. The
+// kernel's statistics cannot: they skip tail-called programs, and the first
+// member's run time includes every member after it.
+//
+// A member alone on its hook is the one case the kernel counts exactly.
+func (r *Reconciler) chainRuns(s *v1.AttachmentStatus, rec *store.Record) {
+	if s.Chain != nil && s.Chain.Length == 1 {
+		return
+	}
+	s.RunCount, s.RunTimeNs = nil, nil
+	if !rec.Chain.CountRuns {
+		return
+	}
+	m, err := ebpf.LoadPinnedMap(r.cfg.Layout.Map(rec.Name, chain.RunsMap), nil)
+	if err != nil {
+		return
+	}
+	defer m.Close()
+	var per []uint64
+	if err := m.Lookup(uint32(0), &per); err != nil {
+		return
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	s.RunCount = &n
 }
 
 // ErrUnknownMap is returned for a map the attachment does not have.

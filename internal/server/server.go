@@ -181,6 +181,11 @@ func (s *Server) putStats(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
+	// Chain members count their own runs only while statistics are on:
+	// reconcile so that chains are rebuilt with or without the counters.
+	if _, err := s.Reconciler.Reconcile(r.Context()); err != nil {
+		s.Logger.Error("reconcile after changing BPF statistics", "error", err)
+	}
 	writeJSON(w, http.StatusOK, v1.Stats{Enabled: s.Stats.Enabled()})
 }
 

@@ -68,6 +68,8 @@ type ChainMember struct {
 	// member.
 	Mode string `json:"mode"`
 	Map  string `json:"map"`
+	// CountRuns: the member counts its runs in its leaf_chain_runs map.
+	CountRuns bool `json:"countRuns,omitempty"`
 	// XDPMode is the hook's XDP attach mode, which the link fixes.
 	XDPMode string `json:"xdpMode,omitempty"`
 }

@@ -145,6 +145,7 @@ func (p *Pair) Delivered(t testing.TB, port, n int, wait time.Duration) int {
 	rx := p.Listen(t, port)
 	tx := p.Dial(t, port)
 	defer rx.Close()
+	defer tx.Close()
 	for i := 0; i < n; i++ {
 		if _, err := fmt.Fprintf(tx, "%d", i); err != nil {
 			t.Fatalf("send: %v", err)
