@@ -128,32 +128,7 @@ func (ap *Applier) swapMemberPins(name string, l *loaded, undo *undoStack) (func
 		os.RemoveAll(staging)
 		return nil, err
 	}
-	final, old := ap.Layout.Dir(name), ap.Layout.Retired(name)
-	hadOld := exists(final)
-	if hadOld {
-		os.RemoveAll(old)
-		if err := os.Rename(final, old); err != nil {
-			os.RemoveAll(staging)
-			return nil, fmt.Errorf("move old pins aside: %w", err)
-		}
-	}
-	if err := os.Rename(staging, final); err != nil {
-		if hadOld {
-			os.Rename(old, final)
-		}
-		os.RemoveAll(staging)
-		return nil, err
-	}
-	undo.push(func() error {
-		if err := os.RemoveAll(final); err != nil {
-			return err
-		}
-		if hadOld {
-			return os.Rename(old, final)
-		}
-		return nil
-	})
-	return func() { os.RemoveAll(old) }, nil
+	return ap.swapInPins(name, undo)
 }
 
 func (ap *Applier) updateMemberParams(act *planner.Action, undo *undoStack) error {

@@ -83,13 +83,32 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 		os.RemoveAll(staging)
 		return nil, nil, err
 	}
-	final := ap.Layout.Dir(name)
-	old := ap.Layout.Retired(name)
+	retire, err := ap.swapInPins(name, undo)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := ap.newRecord(act, l.prog, lk, l.maps)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, func() {
+		lk.Close() // the pin holds it now
+		retire()
+	}, nil
+}
+
+// swapInPins moves an attachment's staged pins into place. The previous
+// incarnation's pins move aside rather than away: whatever they hold keeps
+// running (and an undo can put them back) until the returned retire step
+// removes them, once the whole apply has succeeded.
+func (ap *Applier) swapInPins(name string, undo *undoStack) (retire func(), err error) {
+	staging, final, old := ap.Layout.Staging(name), ap.Layout.Dir(name), ap.Layout.Retired(name)
 	hadOld := exists(final)
 	if hadOld {
+		os.RemoveAll(old)
 		if err := os.Rename(final, old); err != nil {
 			os.RemoveAll(staging)
-			return nil, nil, fmt.Errorf("move old pins aside: %w", err)
+			return nil, fmt.Errorf("move old pins aside: %w", err)
 		}
 	}
 	if err := os.Rename(staging, final); err != nil {
@@ -97,7 +116,7 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 			os.Rename(old, final)
 		}
 		os.RemoveAll(staging)
-		return nil, nil, fmt.Errorf("pin: %w", err)
+		return nil, fmt.Errorf("pin: %w", err)
 	}
 	undo.push(func() error {
 		if err := os.RemoveAll(final); err != nil {
@@ -108,12 +127,7 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 		}
 		return nil
 	})
-	rec, err := ap.newRecord(act, l.prog, lk, l.maps)
-	if err != nil {
-		return nil, nil, err
-	}
-	return rec, func() {
-		lk.Close() // the pin holds it now
+	return func() {
 		if hadOld {
 			detachPinned(filepath.Join(old, "link"))
 		}

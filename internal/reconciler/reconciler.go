@@ -152,15 +152,7 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 	if err != nil {
 		return nil, err
 	}
-	records, err := r.cfg.Store.Records()
-	if err != nil {
-		return nil, err
-	}
-	observed, err := observer.Observe(r.cfg.Layout, st.Names())
-	if err != nil {
-		return nil, err
-	}
-	hooks, err := observer.ObserveHooks(r.cfg.Layout)
+	records, observed, hooks, err := r.observe(st)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +193,23 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		}
 	}
 	return res, err
+}
+
+// observe reads what leafd recorded and what the kernel holds.
+func (r *Reconciler) observe(st *desired.State) (map[string]*store.Record, map[string]*observer.Attachment, map[string]*observer.Hook, error) {
+	records, err := r.cfg.Store.Records()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hooks, err := observer.ObserveHooks(r.cfg.Layout)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return records, observed, hooks, nil
 }
 
 // attachFailure tells a failure while attaching from one while loading:

@@ -25,15 +25,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 	r.mu.Lock()
 	st := r.desired.Clone()
 	r.mu.Unlock()
-	records, err := r.cfg.Store.Records()
-	if err != nil {
-		return nil, err
-	}
-	observed, err := observer.Observe(r.cfg.Layout, st.Names())
-	if err != nil {
-		return nil, err
-	}
-	hooks, err := observer.ObserveHooks(r.cfg.Layout)
+	records, observed, hooks, err := r.observe(st)
 	if err != nil {
 		return nil, err
 	}
