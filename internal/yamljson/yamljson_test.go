@@ -10,6 +10,7 @@ type doc struct {
 	Name  string         `json:"name"`
 	Count int            `json:"count"`
 	Extra map[string]any `json:"extra,omitempty"`
+	Items []doc          `json:"items,omitempty"`
 }
 
 func TestDecode(t *testing.T) {
@@ -30,7 +31,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"", "empty"},
 		{"name: [", "malformed"},
 		{"name: a\nname: b\n", "malformed"},
-		{"name: a\nbogus: 1\n", `unknown field "bogus"`},
+		{"name: a\nbogus: 1\n", `bogus: unknown field "bogus"`},
+		{"extra: {x: 1}\nitems: [{name: a}, {nme: b}]\n", `items[1].nme: unknown field "nme"`},
 		{"count: many\n", "count: expected int, got string"},
 		{"name: a\n---\nname: b\n", "more than one YAML document"},
 	} {
