@@ -9,7 +9,7 @@ ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -fno-ident \
 	-fdebug-prefix-map=$(CURDIR)=. -I$(ARCH_INCLUDE)
 
-BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/chain/*.bpf.c)
+BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
@@ -54,10 +54,15 @@ demo: deps build
 # and removes its own namespaces, veths, bpffs and temporary directories.
 # More runs: make bench BENCH_FLAGS='-runs 50'. The same applies as Go
 # benchmarks: go test -run '^$' -bench . -benchtime 20x ./bench/
+# Then the cost per packet of chains of 1, 2, 5 and 10 XDP members against
+# one program doing the same work and an l3afd-style tail-call chain
+# (BPF_PROG_TEST_RUN): leafbench chain, flags in CHAIN_FLAGS, Go benchmark
+# go test -run '^$' -bench ChainCost -benchtime 1000000x ./bench/
 # Figures and method: docs/benchmarks.md.
 bench: deps
 	$(GO) build -o $(BIN)/leafbench ./bench/cmd/leafbench
 	$(BIN)/leafbench $(BENCH_FLAGS)
+	$(BIN)/leafbench chain $(CHAIN_FLAGS)
 
 clean:
 	rm -rf $(BIN)

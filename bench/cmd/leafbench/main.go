@@ -6,6 +6,11 @@
 // temporary directories it needs, removes them all at the end, and prints
 // every command it ran. It needs root. `make bench` runs it from the
 // module root.
+//
+// `leafbench chain` measures instead the cost per packet of a chain of N
+// XDP members (N = 1, 2, 5, 10) with BPF_PROG_TEST_RUN, against one
+// program doing the same work and an l3afd-style tail-call chain, and
+// prints a table of ns per packet and the per-hop overhead (chain.go).
 package main
 
 import (
@@ -29,6 +34,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "chain" {
+		chainMain(os.Args[2:])
+		return
+	}
 	runs := flag.Int("runs", 20, "timed runs of each apply measurement")
 	verbose := flag.Bool("v", false, "print every timing to standard error as it is taken")
 	settle := flag.Duration("settle", 2*time.Second, "how long leafd idles before its RSS is read")
