@@ -100,7 +100,7 @@ func TestChainLeafd(t *testing.T) {
 	if err := WriteChainRepository(repo); err != nil {
 		t.Fatal(err)
 	}
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--log-level", "info", "--repository", repo}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--log-level", "info", "--repository-allow-unsigned", repo}})
 	s, err := NewSandbox(nil, len(ChainSizes))
 	if err != nil {
 		t.Fatal(err)

@@ -160,7 +160,7 @@ func TestAPIBadRequests(t *testing.T) {
 	testenv.RequireKernel(t)
 	t.Parallel()
 	p := testenv.NewPair(t)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", apiRepository(t)}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", apiRepository(t)}})
 	hc := apiHTTP(d.Socket)
 
 	good := portFilter(p, "filter", "1.0.0", 7001)

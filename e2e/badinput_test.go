@@ -98,7 +98,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
 	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", testdata}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata}})
 
 	filter := portFilter(p, "filter", "1.0.0", 7001)
 	counter := `name: counter

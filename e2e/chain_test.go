@@ -28,7 +28,7 @@ import (
 func fixtureRepos(t *testing.T, seqVersions ...string) []string {
 	t.Helper()
 	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
-	args := []string{"--repository", testdata}
+	args := []string{"--repository-allow-unsigned", testdata}
 	if len(seqVersions) == 0 {
 		return args
 	}
@@ -48,7 +48,7 @@ func fixtureRepos(t *testing.T, seqVersions ...string) []string {
 			os.WriteFile(filepath.Join(dir, f), data, 0o644)
 		}
 	}
-	return append(args, "--repository", repo)
+	return append(args, "--repository-allow-unsigned", repo)
 }
 
 // member is a seqcount (or l3afcoop) attachment on an XDP or TC hook of B.
@@ -442,7 +442,7 @@ programs:
 func TestChainRefusesUnchainableProgram(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_tailcaller")}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", chainFixture(t, "xdp_tailcaller")}})
 	_, err := d.Client.Apply(ctx(t), chainDoc(p, member{name: "tc", pkg: "fixture@1.0.0", program: "p", priority: 1}), false)
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "cannot be chained") || !strings.Contains(err.Error(), "cooperative") {
@@ -461,7 +461,7 @@ func TestChainRefusesUnchainableProgram(t *testing.T) {
 func TestChainHonoursXDPRunConfig(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", chainFixture(t, "xdp_runcfg")}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", chainFixture(t, "xdp_runcfg")}})
 	att := fmt.Sprintf("name: rc\npackage: fixture@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
 	apply(t, d, doc(att))
 	c := status(t, d)["rc"].Chain

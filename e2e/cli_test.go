@@ -124,7 +124,7 @@ func TestCLI(t *testing.T) {
 	testenv.RequireKernel(t)
 	t.Parallel()
 	p := testenv.NewPair(t)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", apiRepository(t)}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", apiRepository(t)}})
 	sock := d.Socket
 
 	// Empty host.
@@ -456,7 +456,8 @@ stateDir: %s
 bpffs: %s
 socket: %s
 metricsAddress: 127.0.0.1:%d
-repositories: [%s]
+repositories:
+  - {name: testdata, path: %s, trust: {allowUnsigned: true}}
 bpfStats: true
 logLevel: debug
 `, stateDir, bpffs, fileSocket, port, apiRepository(t))))

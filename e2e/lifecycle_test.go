@@ -118,7 +118,7 @@ func TestVersionSwapUnderTraffic(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
 	repo := versionedRepo(t, "1.0.0", "1.1.0")
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository", repo}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", repo}})
 	apply(t, d, doc(portFilter(p, "filter", "1.0.0", 7001)))
 	p.Delivered(t, 7001, 5, 200*time.Millisecond)
 	before := status(t, d)["filter"]

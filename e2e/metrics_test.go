@@ -152,7 +152,7 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	p := testenv.NewPair(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", metricsPort(t))
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--metrics-address", addr, "--bpf-stats", "--repository", apiRepository(t)}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--metrics-address", addr, "--bpf-stats", "--repository-allow-unsigned", apiRepository(t)}})
 
 	m := scrapeMetrics(t, addr)
 	checkNaming(t, m)

@@ -24,3 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v go >/dev/null || { echo "Go is required (see go.mod for the version)" >&2; exit 1; }
+
+# cosign, for the signature interoperability tests (internal/signature,
+# e2e): built once from the Go module proxy into the cache directory the
+# tests look in (internal/testenv.Cosign), so they run rather than skip.
+COSIGN_VERSION=v2.6.5
+cosign_dir="${XDG_CACHE_HOME:-$HOME/.cache}/leaf/cosign-$COSIGN_VERSION"
+if [ ! -x "$cosign_dir/cosign" ]; then
+	echo "building cosign $COSIGN_VERSION (a few minutes, once)"
+	(cd /tmp && GOFLAGS= GOBIN="$cosign_dir" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION")
+fi

@@ -42,10 +42,15 @@ type AttachmentStatus struct {
 	Package    string `json:"package"`
 	Digest     string `json:"digest,omitempty"`
 	Repository string `json:"repository,omitempty"`
-	Program    string `json:"program"`
-	HookType   string `json:"hookType"`
-	Hook       string `json:"hook"`
-	Priority   int    `json:"priority"`
+	// Trust is what leafd verified before loading the package: signed,
+	// unsigned-allowed (the repository's policy allows unsigned packages)
+	// or builtin; Signers are the signatures that verified.
+	Trust    string   `json:"trust,omitempty"`
+	Signers  []Signer `json:"signers,omitempty"`
+	Program  string   `json:"program"`
+	HookType string   `json:"hookType"`
+	Hook     string   `json:"hook"`
+	Priority int      `json:"priority"`
 	// State is attached, detached or missing.
 	State     string            `json:"state"`
 	Problem   string            `json:"problem,omitempty"`
@@ -155,4 +160,13 @@ type ErrorDetail struct {
 	Attachment string `json:"attachment,omitempty"`
 	Field      string `json:"field,omitempty"`
 	Message    string `json:"message"`
+}
+
+// Signer is a verified signature: its role (author or repository), the
+// key's name in the trust policy and its fingerprint (sha256 of the DER
+// public key).
+type Signer struct {
+	Role  string `json:"role"`
+	Key   string `json:"key"`
+	KeyID string `json:"keyID"`
 }

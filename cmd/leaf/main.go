@@ -53,7 +53,7 @@ func newRoot(out io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", socket, "leafd's API socket (env LEAF_SOCKET)")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
-	root.AddCommand(applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g))
+	root.AddCommand(pkgCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g))
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/leaf-ebpf/leaf/internal/daemon"
+	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 )
 
 func main() {
@@ -34,10 +35,23 @@ func main() {
 	}
 }
 
-type repoList []string
+// repoFlag appends a directory repository with a policy: --repository
+// and --repository-allow-unsigned share one list so their order holds.
+type repoFlag struct {
+	list          *[]pkgsource.Config
+	allowUnsigned bool
+}
 
-func (r *repoList) String() string     { return strings.Join(*r, ",") }
-func (r *repoList) Set(v string) error { *r = append(*r, v); return nil }
+func (r repoFlag) String() string { return "" }
+func (r repoFlag) Set(v string) error {
+	*r.list = append(*r.list, pkgsource.Config{Type: pkgsource.RepoDir, Path: v, Trust: pkgsource.TrustConfig{AllowUnsigned: r.allowUnsigned}})
+	return nil
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // parseFlags reads the config file first, then lets flags given on the
 // command line override it.
@@ -46,14 +60,17 @@ func parseFlags(args []string) (daemon.Config, error) {
 	fs := flag.NewFlagSet("leafd", flag.ContinueOnError)
 	configFile := fs.String("config", "", "config file (YAML or JSON, kind DaemonConfig)")
 	var flags daemon.Config
-	var repos repoList
+	var repos []pkgsource.Config
+	var keys stringList
 	fs.StringVar(&flags.StateDir, "state-dir", cfg.StateDir, "directory of the state store")
 	fs.StringVar(&flags.BPFFS, "bpffs", cfg.BPFFS, "leaf's root on a bpf file system (mounted if needed)")
 	fs.StringVar(&flags.Socket, "socket", cfg.Socket, "API unix socket")
 	fs.StringVar(&flags.SocketGroup, "socket-group", "", "group owning the API socket (mode 0660)")
 	fs.StringVar(&flags.MetricsAddress, "metrics-address", cfg.MetricsAddress, "address serving /metrics (empty disables)")
 	fs.StringVar(&flags.DesiredState, "desired-state", "", "desired-state file applied at start")
-	fs.Var(&repos, "repository", "package repository directory, searched before the built-in one (repeatable)")
+	fs.Var(repoFlag{list: &repos}, "repository", "package repository directory (plain or OCI layout), searched before the built-in one; packages must be signed by a --trusted-key (repeatable)")
+	fs.Var(repoFlag{list: &repos, allowUnsigned: true}, "repository-allow-unsigned", "package repository directory whose unsigned packages are accepted (repeatable)")
+	fs.Var(&keys, "trusted-key", "public key (PEM) trusted for author signatures in --repository directories (repeatable)")
 	fs.BoolVar(&flags.NoBuiltinRepository, "no-builtin-repository", false, "leave out the built-in packages")
 	fs.BoolVar(&flags.BPFStats, "bpf-stats", false, "enable kernel BPF run statistics")
 	fs.StringVar(&flags.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
@@ -82,7 +99,7 @@ func parseFlags(args []string) (daemon.Config, error) {
 			cfg.MetricsAddress = flags.MetricsAddress
 		case "desired-state":
 			cfg.DesiredState = flags.DesiredState
-		case "repository":
+		case "repository", "repository-allow-unsigned":
 			cfg.Repositories = repos
 		case "no-builtin-repository":
 			cfg.NoBuiltinRepository = flags.NoBuiltinRepository
@@ -92,6 +109,9 @@ func parseFlags(args []string) (daemon.Config, error) {
 			cfg.LogLevel = flags.LogLevel
 		}
 	})
+	for i := range repos {
+		repos[i].Trust.AuthorKeys = keys
+	}
 	return cfg, nil
 }
 

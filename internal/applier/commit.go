@@ -14,6 +14,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
+	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
 )
 
@@ -55,6 +56,7 @@ func (ap *Applier) keep(act *planner.Action) (*store.Record, error) {
 	rec := *act.Record
 	rec.Attachment = act.Desired.Attachment
 	rec.Package.Repository = act.Desired.Package.Repository
+	rec.Package.Trust, rec.Package.Signers = trustOf(act.Desired.Package)
 	rec.ProgramID = uint32(act.Observed.ProgramID)
 	rec.LinkID = uint32(act.Observed.LinkID)
 	rec.MapIDs = mapIDs(act.Observed.Maps)
@@ -392,6 +394,7 @@ func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[s
 		LoadedAt:    ap.now(),
 		UpdatedAt:   ap.now(),
 	}
+	rec.Package.Trust, rec.Package.Signers = trustOf(r.Package)
 	if act.Kind == planner.Reattach && act.Record != nil {
 		rec.LoadedAt = act.Record.LoadedAt
 	}
@@ -440,4 +443,16 @@ func removeStaged(staged map[string]string) {
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// trustOf copies what verifying the package found into the record.
+func trustOf(p *repository.Package) (string, []store.Signer) {
+	if p.Trust == nil {
+		return "", nil
+	}
+	var signers []store.Signer
+	for _, s := range p.Trust.Signers {
+		signers = append(signers, store.Signer{Role: s.Role, Key: s.Key, KeyID: s.KeyID})
+	}
+	return p.Trust.Policy, signers
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
 
@@ -29,9 +30,9 @@ type Config struct {
 	// DesiredState is a document applied at start-up, replacing the stored
 	// one.
 	DesiredState string `json:"desiredState,omitempty"`
-	// Repositories are package directories searched, in order, before the
-	// built-in packages.
-	Repositories []string `json:"repositories,omitempty"`
+	// Repositories are searched, in order, before the built-in packages.
+	// A plain string is a directory (see pkgsource.Config).
+	Repositories []pkgsource.Config `json:"repositories,omitempty"`
 	// NoBuiltinRepository leaves out the packages built into leafd.
 	NoBuiltinRepository bool `json:"noBuiltinRepository,omitempty"`
 	// BPFStats asks the kernel for per-program run counts and times.

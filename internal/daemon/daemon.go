@@ -20,6 +20,8 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/metrics"
+	"github.com/leaf-ebpf/leaf/internal/pkgcache"
+	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/server"
@@ -39,15 +41,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := ensureTracefs(); err != nil {
 		log.Warn("tracefs unavailable: tracepoint hooks will fail", "error", err)
 	}
-	repos, err := openRepositories(cfg)
-	if err != nil {
-		return err
-	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	cache, err := pkgcache.Open(filepath.Join(cfg.StateDir, "packages"))
+	if err != nil {
+		return err
+	}
+	repos, err := openRepositories(cfg, cache, log)
+	if err != nil {
+		return err
+	}
 
 	var m *metrics.Metrics
 	var rec *reconciler.Reconciler
@@ -67,6 +73,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := startState(ctx, cfg, rec, log); err != nil {
 		return err
 	}
+	go pruneCache(ctx, cache, st, log)
 
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log}
 	apiLn, err := listenSocket(cfg.Socket, cfg.SocketGroup)
@@ -141,23 +148,70 @@ func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log
 	return nil
 }
 
-func openRepositories(cfg Config) (repository.Set, error) {
+// openRepositories opens the configured repositories, in order, each
+// behind its trust policy, then the built-in one.
+func openRepositories(cfg Config, cache *pkgcache.Cache, log *slog.Logger) (repository.Set, error) {
 	var set repository.Set
-	for _, dir := range cfg.Repositories {
-		r, err := repository.OpenDir(dir)
+	seen := map[string]bool{}
+	for _, rc := range cfg.Repositories {
+		r, err := pkgsource.Open(rc, cache, log)
 		if err != nil {
 			return nil, err
 		}
+		if seen[r.Name()] {
+			return nil, fmt.Errorf("two repositories are named %q: give one a name", r.Name())
+		}
+		seen[r.Name()] = true
 		set = append(set, r)
 	}
 	if !cfg.NoBuiltinRepository {
-		r, err := repository.OpenFS("builtin", packages.FS)
+		r, err := pkgsource.OpenBuiltin(BuiltinRepository, packages.FS)
 		if err != nil {
 			return nil, err
 		}
 		set = append(set, r)
 	}
 	return set, nil
+}
+
+// BuiltinRepository names the packages compiled into leafd.
+const BuiltinRepository = "builtin"
+
+// pruneInterval is how often leafd drops cached packages nothing uses.
+const pruneInterval = time.Hour
+
+// pruneCache removes cached packages no attachment runs: at start, then
+// every pruneInterval.
+func pruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log *slog.Logger) {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		if err := PruneCache(ctx, cache, st, log); err != nil {
+			log.Warn("prune package cache", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PruneCache removes cached packages that no applied attachment records.
+func PruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log *slog.Logger) error {
+	records, err := st.Records()
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, r := range records {
+		keep[r.Package.Digest] = true
+	}
+	removed, err := cache.Prune(ctx, keep)
+	for _, d := range removed {
+		log.Info("pruned cached package", "digest", d)
+	}
+	return err
 }
 
 func newHTTPServer(h http.Handler) *http.Server {

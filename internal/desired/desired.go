@@ -43,8 +43,15 @@ type Spec struct {
 type Attachment struct {
 	// Name identifies the attachment on this host.
 	Name string `json:"name"`
-	// Package is "name@version".
+	// Package is "name@version", or "name@version@sha256:<hex>" to pin
+	// the content.
 	Package string `json:"package"`
+	// Digest pins the package's content ("sha256:<hex>"), like the third
+	// part of Package; set one or the other.
+	Digest string `json:"digest,omitempty"`
+	// Repository, if set, is the only repository the package may come
+	// from (a name from leafd's configuration).
+	Repository string `json:"repository,omitempty"`
 	// Program names the package's program; optional when it has one.
 	Program string `json:"program,omitempty"`
 	Hook    Hook   `json:"hook"`
@@ -194,8 +201,16 @@ func (a *Attachment) validate() Errors {
 	if !nameRE.MatchString(a.Name) {
 		add("name", "%q is not a valid name (lower-case letters, digits and '-', at most 63)", a.Name)
 	}
-	if _, _, err := ParseRef(a.Package); err != nil {
+	if ref, err := ParsePackageRef(a.Package); err != nil {
 		add("package", "%v", err)
+	} else if a.Digest != "" && ref.Digest != "" && a.Digest != ref.Digest {
+		add("digest", "%s differs from the digest in package (%s)", a.Digest, ref.Digest)
+	}
+	if a.Digest != "" && !digestRE.MatchString(a.Digest) {
+		add("digest", "%q is not sha256:<64 hex digits>", a.Digest)
+	}
+	if a.Repository != "" && !repoNameRE.MatchString(a.Repository) {
+		add("repository", "%q is not a repository name (letters, digits, '.', '_', '-', at most 63)", a.Repository)
 	}
 	if a.Priority != nil && (*a.Priority < 0 || *a.Priority > 1000) {
 		add("priority", "must be between 0 and 1000, got %d", *a.Priority)
@@ -215,13 +230,47 @@ func (a *Attachment) validate() Errors {
 	return errs
 }
 
-// ParseRef splits "name@version".
+// ParseRef splits "name@version" (a pinned digest is ignored).
 func ParseRef(ref string) (name, version string, err error) {
-	name, version, ok := strings.Cut(ref, "@")
-	if !ok || name == "" || version == "" {
-		return "", "", fmt.Errorf("%q must be name@version", ref)
+	r, err := ParsePackageRef(ref)
+	return r.Name, r.Version, err
+}
+
+// PackageRef is a parsed package reference.
+type PackageRef struct {
+	Name, Version string
+	// Digest is "sha256:<hex>" when pinned, else empty.
+	Digest string
+}
+
+var (
+	digestRE   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	repoNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// ParsePackageRef parses "name@version" or "name@version@sha256:<hex>".
+func ParsePackageRef(ref string) (PackageRef, error) {
+	parts := strings.Split(ref, "@")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return PackageRef{}, fmt.Errorf("%q must be name@version or name@version@sha256:<hex>", ref)
 	}
-	return name, version, nil
+	r := PackageRef{Name: parts[0], Version: parts[1]}
+	if len(parts) == 3 {
+		if !digestRE.MatchString(parts[2]) {
+			return PackageRef{}, fmt.Errorf("%q: the pinned digest must be sha256:<64 hex digits>", ref)
+		}
+		r.Digest = parts[2]
+	}
+	return r, nil
+}
+
+// PinnedDigest returns the digest the attachment pins, if any.
+func (a *Attachment) PinnedDigest() string {
+	if a.Digest != "" {
+		return a.Digest
+	}
+	r, _ := ParsePackageRef(a.Package)
+	return r.Digest
 }
 
 // PriorityOrDefault returns the attachment's priority.

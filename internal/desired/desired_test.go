@@ -594,3 +594,25 @@ func TestClone(t *testing.T) {
 		t.Errorf("Clone is shallow: original now %+v", st.Spec.Attachments)
 	}
 }
+
+func TestParsePackageRef(t *testing.T) {
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		in   string
+		want PackageRef
+		ok   bool
+	}{
+		{"portfilter@1.0.0", PackageRef{Name: "portfilter", Version: "1.0.0"}, true},
+		{"portfilter@1.0.0@" + d, PackageRef{Name: "portfilter", Version: "1.0.0", Digest: d}, true},
+		{"portfilter@1.0.0@sha256:abc", PackageRef{}, false},
+		{"portfilter@1.0.0@md5:" + strings.Repeat("a", 32), PackageRef{}, false},
+		{"portfilter", PackageRef{}, false},
+		{"@1.0.0", PackageRef{}, false},
+		{"a@b@c@d", PackageRef{}, false},
+	} {
+		got, err := ParsePackageRef(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParsePackageRef(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+}

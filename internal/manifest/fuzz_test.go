@@ -22,6 +22,7 @@ func FuzzManifestParse(f *testing.F) {
 	f.Add([]byte(validYAML))
 	f.Add([]byte(`{"apiVersion":"leaf.dev/v1alpha1","kind":"Package","params":[{"name":"a","type":"list<u8>","default":[1,2.5]}]}`))
 	f.Add([]byte("params: [{type: u64, default: 1e400}]"))
+	f.Add([]byte(validYAML + "companion: ../bin/tool\n"))
 	f.Add([]byte("params: [{type: i64, default: -.inf}]"))
 	f.Add([]byte("params: [{type: u8, default: .nan}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -6,6 +6,7 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
 
@@ -31,6 +32,9 @@ type Manifest struct {
 	Keywords    []string  `json:"keywords,omitempty"`
 	Programs    []Program `json:"programs"`
 	Params      []Param   `json:"params,omitempty"`
+	// Companion is an optional user-space program shipped with the
+	// package (a relative path); leafd does not run it.
+	Companion string `json:"companion,omitempty"`
 }
 
 // Program is one BPF program in the package.
@@ -159,6 +163,9 @@ func (m *Manifest) Validate() error {
 	if len(m.Programs) == 0 {
 		add("programs", "at least one program is required")
 	}
+	if m.Companion != "" && !RelativePath(m.Companion) {
+		add("companion", "%q must be a relative path inside the package", m.Companion)
+	}
 	seen := map[string]bool{}
 	for i, p := range m.Programs {
 		field := fmt.Sprintf("programs[%d]", i)
@@ -188,7 +195,7 @@ func (p *Program) validate(field string) []error {
 	if !identRE.MatchString(p.Name) {
 		add("name", "%q is not a valid program name", p.Name)
 	}
-	if p.Object == "" || strings.HasPrefix(p.Object, "/") || strings.Contains(p.Object, "..") {
+	if !RelativePath(p.Object) {
 		add("object", "%q must be a relative path inside the package", p.Object)
 	}
 	if !identRE.MatchString(p.Function) {
@@ -278,6 +285,12 @@ func (p *Param) validate(field string) []error {
 		}
 	}
 	return errs
+}
+
+// RelativePath says whether p names a file inside a package: relative,
+// clean, and never leaving the package root.
+func RelativePath(p string) bool {
+	return p != "" && !strings.HasPrefix(p, "/") && !strings.Contains(p, "..") && !strings.Contains(p, "\\") && path.Clean(p) == p && p != FileName
 }
 
 // Program returns the named program, or the only one when name is empty.

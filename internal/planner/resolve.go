@@ -81,11 +81,13 @@ func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Reso
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
 		return nil, desired.Errors{{Field: field, Message: err.Error()}}
 	}
-	name, version, err := desired.ParseRef(a.Package)
+	ref, err := desired.ParsePackageRef(a.Package)
 	if err != nil {
 		return fail("package", err)
 	}
-	pkg, err := repos.Resolve(name, version)
+	// Trust is checked inside the repositories: a package that fails its
+	// policy never gets here.
+	pkg, err := repos.ResolveRequest(repository.Request{Name: ref.Name, Version: ref.Version, Repository: a.Repository, Digest: a.PinnedDigest()})
 	if err != nil {
 		return fail("package", err)
 	}

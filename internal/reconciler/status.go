@@ -38,6 +38,10 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 		}
 		if rec := records[a.Name]; rec != nil {
 			s.Digest, s.Repository, s.Program = rec.Package.Digest, rec.Package.Repository, rec.Program
+			s.Trust = rec.Package.Trust
+			for _, sg := range rec.Package.Signers {
+				s.Signers = append(s.Signers, v1.Signer{Role: sg.Role, Key: sg.Key, KeyID: sg.KeyID})
+			}
 			s.LoadedAt, s.UpdatedAt = rec.LoadedAt, rec.UpdatedAt
 			s.Params = map[string]any{}
 			for k, v := range rec.ConstParams {

@@ -5,6 +5,7 @@ package repository
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,8 +18,11 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/memory"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 )
 
 // Limits on what a package may hold; packages are untrusted input.
@@ -34,11 +38,56 @@ var ErrNotFound = errors.New("package not found")
 // Package is one version of a package, read from a repository.
 type Package struct {
 	Manifest *manifest.Manifest
-	// Digest is "sha256:<hex>" over every file of the package.
+	// Digest is "sha256:<hex>" of the package's OCI manifest (see
+	// internal/ocipkg): the same files give the same digest whichever
+	// repository serves them.
 	Digest string
 	// Repository names where the package came from.
 	Repository string
-	files      fs.FS
+	// Raw is the OCI manifest, what signatures sign (nil when unknown).
+	Raw []byte
+	// Signatures are the bundles the repository holds for the package,
+	// not yet verified.
+	Signatures []ocipkg.Signature
+	// Trust records what was verified; set by a trust-checking
+	// repository, nil before.
+	Trust *Trust
+	files fs.FS
+}
+
+// Trust is what verifying a package found.
+type Trust struct {
+	// Policy is TrustSigned, TrustUnsignedAllowed or TrustBuiltin.
+	Policy  string   `json:"policy"`
+	Signers []Signer `json:"signers,omitempty"`
+}
+
+// What a trust check concluded.
+const (
+	TrustSigned          = "signed"
+	TrustUnsignedAllowed = "unsigned-allowed"
+	TrustBuiltin         = "builtin"
+)
+
+// Signer is a verified signature's key and role.
+type Signer struct {
+	// Role is author or repository.
+	Role string `json:"role"`
+	// Key is the key's name in the policy; KeyID its fingerprint.
+	Key   string `json:"key"`
+	KeyID string `json:"keyID"`
+}
+
+// NewPackage makes a package from files already checked (the OCI reader
+// checks digests and caps).
+func NewPackage(m *manifest.Manifest, digest, repo string, raw []byte, files fs.FS) *Package {
+	return &Package{Manifest: m, Digest: digest, Repository: repo, Raw: raw, files: files}
+}
+
+// Clone returns a shallow copy that can carry its own Trust.
+func (p *Package) Clone() *Package {
+	c := *p
+	return &c
 }
 
 // Ref is "name@version".
@@ -166,10 +215,9 @@ func packageDirs(fsys fs.FS) ([]string, error) {
 }
 
 func readPackage(fsys fs.FS) (*Package, error) {
-	// Digest first: it refuses anything that is not a regular file before
+	// Check first: it refuses anything that is not a regular file before
 	// reading it, so a FIFO or symlink named leaf.yaml is never opened.
-	digest, err := digestFS(fsys)
-	if err != nil {
+	if _, err := digestFS(fsys); err != nil {
 		return nil, err
 	}
 	data, err := readCapped(fsys, manifest.FileName)
@@ -180,7 +228,19 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Package{Manifest: m, Digest: digest, files: fsys}, nil
+	// The package digest is that of the OCI artifact the directory
+	// builds into, so a directory and its pushed package agree.
+	ctx := context.Background()
+	store := memory.New()
+	desc, _, err := ocipkg.Build(ctx, fsys, store)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := content.FetchAll(ctx, store, desc)
+	if err != nil {
+		return nil, err
+	}
+	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: raw, files: fsys}, nil
 }
 
 // digestFS hashes the sorted list of (path, content hash) of every regular
@@ -303,4 +363,44 @@ func (s Set) List() []*Package {
 		out = append(out, r.List()...)
 	}
 	return out
+}
+
+// Request asks for one package version, optionally from one repository
+// and with pinned content.
+type Request struct {
+	Name, Version string
+	// Repository, if set, names the only repository to ask.
+	Repository string
+	// Digest, if set, is the only content accepted.
+	Digest string
+}
+
+// ResolveRequest resolves a request: only in the named repository when
+// one is given, and refusing any content but the pinned digest. A
+// repository that serves other content under a pinned name@version (an
+// older version replayed, or an altered package) is reported, not
+// skipped.
+func (s Set) ResolveRequest(req Request) (*Package, error) {
+	set := s
+	if req.Repository != "" {
+		set = nil
+		var names []string
+		for _, r := range s {
+			names = append(names, r.Name())
+			if r.Name() == req.Repository {
+				set = Set{r}
+			}
+		}
+		if set == nil {
+			return nil, fmt.Errorf("%w: no repository named %q (configured: %s)", ErrNotFound, req.Repository, strings.Join(names, ", "))
+		}
+	}
+	p, err := set.Resolve(req.Name, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	if req.Digest != "" && p.Digest != req.Digest {
+		return nil, fmt.Errorf("repository %s serves %s as %s, but the desired state pins %s: refusing other content under a pinned version", p.Repository, p.Ref(), p.Digest, req.Digest)
+	}
+	return p, nil
 }

@@ -33,6 +33,17 @@ type PackageRef struct {
 	Version    string `json:"version"`
 	Digest     string `json:"digest"`
 	Repository string `json:"repository"`
+	// Trust is what leafd verified before loading: signed,
+	// unsigned-allowed or builtin, and who signed.
+	Trust   string   `json:"trust,omitempty"`
+	Signers []Signer `json:"signers,omitempty"`
+}
+
+// Signer is a verified signature's role and key.
+type Signer struct {
+	Role  string `json:"role"`
+	Key   string `json:"key"`
+	KeyID string `json:"keyID"`
 }
 
 // Record is what leafd applied for one attachment.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,4 +170,52 @@ func count(rx *net.UDPConn, max int, wait time.Duration) int {
 		got++
 	}
 	return got
+}
+
+// CosignVersion is the cosign the interoperability tests build.
+const CosignVersion = "v2.6.5"
+
+var (
+	cosignOnce sync.Once
+	cosignPath string
+	cosignErr  error
+)
+
+// Cosign returns the path of a cosign binary, built from the Go module
+// proxy into the user cache directory on first use (a few minutes) and
+// reused after. The test is skipped, with the reason, when it cannot be
+// built (no module proxy, no compiler).
+func Cosign(t testing.TB) string {
+	t.Helper()
+	cosignOnce.Do(func() {
+		if p, err := exec.LookPath("cosign"); err == nil && cosignIsVersion(p) {
+			cosignPath = p
+			return
+		}
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cosignErr = err
+			return
+		}
+		bin := filepath.Join(cache, "leaf", "cosign-"+CosignVersion)
+		cosignPath = filepath.Join(bin, "cosign")
+		if _, err := os.Stat(cosignPath); err == nil {
+			return
+		}
+		cmd := exec.Command("go", "install", "github.com/sigstore/cosign/v2/cmd/cosign@"+CosignVersion)
+		cmd.Dir = os.TempDir() // outside any module: install exactly that version
+		cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cosignErr = fmt.Errorf("go install cosign@%s: %v: %s", CosignVersion, err, out)
+		}
+	})
+	if cosignErr != nil {
+		t.Skipf("cosign unavailable: %v", cosignErr)
+	}
+	return cosignPath
+}
+
+func cosignIsVersion(path string) bool {
+	out, err := exec.Command(path, "version").CombinedOutput()
+	return err == nil && strings.Contains(string(out), strings.TrimPrefix(CosignVersion, "v"))
 }

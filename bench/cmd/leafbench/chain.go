@@ -112,7 +112,7 @@ func (c *chainBenchmark) startLeafd(ctx context.Context) error {
 	if c.sb, err = bench.NewSandbox(c.r, len(bench.ChainSizes)); err != nil {
 		return err
 	}
-	if c.d, err = bench.StartDaemon(c.r, filepath.Join(bin, "leafd"), "--repository", repo, "--log-level", "info"); err != nil {
+	if c.d, err = bench.StartDaemon(c.r, filepath.Join(bin, "leafd"), "--repository-allow-unsigned", repo, "--log-level", "info"); err != nil {
 		return err
 	}
 	doc := filepath.Join(c.tmp, "chains.yaml")

@@ -1,0 +1,117 @@
+// Package lint is the automated review of a package: the manifest
+// validates, every object is a sane BPF ELF with BTF and a license, every
+// declared parameter exists in its object, and every program passes the
+// kernel verifier (loaded, then closed; nothing is attached).
+package lint
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/leaf-ebpf/leaf/internal/repository"
+)
+
+// Summary is the outcome of a lint run.
+type Summary struct {
+	Passed bool    `json:"passed"`
+	Checks []Check `json:"checks"`
+}
+
+// Check is one check.
+type Check struct {
+	Name    string `json:"name"`
+	Passed  bool   `json:"passed"`
+	Message string `json:"message,omitempty"`
+}
+
+// Options select the checks that need privileges.
+type Options struct {
+	// Load runs the verifier (needs root or CAP_BPF).
+	Load bool
+}
+
+// Run lints a package (already parsed, so its manifest validated).
+func Run(p *repository.Package, opts Options) Summary {
+	s := Summary{Passed: true}
+	add := func(name string, err error) {
+		c := Check{Name: name, Passed: err == nil}
+		if err != nil {
+			c.Message = err.Error()
+			s.Passed = false
+		}
+		s.Checks = append(s.Checks, c)
+	}
+	add("manifest", p.Manifest.Validate())
+	for _, prog := range p.Manifest.Programs {
+		spec, _, err := p.LoadSpec(prog.Name)
+		add("elf:"+prog.Name, err)
+		if err != nil {
+			continue
+		}
+		add("btf:"+prog.Name, checkBTF(spec))
+		add("license:"+prog.Name, checkLicense(spec, prog.Function))
+		if opts.Load {
+			add("verifier:"+prog.Name, load(spec, prog.Function))
+		}
+	}
+	add("params", checkParams(p))
+	return s
+}
+
+func checkBTF(spec *ebpf.CollectionSpec) error {
+	if spec.Types == nil {
+		return errors.New("object has no BTF (compile with -g)")
+	}
+	return nil
+}
+
+func checkLicense(spec *ebpf.CollectionSpec, fn string) error {
+	ps := spec.Programs[fn]
+	if ps == nil || strings.TrimSpace(ps.License) == "" {
+		return errors.New(`object has no "license" section`)
+	}
+	return nil
+}
+
+// load loads the program through the verifier and closes it at once.
+func load(spec *ebpf.CollectionSpec, fn string) error {
+	spec = spec.Copy()
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", fn, err)
+	}
+	coll.Close()
+	return nil
+}
+
+// checkParams checks that every parameter's map or constant exists.
+func checkParams(p *repository.Package) error {
+	var errs []error
+	for _, param := range p.Manifest.Params {
+		found := false
+		for _, prog := range p.Manifest.Programs {
+			spec, _, err := p.LoadSpec(prog.Name)
+			if err != nil {
+				continue
+			}
+			if param.Const != "" {
+				if v, ok := spec.Variables[param.Const]; ok && v.Constant() {
+					found = true
+				}
+			} else if _, ok := spec.Maps[param.Map.Name]; ok {
+				found = true
+			}
+		}
+		if !found {
+			what := "constant " + param.Const
+			if param.Map != nil {
+				what = "map " + param.Map.Name
+			}
+			errs = append(errs, fmt.Errorf("parameter %s: no object has its %s", param.Name, what))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,127 @@
+// Package pkgsource reads packages from where they are published: an OCI
+// image layout directory, an OCI registry, a static HTTP index of package
+// archives, or an L3AF KFaaS tree. Everything a source returns is
+// untrusted until internal/trust checks it; remote content goes through
+// the package cache, which checks every digest.
+package pkgsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/leaf-ebpf/leaf/internal/ocipkg"
+	"github.com/leaf-ebpf/leaf/internal/pkgcache"
+	"github.com/leaf-ebpf/leaf/internal/repository"
+)
+
+// DefaultTimeout bounds one package resolution, download included.
+const DefaultTimeout = 2 * time.Minute
+
+// Origin is where one kind of source finds packages.
+type Origin interface {
+	// Resolve finds name@version: the package manifest's descriptor and
+	// the store holding its graph and signatures. A missing package is an
+	// error wrapping errdef.ErrNotFound or repository.ErrNotFound.
+	Resolve(ctx context.Context, name, version string) (ocispec.Descriptor, content.ReadOnlyGraphStorage, error)
+	// Extra returns signatures kept beside the package rather than as
+	// OCI referrers (nil when the origin has none).
+	Extra(ctx context.Context, name, version string) ([]ocipkg.Signature, error)
+	// List returns every package the origin offers.
+	List(ctx context.Context) ([]Listed, error)
+}
+
+// Listed is a package an origin offers.
+type Listed struct {
+	Desc  ocispec.Descriptor
+	Store content.ReadOnlyGraphStorage
+}
+
+// Repo is a repository over an origin.
+type Repo struct {
+	name   string
+	origin Origin
+	// cache, when set, holds the downloaded packages.
+	cache   *pkgcache.Cache
+	Timeout time.Duration
+	Log     *slog.Logger
+}
+
+// New makes a repository named name over origin; remote origins pass
+// a cache.
+func New(name string, origin Origin, cache *pkgcache.Cache) *Repo {
+	return &Repo{name: name, origin: origin, cache: cache, Timeout: DefaultTimeout}
+}
+
+// Name of the repository.
+func (r *Repo) Name() string { return r.name }
+
+// Resolve fetches name@version with its signatures.
+func (r *Repo) Resolve(name, version string) (*repository.Package, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
+	defer cancel()
+	desc, store, err := r.origin.Resolve(ctx, name, version)
+	if err != nil {
+		if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, repository.ErrNotFound) {
+			return nil, fmt.Errorf("%w: no %s@%s in repository %s", repository.ErrNotFound, name, version, r.name)
+		}
+		return nil, fmt.Errorf("repository %s: %s@%s: %w", r.name, name, version, err)
+	}
+	var src content.Fetcher = store
+	if r.cache != nil {
+		if err := r.cache.Fetch(ctx, store, desc); err != nil {
+			return nil, fmt.Errorf("repository %s: %w", r.name, err)
+		}
+		src = r.cache.Store()
+	}
+	p, err := ocipkg.Read(ctx, src, desc, "")
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", r.name, err)
+	}
+	// A repository that serves another package (or an older version)
+	// under this name is lying; signatures would not catch it, since the
+	// other package may be validly signed.
+	if p.Manifest.Name != name || p.Manifest.Version != version {
+		return nil, fmt.Errorf("repository %s serves %s@%s (%s) when asked for %s@%s", r.name, p.Manifest.Name, p.Manifest.Version, desc.Digest, name, version)
+	}
+	sigs, err := ocipkg.Signatures(ctx, store, desc)
+	if err != nil && !errors.Is(err, errdef.ErrUnsupported) {
+		return nil, fmt.Errorf("repository %s: %w", r.name, err)
+	}
+	extra, err := r.origin.Extra(ctx, name, version)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: signatures of %s@%s: %w", r.name, name, version, err)
+	}
+	pkg := repository.NewPackage(p.Manifest, p.Digest(), r.name, p.Raw, p.Files)
+	pkg.Signatures = append(sigs, extra...)
+	return pkg, nil
+}
+
+// List returns the packages the origin offers; an origin that cannot be
+// reached lists nothing (and logs why).
+func (r *Repo) List() []*repository.Package {
+	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
+	defer cancel()
+	listed, err := r.origin.List(ctx)
+	if err != nil && r.Log != nil {
+		r.Log.Warn("list repository", "repository", r.name, "error", err)
+	}
+	var out []*repository.Package
+	for _, l := range listed {
+		p, err := ocipkg.ReadManifest(ctx, l.Store, l.Desc)
+		if err != nil {
+			if r.Log != nil {
+				r.Log.Warn("list repository", "repository", r.name, "digest", l.Desc.Digest, "error", err)
+			}
+			continue
+		}
+		out = append(out, repository.NewPackage(p.Manifest, p.Digest(), r.name, p.Raw, nil))
+	}
+	return out
+}
