@@ -5,12 +5,17 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,19 +27,96 @@ const DefaultSocket = "/run/leaf/leafd.sock"
 
 // Client talks to one leafd.
 type Client struct {
-	http *http.Client
-	base string
+	http  *http.Client
+	base  string
+	token string
 }
 
 // New returns a client for the unix socket at path.
 func New(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
+	c, _ := NewWithOptions(Options{Socket: socket})
+	return c
+}
+
+// Options says how to reach leafd: its unix socket, or a remote leafd
+// over TLS with a client certificate and/or a bearer token.
+type Options struct {
+	// Socket is the unix socket (DefaultSocket if Server is empty too).
+	Socket string
+	// Server is a remote leafd, https://host:port.
+	Server string
+	// CAFile verifies the server's certificate; empty uses the system's
+	// roots.
+	CAFile string
+	// CertFile and KeyFile are the client certificate and key.
+	CertFile, KeyFile string
+	// Token is a bearer token (leaf token issue).
+	Token string
+	// TLSConfig, if set, is used as is instead of the files.
+	TLSConfig *tls.Config
+	// Timeout bounds each call (5 minutes if zero).
+	Timeout time.Duration
+}
+
+// NewWithOptions returns a client for o.
+func NewWithOptions(o Options) (*Client, error) {
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
 	}
-	return &Client{http: &http.Client{Transport: tr, Timeout: 5 * time.Minute}, base: "http://leafd"}
+	if o.Server == "" {
+		if o.CertFile != "" || o.KeyFile != "" || o.CAFile != "" {
+			return nil, errors.New("client: a CA, certificate or key needs a server (https://host:port); the unix socket uses none")
+		}
+		socket := o.Socket
+		if socket == "" {
+			socket = DefaultSocket
+		}
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}
+		return &Client{http: &http.Client{Transport: tr, Timeout: timeout}, base: "http://leafd", token: o.Token}, nil
+	}
+	u, err := url.Parse(o.Server)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("client: server %q: want https://host:port (leafd's TCP listener is always TLS)", o.Server)
+	}
+	tlsConf := o.TLSConfig
+	if tlsConf == nil {
+		if tlsConf, err = loadTLS(o); err != nil {
+			return nil, err
+		}
+	}
+	tr := &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: false}
+	return &Client{http: &http.Client{Transport: tr, Timeout: timeout}, base: "https://" + u.Host, token: o.Token}, nil
+}
+
+func loadTLS(o Options) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: CA: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client: CA %s holds no PEM certificate", o.CAFile)
+		}
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("client: give both a certificate and its key, or neither")
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: certificate %s / key %s: %w", o.CertFile, o.KeyFile, err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 // APIError is an error answer from leafd.
@@ -62,23 +144,66 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
+// maxRetries bounds how often a call rate-limited by leafd (429) is
+// retried after the wait leafd asks for.
+const maxRetries = 5
+
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, out any) error {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
+	for attempt := 0; ; attempt++ {
+		resp, err := c.send(ctx, method, u, body)
+		if err != nil {
+			return err
+		}
+		wait, retry := retryWait(resp)
+		if !retry || attempt == maxRetries {
+			return decodeAnswer(resp, out)
+		}
+		resp.Body.Close()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Client) send(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("connect to leafd: %w", err)
+		return nil, fmt.Errorf("connect to leafd: %w", err)
 	}
+	return resp, nil
+}
+
+// retryWait says whether leafd rate-limited the call and how long it asks
+// the client to wait (at most 5s).
+func retryWait(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		secs = 1
+	}
+	return min(time.Duration(secs)*time.Second, 5*time.Second), true
+}
+
+func decodeAnswer(resp *http.Response, out any) error {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
@@ -169,4 +294,31 @@ func (c *Client) SetStats(ctx context.Context, on bool) (*v1.Stats, error) {
 // Health checks that leafd answers.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, v1.PathHealth, nil, nil, nil)
+}
+
+// Whoami returns the caller as leafd sees it: how it authenticated, its
+// subject and its role.
+func (c *Client) Whoami(ctx context.Context) (*v1.Whoami, error) {
+	var w v1.Whoami
+	return &w, c.do(ctx, http.MethodGet, v1.PathWhoami, nil, nil, &w)
+}
+
+// IssueToken asks leafd for a bearer token (admin).
+func (c *Client) IssueToken(ctx context.Context, req v1.TokenRequest) (*v1.IssuedToken, error) {
+	body, _ := json.Marshal(req)
+	var t v1.IssuedToken
+	return &t, c.do(ctx, http.MethodPost, v1.PathTokens, nil, body, &t)
+}
+
+// Tokens lists the tokens leafd issued (admin).
+func (c *Client) Tokens(ctx context.Context) ([]v1.TokenInfo, error) {
+	var list []v1.TokenInfo
+	err := c.do(ctx, http.MethodGet, v1.PathTokens, nil, nil, &list)
+	return list, err
+}
+
+// RevokeToken revokes a token by ID (admin).
+func (c *Client) RevokeToken(ctx context.Context, id string) (*v1.TokenInfo, error) {
+	var info v1.TokenInfo
+	return &info, c.do(ctx, http.MethodDelete, v1.PathTokens+"/"+url.PathEscape(id), nil, nil, &info)
 }

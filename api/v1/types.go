@@ -11,6 +11,9 @@ const (
 	PathAttachments = "/v1/attachments" // DELETE /v1/attachments/{name}
 	PathPackages    = "/v1/packages"    // GET: packages in the repositories
 	PathStats       = "/v1/stats"       // GET, PUT: kernel BPF statistics on or off
+	PathTokens      = "/v1/tokens"      // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
+	PathWhoami      = "/v1/whoami"      // GET: the caller's identity and role
+	PathDebug       = "/debug/pprof/"   // Go runtime profiles (admin only)
 	PathHealth      = "/healthz"
 )
 
@@ -169,4 +172,52 @@ type Signer struct {
 	Role  string `json:"role"`
 	Key   string `json:"key"`
 	KeyID string `json:"keyID"`
+}
+
+// TokenRequest asks leafd to issue a bearer token.
+type TokenRequest struct {
+	// Subject names the holder in audit lines.
+	Subject string `json:"subject"`
+	// Role is reader, operator or admin.
+	Role string `json:"role"`
+	// TTL is how long the token is valid, as a Go duration ("24h");
+	// empty means leafd's default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// IssuedToken is a new token. Token is shown once: leafd keeps only its
+// metadata.
+type IssuedToken struct {
+	Token string    `json:"token"`
+	Info  TokenInfo `json:"info"`
+}
+
+// TokenInfo is what leafd records of a token it issued.
+type TokenInfo struct {
+	ID        string     `json:"id"`
+	Subject   string     `json:"subject"`
+	Role      string     `json:"role"`
+	KeyID     string     `json:"keyID"`
+	IssuedAt  time.Time  `json:"issuedAt"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	// State is valid, expired, revoked, or stale-key (signed by a key
+	// that is no longer the signing key).
+	State string `json:"state"`
+}
+
+// Token states.
+const (
+	TokenValid    = "valid"
+	TokenExpired  = "expired"
+	TokenRevoked  = "revoked"
+	TokenStaleKey = "stale-key"
+)
+
+// Whoami is the caller as leafd sees it.
+type Whoami struct {
+	// Via is unix, cert or token.
+	Via     string `json:"via"`
+	Subject string `json:"subject"`
+	Role    string `json:"role"`
 }

@@ -28,12 +28,13 @@ func main() {
 }
 
 type globals struct {
-	socket  string
+	conn    connFlags
 	timeout time.Duration
 	out     io.Writer
+	cl      *client.Client
 }
 
-func (g *globals) client() *client.Client { return client.New(g.socket) }
+func (g *globals) client() *client.Client { return g.cl }
 
 func (g *globals) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
@@ -46,14 +47,18 @@ func newRoot(out io.Writer) *cobra.Command {
 		Short:         "Run eBPF programs on this host through leafd",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every command that talks to leafd gets its client here; the
+		// config and keygen commands override this with a no-op.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			g.cl, err = g.conn.connect(cmd.Flags(), g.timeout)
+			return err
+		},
 	}
-	socket := os.Getenv("LEAF_SOCKET")
-	if socket == "" {
-		socket = client.DefaultSocket
-	}
-	root.PersistentFlags().StringVar(&g.socket, "socket", socket, "leafd's API socket (env LEAF_SOCKET)")
+	g.conn.register(root.PersistentFlags())
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
-	root.AddCommand(pkgCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g))
+	root.AddCommand(pkgCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g),
+		whoamiCmd(g), tokenCmd(g), configCmd(g))
 	return root
 }
 

@@ -94,6 +94,9 @@ func pkgCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "pkg",
 		Short: "Build, sign, verify, publish and find packages (no leafd needed)",
+		// The package manager works on files, layouts and registries, not
+		// on leafd: it needs no connection.
+		PersistentPreRunE: noConnect,
 	}
 	c.AddCommand(pkgBuildCmd(g), pkgLintCmd(g), pkgKeygenCmd(g), pkgSignCmd(g), pkgVerifyCmd(g),
 		pkgPushCmd(g), pkgPullCmd(g), pkgInspectCmd(g), pkgListCmd(g), pkgSearchCmd(g),

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/leaf-ebpf/leaf/internal/daemon"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
@@ -62,10 +63,24 @@ func parseFlags(args []string) (daemon.Config, error) {
 	var flags daemon.Config
 	var repos []pkgsource.Config
 	var keys stringList
+	var tlsFlags daemon.TLSConfig
+	var tokenFlags daemon.TokensConfig
+	var window, interval time.Duration
 	fs.StringVar(&flags.StateDir, "state-dir", cfg.StateDir, "directory of the state store")
 	fs.StringVar(&flags.BPFFS, "bpffs", cfg.BPFFS, "leaf's root on a bpf file system (mounted if needed)")
 	fs.StringVar(&flags.Socket, "socket", cfg.Socket, "API unix socket")
 	fs.StringVar(&flags.SocketGroup, "socket-group", "", "group owning the API socket (mode 0660)")
+	fs.StringVar(&flags.SocketOwner, "socket-owner", "", "user owning the API socket")
+	fs.StringVar(&tlsFlags.Address, "tls-address", "", "also serve the API on this TCP address, with TLS and client certificates")
+	fs.StringVar(&tlsFlags.CertFile, "tls-cert", "", "server certificate (PEM)")
+	fs.StringVar(&tlsFlags.KeyFile, "tls-key", "", "server key (PEM)")
+	fs.StringVar(&tlsFlags.ClientCAFile, "tls-client-ca", "", "CA bundle client certificates must chain to (PEM)")
+	fs.StringVar(&tlsFlags.CRLFile, "tls-crl", "", "certificate revocation list (PEM or DER)")
+	fs.StringVar(&tlsFlags.MinVersion, "tls-min-version", "", "minimum TLS version: 1.2 or 1.3 (default 1.3)")
+	fs.StringVar(&tokenFlags.KeyFile, "token-key-file", "", "Ed25519 token signing key (PEM, mode 0600)")
+	fs.StringVar(&tokenFlags.KeyCredential, "token-key-credential", "", "systemd credential holding the token signing key")
+	fs.DurationVar(&window, "cert-warning-window", time.Duration(cfg.CertWarningWindow), "warn about certificates expiring within this")
+	fs.DurationVar(&interval, "cert-check-interval", time.Duration(cfg.CertCheckInterval), "how often to check certificate expiry and reload certificates")
 	fs.StringVar(&flags.MetricsAddress, "metrics-address", cfg.MetricsAddress, "address serving /metrics (empty disables)")
 	fs.StringVar(&flags.DesiredState, "desired-state", "", "desired-state file applied at start")
 	fs.Var(repoFlag{list: &repos}, "repository", "package repository directory (plain or OCI layout), searched before the built-in one; packages must be signed by a --trusted-key (repeatable)")
@@ -95,6 +110,20 @@ func parseFlags(args []string) (daemon.Config, error) {
 			cfg.Socket = flags.Socket
 		case "socket-group":
 			cfg.SocketGroup = flags.SocketGroup
+		case "socket-owner":
+			cfg.SocketOwner = flags.SocketOwner
+		case "tls-address", "tls-cert", "tls-key", "tls-client-ca", "tls-crl", "tls-min-version":
+			setTLSFlag(&cfg, f.Name, tlsFlags)
+		case "token-key-file", "token-key-credential":
+			// A flag replaces the key source of the config file.
+			if cfg.Tokens == nil {
+				cfg.Tokens = &daemon.TokensConfig{}
+			}
+			cfg.Tokens.KeyFile, cfg.Tokens.KeyCredential = tokenFlags.KeyFile, tokenFlags.KeyCredential
+		case "cert-warning-window":
+			cfg.CertWarningWindow = daemon.Duration(window)
+		case "cert-check-interval":
+			cfg.CertCheckInterval = daemon.Duration(interval)
 		case "metrics-address":
 			cfg.MetricsAddress = flags.MetricsAddress
 		case "desired-state":
@@ -113,6 +142,29 @@ func parseFlags(args []string) (daemon.Config, error) {
 		repos[i].Trust.AuthorKeys = keys
 	}
 	return cfg, nil
+}
+
+// setTLSFlag sets one TLS field from its flag, creating the TLS section
+// the first time.
+func setTLSFlag(cfg *daemon.Config, name string, f daemon.TLSConfig) {
+	if cfg.TLS == nil {
+		cfg.TLS = &daemon.TLSConfig{}
+	}
+	t := cfg.TLS
+	switch name {
+	case "tls-address":
+		t.Address = f.Address
+	case "tls-cert":
+		t.CertFile = f.CertFile
+	case "tls-key":
+		t.KeyFile = f.KeyFile
+	case "tls-client-ca":
+		t.ClientCAFile = f.ClientCAFile
+	case "tls-crl":
+		t.CRLFile = f.CRLFile
+	case "tls-min-version":
+		t.MinVersion = f.MinVersion
+	}
 }
 
 func newLogger(level string) (*slog.Logger, error) {

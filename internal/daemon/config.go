@@ -4,12 +4,76 @@
 package daemon
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/leaf-ebpf/leaf/internal/auth"
+	"github.com/leaf-ebpf/leaf/internal/auth/tlsauth"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
+
+// TLSConfig is the TCP listener. TLS is not optional on it.
+type TLSConfig struct {
+	// Address to listen on, host:port.
+	Address string `json:"address"`
+	// CertFile and KeyFile are the server's certificate (chain) and key.
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// ClientCAFile is the PEM bundle of CAs client certificates must chain
+	// to: the only trusted roots, never the system pool.
+	ClientCAFile string `json:"clientCAFile"`
+	// CRLFile is an optional CRL signed by a CA of the bundle.
+	CRLFile string `json:"crlFile,omitempty"`
+	// MinVersion is 1.2 or 1.3 (default).
+	MinVersion string `json:"minVersion,omitempty"`
+	// Subjects map client certificate SANs to roles. Empty: every
+	// certificate from the CA gets AnyCertRole.
+	Subjects []auth.SubjectRule `json:"subjects,omitempty"`
+	// AnyCertRole is the role of every certificate from the CA when
+	// Subjects is empty (default reader).
+	AnyCertRole auth.Role `json:"anyCertRole,omitempty"`
+}
+
+// TokensConfig is where the token signing key comes from: a file only
+// leafd's user can read, or a systemd credential. Exactly one is set.
+type TokensConfig struct {
+	KeyFile       string `json:"keyFile,omitempty"`
+	KeyCredential string `json:"keyCredential,omitempty"`
+	// DefaultTTL (24h) applies when a request gives none; MaxTTL (30 days)
+	// caps any.
+	DefaultTTL Duration `json:"defaultTTL,omitempty"`
+	MaxTTL     Duration `json:"maxTTL,omitempty"`
+}
+
+// RateLimitConfig is a token bucket per caller for mutating calls.
+type RateLimitConfig struct {
+	PerSecond float64 `json:"perSecond,omitempty"`
+	Burst     int     `json:"burst,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("720h").
+type Duration time.Duration
+
+// UnmarshalJSON reads "720h", "30m", ...
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"720h\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // Config is leafd's configuration. A config file (YAML or JSON) holds
 // the same fields; command-line flags override it.
@@ -22,9 +86,26 @@ type Config struct {
 	BPFFS string `json:"bpffs"`
 	// Socket is the API's unix socket.
 	Socket string `json:"socket"`
-	// SocketGroup, if set, owns the socket (mode 0660) so its members may
-	// use the API.
+	// SocketOwner and SocketGroup, if set, own the socket (mode 0660): a
+	// user or group name, or a numeric ID. Being able to connect is not
+	// enough to use the API: SocketRoles says what each caller may do.
+	SocketOwner string `json:"socketOwner,omitempty"`
 	SocketGroup string `json:"socketGroup,omitempty"`
+	// SocketRoles grant roles to socket callers by user or group, read
+	// from the kernel (SO_PEERCRED, SO_PEERGROUPS). root and leafd's own
+	// user are always admin.
+	SocketRoles []auth.UnixRule `json:"socketRoles,omitempty"`
+	// TLS, if set, also serves the API on TCP with TLS and client
+	// certificates (or bearer tokens).
+	TLS *TLSConfig `json:"tls,omitempty"`
+	// Tokens, if set, lets leafd issue and accept bearer tokens.
+	Tokens *TokensConfig `json:"tokens,omitempty"`
+	// CertWarningWindow: certificates with less time left are warned about
+	// (log and metric). CertCheckInterval is how often leafd looks.
+	CertWarningWindow Duration `json:"certWarningWindow,omitempty"`
+	CertCheckInterval Duration `json:"certCheckInterval,omitempty"`
+	// RateLimit caps mutating API calls per caller.
+	RateLimit RateLimitConfig `json:"rateLimit,omitzero"`
 	// MetricsAddress serves /metrics over HTTP; empty disables it.
 	MetricsAddress string `json:"metricsAddress"`
 	// DesiredState is a document applied at start-up, replacing the stored
@@ -55,7 +136,48 @@ func Defaults() Config {
 		Socket:         "/run/leaf/leafd.sock",
 		MetricsAddress: "127.0.0.1:9464",
 		LogLevel:       "info",
+		// 30 days, as CAs and monitoring commonly warn.
+		CertWarningWindow: Duration(30 * 24 * time.Hour),
+		CertCheckInterval: Duration(time.Hour),
+		// Generous for people and scripts, tight for a runaway loop that
+		// would keep the kernel reloading programs.
+		RateLimit: RateLimitConfig{PerSecond: 10, Burst: 40},
 	}
+}
+
+// Validate checks the security settings before anything starts, naming
+// the field that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.CertWarningWindow < 0 {
+		errs = append(errs, errors.New("certWarningWindow must not be negative"))
+	}
+	if c.CertCheckInterval <= 0 {
+		errs = append(errs, errors.New("certCheckInterval must be positive"))
+	}
+	if c.RateLimit.PerSecond <= 0 || c.RateLimit.Burst < 1 {
+		errs = append(errs, errors.New("rateLimit: perSecond must be positive and burst at least 1"))
+	}
+	if t := c.TLS; t != nil {
+		if t.Address == "" {
+			errs = append(errs, errors.New("tls.address is required"))
+		}
+		if t.CertFile == "" || t.KeyFile == "" || t.ClientCAFile == "" {
+			errs = append(errs, errors.New("tls: certFile, keyFile and clientCAFile are all required"))
+		}
+		if _, err := tlsauth.ParseMinVersion(t.MinVersion); err != nil {
+			errs = append(errs, fmt.Errorf("tls.minVersion: %w", err))
+		}
+	}
+	if t := c.Tokens; t != nil {
+		if (t.KeyFile == "") == (t.KeyCredential == "") {
+			errs = append(errs, errors.New("tokens: set exactly one of keyFile and keyCredential"))
+		}
+		if t.DefaultTTL < 0 || t.MaxTTL < 0 || (t.MaxTTL > 0 && t.DefaultTTL > t.MaxTTL) {
+			errs = append(errs, errors.New("tokens: defaultTTL and maxTTL must be positive, defaultTTL at most maxTTL"))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LoadFile reads a config file over cfg.

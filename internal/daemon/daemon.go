@@ -8,14 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
@@ -32,6 +31,9 @@ import (
 // Run starts leafd and serves until ctx is done. Returning never detaches
 // anything: programs stay attached through their pinned links.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("memlock rlimit: %w", err)
 	}
@@ -54,6 +56,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Before anything is applied: a key file others can read, or a
+	// certificate that does not load, stops leafd here.
+	sec, err := newSecurity(cfg, st, log)
+	if err != nil {
+		return err
+	}
 
 	var m *metrics.Metrics
 	var rec *reconciler.Reconciler
@@ -70,29 +78,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer stats.Set(false)
 
+	if sec.watcher != nil {
+		m.Registry.MustRegister(sec.watcher)
+	}
 	if err := startState(ctx, cfg, rec, log); err != nil {
 		return err
 	}
 	go pruneCache(ctx, cache, st, log)
 
-	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log}
-	apiLn, err := listenSocket(cfg.Socket, cfg.SocketGroup)
+	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{newHTTPServer(srv.Handler())}
-	listeners := []net.Listener{apiLn}
-	if cfg.MetricsAddress != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddress)
-		if err != nil {
-			apiLn.Close()
-			return fmt.Errorf("metrics listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", m.Handler())
-		servers = append(servers, newHTTPServer(mux))
-		listeners = append(listeners, mln)
-	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	sec.watch(watchCtx, time.Duration(cfg.CertCheckInterval))
 	errc := make(chan error, len(servers))
 	for i := range servers {
 		go func(s *http.Server, ln net.Listener) {
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}(servers[i], listeners[i])
 	}
-	log.Info("leafd ready", "socket", cfg.Socket, "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir)
+	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -114,6 +115,54 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	os.Remove(cfg.Socket)
 	log.Info("leafd stopped; programs stay attached")
 	return err
+}
+
+// listen opens the API's unix socket, the TLS listener if configured, and
+// the metrics listener, which serves /metrics only and needs no role: it
+// reveals counts, never state, and changes nothing.
+func listen(cfg Config, srv *server.Server, sec *security, m *metrics.Metrics, log *slog.Logger) ([]*http.Server, []net.Listener, error) {
+	var servers []*http.Server
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	api := srv.Handler()
+	apiLn, err := listenSocket(cfg.Socket, cfg.SocketOwner, cfg.SocketGroup)
+	if err != nil {
+		return nil, nil, err
+	}
+	unixSrv := newHTTPServer(api, log)
+	// Peer credentials are read once per connection, at accept.
+	unixSrv.ConnContext = auth.ConnContext
+	servers, listeners = append(servers, unixSrv), append(listeners, apiLn)
+	if cfg.TLS != nil {
+		ln, err := sec.listenTLS(cfg.TLS.Address)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		servers, listeners = append(servers, newHTTPServer(api, log)), append(listeners, ln)
+	}
+	if cfg.MetricsAddress != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		servers, listeners = append(servers, newHTTPServer(mux, log)), append(listeners, mln)
+	}
+	return servers, listeners, nil
+}
+
+func tlsAddress(cfg Config) string {
+	if cfg.TLS == nil {
+		return ""
+	}
+	return cfg.TLS.Address
 }
 
 // startState applies the configured desired-state file, or adopts the
@@ -214,9 +263,14 @@ func PruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log
 	return err
 }
 
-func newHTTPServer(h http.Handler) *http.Server {
+// newHTTPServer bounds every phase of a request so a slow or stuck client
+// cannot hold a connection; net/http's own messages (failed TLS
+// handshakes: unknown CA, revoked or expired certificate) go to leafd's
+// log.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		WriteTimeout:      5 * time.Minute,
@@ -227,7 +281,7 @@ func newHTTPServer(h http.Handler) *http.Server {
 
 // listenSocket listens on a unix socket with mode 0660, removing a stale
 // socket file but refusing to steal one a live leafd answers on.
-func listenSocket(path, group string) (net.Listener, error) {
+func listenSocket(path, owner, group string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
@@ -242,17 +296,9 @@ func listenSocket(path, group string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("socket group: %w", err)
-		}
-		gid, _ := strconv.Atoi(g.Gid)
-		if err := os.Chown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("socket group: %w", err)
-		}
+	if err := chownSocket(path, owner, group); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	return ln, nil
 }
@@ -266,4 +312,30 @@ func ensureTracefs() error {
 		return err
 	}
 	return unix.Mount("tracefs", hook.TracefsRoot, "tracefs", 0, "")
+}
+
+// chownSocket gives the socket to owner and group (names or IDs), if set.
+func chownSocket(path, owner, group string) error {
+	uid, gid := -1, -1
+	if owner != "" {
+		u, err := auth.LookupUID(owner)
+		if err != nil {
+			return fmt.Errorf("socket owner: %w", err)
+		}
+		uid = int(u)
+	}
+	if group != "" {
+		g, err := auth.LookupGID(group)
+		if err != nil {
+			return fmt.Errorf("socket group: %w", err)
+		}
+		gid = int(g)
+	}
+	if uid == -1 && gid == -1 {
+		return nil
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		return fmt.Errorf("socket owner/group: %w", err)
+	}
+	return nil
 }

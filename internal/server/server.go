@@ -13,6 +13,8 @@ import (
 	"strconv"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/auth"
+	"github.com/leaf-ebpf/leaf/internal/auth/token"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -28,27 +30,38 @@ type Server struct {
 	Stats      *reconciler.Stats
 	Repos      repository.Set
 	Logger     *slog.Logger
+	// Auth identifies callers; nil means every caller is an
+	// unauthenticated one (only public endpoints answer).
+	Auth *auth.Authenticator
+	// Tokens issues and revokes bearer tokens; nil when tokens are off.
+	Tokens *token.Service
+	// Limiter rate-limits mutating calls per caller; nil means no limit.
+	Limiter *RateLimiter
 }
 
-// Handler returns the API's routes.
+// Handler returns the API: every route of the table in routes.go behind
+// authentication, authorization, rate limiting and an audit line.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+v1.PathHealth, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET "+v1.PathState, s.getState)
-	mux.HandleFunc("PUT "+v1.PathState, s.putState)
-	mux.HandleFunc("GET "+v1.PathStatus, s.getStatus)
-	mux.HandleFunc("DELETE "+v1.PathAttachments+"/{name}", s.deleteAttachment)
-	mux.HandleFunc("GET "+v1.PathAttachments+"/{name}/maps", s.listMaps)
-	mux.HandleFunc("GET "+v1.PathAttachments+"/{name}/maps/{map}", s.dumpMap)
-	mux.HandleFunc("GET "+v1.PathPackages, s.listPackages)
-	mux.HandleFunc("GET "+v1.PathStats, s.getStats)
-	mux.HandleFunc("PUT "+v1.PathStats, s.putStats)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no endpoint %s %s", r.Method, r.URL.Path))
-	})
-	return s.recoverPanics(mux)
+	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern(), s.guard(rt))
+	}
+	// audit is outermost so that the 500 recoverPanics writes is what
+	// the audit line records.
+	return s.audit(s.recoverPanics(mux))
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, fmt.Errorf("no endpoint %s %s", r.Method, r.URL.Path))
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	id := auth.IdentityFrom(r.Context())
+	writeJSON(w, http.StatusOK, v1.Whoami{Via: string(id.Via), Subject: id.Subject, Role: id.Role.String()})
 }
 
 func (s *Server) getState(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ import (
 var (
 	bucketMeta        = []byte("meta")
 	bucketAttachments = []byte("attachments")
+	bucketTokens      = []byte("tokens")
 	keyDesired        = []byte("desired")
 	keySchema         = []byte("schema")
 )
@@ -110,6 +111,11 @@ func Open(dir string) (*Store, error) {
 			return err
 		}
 		if _, err := tx.CreateBucketIfNotExists(bucketAttachments); err != nil {
+			return err
+		}
+		// Added after schema 1 shipped; creating it on open keeps old
+		// databases readable without a schema bump.
+		if _, err := tx.CreateBucketIfNotExists(bucketTokens); err != nil {
 			return err
 		}
 		if v := meta.Get(keySchema); v != nil && string(v) != schemaVersion {

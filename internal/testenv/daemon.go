@@ -35,10 +35,14 @@ func Binaries(t testing.TB) string {
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "github.com/leaf-ebpf/leaf/cmd/leafd", "github.com/leaf-ebpf/leaf/cmd/leaf")
+		args = append(args, "github.com/leaf-ebpf/leaf/cmd/leafd", "github.com/leaf-ebpf/leaf/cmd/leaf", "github.com/leaf-ebpf/leaf/internal/testenv/peerclient")
 		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+		// Other uids run peerclient (AsUser): let them reach it.
+		if err == nil {
+			buildErr = os.Chmod(binDir, 0o755)
 		}
 	})
 	if buildErr != nil {
@@ -54,6 +58,7 @@ type Daemon struct {
 	BPFFS    string
 	StateDir string
 	Args     []string
+	Env      []string
 	Client   *client.Client
 
 	cmd  *exec.Cmd
@@ -67,15 +72,22 @@ type DaemonOptions struct {
 	BPFFS string
 	// StateDir defaults to a fresh temporary directory.
 	StateDir string
+	// Socket defaults to leafd.sock in a fresh temporary directory.
+	Socket string
 	// Args are extra leafd flags.
 	Args []string
+	// Env is extra environment for leafd.
+	Env []string
 }
 
 // StartDaemon starts leafd on a private socket and waits until it answers.
 func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{t: t, Socket: filepath.Join(dir, "leafd.sock"), BPFFS: opts.BPFFS, StateDir: opts.StateDir}
+	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env}
+	if d.Socket == "" {
+		d.Socket = filepath.Join(dir, "leafd.sock")
+	}
 	if d.BPFFS == "" {
 		d.BPFFS = BPFFS(t)
 	}
@@ -104,6 +116,9 @@ func (d *Daemon) start() {
 	d.logs = &syncBuffer{}
 	d.cmd = exec.Command(filepath.Join(Binaries(d.t), "leafd"), d.Args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if d.Env != nil {
+		d.cmd.Env = append(os.Environ(), d.Env...)
+	}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatalf("start leafd: %v", err)
 	}

@@ -1,0 +1,113 @@
+package auth
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/leaf-ebpf/leaf/internal/testenv/pki"
+)
+
+func TestSubjectRules(t *testing.T) {
+	ca := pki.NewCA(t, "test CA")
+	p, err := NewSubjectPolicy([]SubjectRule{
+		{Exact: "ops.leaf.test", Role: Operator},
+		{Glob: "*.readers.leaf.test", Role: Reader},
+		{Glob: "spiffe://leaf.test/ns/*/sa/admin", Role: Admin},
+		{Regex: `reader-[0-9]+\.leaf\.test`, Role: Reader},
+		{Regex: `spiffe://leaf\.test/ops/.*|never`, Role: Operator},
+	}, Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		dns, uri []string
+		want     Role
+		subject  string
+	}{
+		{"exact DNS", []string{"ops.leaf.test"}, nil, Operator, "ops.leaf.test"},
+		{"exact is whole name", []string{"xops.leaf.test"}, nil, None, "xops.leaf.test"},
+		{"exact, suffix", []string{"ops.leaf.test.evil.com"}, nil, None, "ops.leaf.test.evil.com"},
+		{"glob one label", []string{"a.readers.leaf.test"}, nil, Reader, "a.readers.leaf.test"},
+		{"glob does not cross a dot", []string{"a.b.readers.leaf.test"}, nil, None, "a.b.readers.leaf.test"},
+		{"glob SPIFFE segment", nil, []string{"spiffe://leaf.test/ns/prod/sa/admin"}, Admin, "spiffe://leaf.test/ns/prod/sa/admin"},
+		{"glob does not cross a slash", nil, []string{"spiffe://leaf.test/ns/a/b/sa/admin"}, None, "spiffe://leaf.test/ns/a/b/sa/admin"},
+		{"regex anchored", []string{"reader-12.leaf.test"}, nil, Reader, "reader-12.leaf.test"},
+		// Matches the regex only if it were unanchored (l3afd's mistake).
+		{"regex only unanchored: suffix", []string{"reader-1.leaf.test.evil.com"}, nil, None, "reader-1.leaf.test.evil.com"},
+		{"regex only unanchored: prefix", []string{"evil-reader-1.leaf.test"}, nil, None, "evil-reader-1.leaf.test"},
+		// An alternation must not escape the anchors: ^a|b$ would match "never-ending".
+		{"regex alternation stays anchored", []string{"never-ending"}, nil, None, "never-ending"},
+		{"highest role of all SANs", []string{"a.readers.leaf.test", "ops.leaf.test"}, nil, Operator, "ops.leaf.test"},
+		{"DNS pattern vs URI", nil, []string{"ops.leaf.test"}, Operator, "ops.leaf.test"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			leaf := ca.Issue(t, pki.Options{DNS: c.dns, URIs: c.uri})
+			id := p.Identity(leaf.Cert)
+			if id.Role != c.want || id.Subject != c.subject || id.Via != ViaCert {
+				t.Errorf("identity %+v, want role %s subject %s", id, c.want, c.subject)
+			}
+		})
+	}
+}
+
+func TestSubjectRulesEmptyAcceptsAnyCert(t *testing.T) {
+	ca := pki.NewCA(t, "test CA")
+	p, err := NewSubjectPolicy(nil, Operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := p.Identity(ca.Issue(t, pki.Options{DNS: []string{"anything.example"}}).Cert)
+	if id.Role != Operator || id.Subject != "anything.example" {
+		t.Errorf("identity %+v, want operator anything.example", id)
+	}
+	// A certificate without SANs is still named.
+	id = p.Identity(ca.Issue(t, pki.Options{CN: "cn-only"}).Cert)
+	if id.Role != Operator || !strings.Contains(id.Subject, "without SAN") {
+		t.Errorf("identity %+v", id)
+	}
+	if _, err := NewSubjectPolicy(nil, None); err == nil {
+		t.Error("no rules and no role: accepted")
+	}
+}
+
+func TestSubjectRuleErrors(t *testing.T) {
+	for _, c := range []struct {
+		rule SubjectRule
+		want string
+	}{
+		{SubjectRule{Role: Reader}, "exactly one"},
+		{SubjectRule{Exact: "a", Glob: "b", Role: Reader}, "exactly one"},
+		{SubjectRule{Exact: "a"}, "role is required"},
+		{SubjectRule{Regex: "(", Role: Reader}, "regex"},
+	} {
+		_, err := NewSubjectPolicy([]SubjectRule{c.rule}, Reader)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "subjects[0]") {
+			t.Errorf("rule %+v: error %v, want one naming subjects[0] and %q", c.rule, err, c.want)
+		}
+	}
+}
+
+func TestRoles(t *testing.T) {
+	for _, s := range []string{"reader", "operator", "admin", "ADMIN"} {
+		if _, err := ParseRole(s); err != nil {
+			t.Errorf("ParseRole(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "none", "root", "admin "} {
+		if _, err := ParseRole(s); err == nil {
+			t.Errorf("ParseRole(%q) accepted", s)
+		}
+	}
+	if !Admin.Allows(Operator) || !Operator.Allows(Reader) || Reader.Allows(Operator) || None.Allows(Reader) || !None.Allows(None) {
+		t.Error("role order is wrong")
+	}
+	if err := Authorize(Identity{Via: ViaNone}, Reader); err == nil || err.Code != 401 {
+		t.Errorf("anonymous: %v, want 401", err)
+	}
+	err := Authorize(Identity{Via: ViaUnix, Subject: "uid=7", Role: Reader}, Admin)
+	if err == nil || err.Code != 403 || !strings.Contains(err.Message, "needs role admin") || !strings.Contains(err.Message, "uid=7 has role reader") {
+		t.Errorf("reader on admin endpoint: %v, want 403 naming admin and the caller", err)
+	}
+}
