@@ -321,4 +321,61 @@ func (c *Client) Tokens(ctx context.Context) ([]v1.TokenInfo, error) {
 func (c *Client) RevokeToken(ctx context.Context, id string) (*v1.TokenInfo, error) {
 	var info v1.TokenInfo
 	return &info, c.do(ctx, http.MethodDelete, v1.PathTokens+"/"+url.PathEscape(id), nil, nil, &info)
+
+}
+
+// Ready reports whether leafd finished its first reconciliation (nil) or
+// not yet (an *APIError with status 503).
+func (c *Client) Ready(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, v1.PathReady, nil, nil, nil)
+}
+
+// Events returns the retained events with a sequence number above since.
+func (c *Client) Events(ctx context.Context, since uint64) ([]v1.Event, error) {
+	var evs []v1.Event
+	err := c.do(ctx, http.MethodGet, v1.PathEvents, url.Values{"since": {strconv.FormatUint(since, 10)}}, nil, &evs)
+	return evs, err
+}
+
+// FollowEvents calls fn with every event above since, as leafd records
+// them, until ctx is done, fn returns an error, or leafd goes away. It
+// returns ctx's error when ctx ended it.
+func (c *Client) FollowEvents(ctx context.Context, since uint64, fn func(v1.Event) error) error {
+	q := url.Values{"follow": {"true"}, "since": {strconv.FormatUint(since, 10)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+v1.PathEvents+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	// The stream has no end: no overall timeout, only ctx.
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("connect to leafd: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		apiErr := &APIError{StatusCode: resp.StatusCode}
+		if json.Unmarshal(data, &apiErr.Body) != nil || apiErr.Body.Error == "" {
+			apiErr.Body.Error = fmt.Sprintf("leafd answered %s", resp.Status)
+		}
+		return apiErr
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e v1.Event
+		if err := dec.Decode(&e); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("event stream: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
 }

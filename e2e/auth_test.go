@@ -127,6 +127,8 @@ func matrixCalls(t *testing.T, s *secureLeafd, document []byte) []call {
 	const N, R, O, A = auth.None, auth.Reader, auth.Operator, auth.Admin
 	recipes := map[string][]call{
 		"GET /healthz":                          {{path: "/healthz", need: N}},
+		"GET /readyz":                           {{path: "/readyz", need: N}},
+		"GET /v1/events":                        {{path: "/v1/events", need: R}},
 		"GET /v1/whoami":                        {{path: "/v1/whoami", need: R}},
 		"GET /v1/state":                         {{path: "/v1/state", need: R}},
 		"PUT /v1/state":                         {{path: "/v1/state?dryRun=true", body: string(document), need: O}, {path: "/v1/state", body: string(document), need: A}},

@@ -14,7 +14,9 @@ const (
 	PathTokens      = "/v1/tokens"      // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
 	PathWhoami      = "/v1/whoami"      // GET: the caller's identity and role
 	PathDebug       = "/debug/pprof/"   // Go runtime profiles (admin only)
-	PathHealth      = "/healthz"
+	PathEvents      = "/v1/events"      // GET: the event log; ?follow=true streams it
+	PathHealth      = "/healthz"        // GET: leafd answers
+	PathReady       = "/readyz"         // GET: 200 once the first reconciliation finished
 )
 
 // ApplyResult says what an apply (or a delete) did, or would do with
@@ -221,3 +223,41 @@ type Whoami struct {
 	Subject string `json:"subject"`
 	Role    string `json:"role"`
 }
+
+// Event is one entry of leafd's event log: an apply, a drift noticed, a
+// restore, a foreign program, a companion's life. Seq grows by one per
+// event for the daemon's lifetime, so a gap tells a reader that the
+// bounded log dropped events it had not read yet.
+type Event struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Type is one of EventTypes.
+	Type       string `json:"type"`
+	Attachment string `json:"attachment,omitempty"`
+	Hook       string `json:"hook,omitempty"`
+	// Kind refines the type: the drift's kind (link-detached,
+	// map-pin-missing, …) or the apply action (create, replace, …).
+	Kind      string `json:"kind,omitempty"`
+	ProgramID uint32 `json:"programID,omitempty"`
+	// PID is a companion's process.
+	PID     int    `json:"pid,omitempty"`
+	Message string `json:"message"`
+	// LatencyMs, on restored events: from noticing the drift to the
+	// kernel holding the desired state again.
+	LatencyMs *float64 `json:"latencyMs,omitempty"`
+}
+
+// Event types. The set is fixed: it is a metric label.
+const (
+	EventApply          = "apply"           // an attachment changed by an apply or delete
+	EventApplyFailed    = "apply-failed"    // an apply or delete failed; nothing changed
+	EventDrift          = "drift"           // the kernel no longer holds what leaf applied
+	EventRestored       = "restored"        // a drift was repaired
+	EventRestoreFailed  = "restore-failed"  // repairing a drift failed
+	EventForeign        = "foreign-program" // a program leaf does not own runs on a hook leaf manages
+	EventForeignRemoved = "foreign-removed" // secure mode removed a foreign program
+	EventCompanion      = "companion"       // a companion started, exited, was restarted or stopped
+)
+
+// EventTypes lists every event type.
+var EventTypes = []string{EventApply, EventApplyFailed, EventDrift, EventRestored, EventRestoreFailed, EventForeign, EventForeignRemoved, EventCompanion}

@@ -58,7 +58,7 @@ func newRoot(out io.Writer) *cobra.Command {
 	g.conn.register(root.PersistentFlags())
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
 	root.AddCommand(pkgCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g),
-		whoamiCmd(g), tokenCmd(g), configCmd(g))
+		whoamiCmd(g), tokenCmd(g), configCmd(g), eventsCmd(g))
 	return root
 }
 
@@ -69,3 +69,5 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -66,6 +66,8 @@ func parseFlags(args []string) (daemon.Config, error) {
 	var tlsFlags daemon.TLSConfig
 	var tokenFlags daemon.TokensConfig
 	var window, interval time.Duration
+	var allow stringList
+	var scan time.Duration
 	fs.StringVar(&flags.StateDir, "state-dir", cfg.StateDir, "directory of the state store")
 	fs.StringVar(&flags.BPFFS, "bpffs", cfg.BPFFS, "leaf's root on a bpf file system (mounted if needed)")
 	fs.StringVar(&flags.Socket, "socket", cfg.Socket, "API unix socket")
@@ -89,6 +91,10 @@ func parseFlags(args []string) (daemon.Config, error) {
 	fs.BoolVar(&flags.NoBuiltinRepository, "no-builtin-repository", false, "leave out the built-in packages")
 	fs.BoolVar(&flags.BPFStats, "bpf-stats", false, "enable kernel BPF run statistics")
 	fs.StringVar(&flags.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.DurationVar(&scan, "drift-scan-interval", time.Duration(cfg.DriftScanInterval), "how often to scan the kernel for drift besides netlink and pin events (0 disables)")
+	fs.BoolVar(&flags.Secure, "secure", false, "secure mode on every managed XDP/TC hook: remove programs leaf does not own")
+	fs.Var(&allow, "allow-foreign", "foreign program secure mode keeps: name:NAME, tag:TAG or id:ID (repeatable)")
+	fs.StringVar(&flags.CompanionDir, "companion-dir", "", "where companion executables are unpacked (default /run/leaf/companions)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -100,6 +106,7 @@ func parseFlags(args []string) (daemon.Config, error) {
 			return cfg, err
 		}
 	}
+	var visitErr error
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "state-dir":
@@ -136,10 +143,31 @@ func parseFlags(args []string) (daemon.Config, error) {
 			cfg.BPFStats = flags.BPFStats
 		case "log-level":
 			cfg.LogLevel = flags.LogLevel
+		case "drift-scan-interval":
+			cfg.DriftScanInterval = daemon.Duration(scan)
+		case "secure":
+			cfg.Secure = flags.Secure
+		case "companion-dir":
+			cfg.CompanionDir = flags.CompanionDir
+		case "allow-foreign":
+			cfg.AllowForeign = nil
+			for _, v := range allow {
+				m, err := daemon.ParseProgramMatch(v)
+				if err != nil {
+					visitErr = err
+				}
+				cfg.AllowForeign = append(cfg.AllowForeign, m)
+			}
 		}
 	})
 	for i := range repos {
 		repos[i].Trust.AuthorKeys = keys
+	}
+	if visitErr != nil {
+		return cfg, visitErr
+	}
+	if scan < 0 {
+		return cfg, fmt.Errorf("--drift-scan-interval must not be negative")
 	}
 	return cfg, nil
 }

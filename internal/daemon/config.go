@@ -8,7 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/leaf-ebpf/leaf/internal/desired"
 
 	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/auth/tlsauth"
@@ -120,7 +124,49 @@ type Config struct {
 	BPFStats bool `json:"bpfStats,omitempty"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel,omitempty"`
+	// DriftScanInterval is how often the kernel is scanned for drift
+	// besides the netlink and pin events that wake a check at once; 0
+	// turns the scan off.
+	DriftScanInterval Duration `json:"driftScanInterval,omitempty"`
+	// Secure turns secure mode on for every XDP and TC hook leaf manages:
+	// programs leaf does not own are removed from them.
+	Secure bool `json:"secure,omitempty"`
+	// AllowForeign lists foreign programs secure mode leaves in place, on
+	// every hook.
+	AllowForeign []desired.ProgramMatch `json:"allowForeign,omitempty"`
+	// CompanionDir is where companion executables are unpacked from
+	// their packages; default /run/leaf/companions.
+	CompanionDir string `json:"companionDir,omitempty"`
 }
+
+// ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.
+func ParseProgramMatch(v string) (desired.ProgramMatch, error) {
+	kind, val, _ := strings.Cut(v, ":")
+	var m desired.ProgramMatch
+	switch kind {
+	case "name":
+		m.Name = val
+	case "tag":
+		m.Tag = val
+	case "id":
+		id, err := strconv.ParseUint(val, 10, 32)
+		if err != nil {
+			return m, fmt.Errorf("--allow-foreign %q: id must be a program ID", v)
+		}
+		m.ID = uint32(id)
+	default:
+		return m, fmt.Errorf("--allow-foreign %q: want name:NAME, tag:TAG or id:ID", v)
+	}
+	if msg := m.Validate(); msg != "" {
+		return m, fmt.Errorf("--allow-foreign %q: %s", v, msg)
+	}
+	return m, nil
+}
+
+// DefaultCompanionDir is where companion executables are unpacked. It is
+// outside the state directory, which only root may enter: companions run
+// as other users, and exec needs every directory on the way searchable.
+const DefaultCompanionDir = "/run/leaf/companions"
 
 // Config file identity.
 const (
@@ -141,14 +187,23 @@ func Defaults() Config {
 		CertCheckInterval: Duration(time.Hour),
 		// Generous for people and scripts, tight for a runaway loop that
 		// would keep the kernel reloading programs.
-		RateLimit: RateLimitConfig{PerSecond: 10, Burst: 40},
+		RateLimit:         RateLimitConfig{PerSecond: 10, Burst: 40},
+		DriftScanInterval: Duration(time.Second),
 	}
 }
 
-// Validate checks the security settings before anything starts, naming
+// Validate checks what decoding cannot, before anything starts, naming
 // the field that is wrong.
 func (c *Config) Validate() error {
 	var errs []error
+	for i, m := range c.AllowForeign {
+		if msg := m.Validate(); msg != "" {
+			errs = append(errs, fmt.Errorf("allowForeign[%d]: %s", i, msg))
+		}
+	}
+	if c.DriftScanInterval < 0 {
+		errs = append(errs, errors.New("driftScanInterval must not be negative"))
+	}
 	if c.CertWarningWindow < 0 {
 		errs = append(errs, errors.New("certWarningWindow must not be negative"))
 	}
@@ -194,6 +249,9 @@ func LoadFile(path string, cfg *Config) error {
 	}
 	if cfg.Kind != "" && cfg.Kind != ConfigKind {
 		return fmt.Errorf("config %s: kind must be %q, got %q", path, ConfigKind, cfg.Kind)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
 }

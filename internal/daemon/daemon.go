@@ -9,14 +9,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/companion"
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/drift"
+	"github.com/leaf-ebpf/leaf/internal/enforcer"
+	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/metrics"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
@@ -63,37 +69,52 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	var m *metrics.Metrics
+	layout := bpffs.Layout{Root: cfg.BPFFS}
 	var rec *reconciler.Reconciler
-	m = metrics.New(statusFunc(func() (*v1Status, error) { return rec.Status() }))
+	m := metrics.New(statusFunc(func() (*v1Status, error) { return rec.Status() }),
+		objectsFunc(func() ([]reconciler.Objects, error) { return rec.Objects() }))
+	evlog := events.New(events.DefaultCapacity, m.Event)
+	companionDir := cfg.CompanionDir
+	if companionDir == "" {
+		companionDir = DefaultCompanionDir
+	}
+	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }})
+	defer companions.Close()
+	enf := enforcer.New(enforcer.Config{BPFFS: cfg.BPFFS, Interval: time.Duration(cfg.DriftScanInterval), Logger: log})
 	stats := &reconciler.Stats{}
-	rec, err = reconciler.New(reconciler.Config{Layout: bpffs.Layout{Root: cfg.BPFFS}, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats})
+	rec, err = reconciler.New(reconciler.Config{
+		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog,
+		Policy: drift.Policy{Secure: cfg.Secure, Allow: cfg.AllowForeign},
+		Applied: func(s *desired.State, records map[string]*store.Record) {
+			enf.Watch(s.Namespaces())
+			enf.Trigger("desired state applied") // secure mode or allowlists may have changed
+			companions.Sync(companion.Specs(s, records, repos))
+		},
+	})
 	if err != nil {
 		return err
 	}
+	enf.SetTarget(rec)
 	if cfg.BPFStats {
 		if err := stats.Set(true); err != nil {
 			return err
 		}
 	}
 	defer stats.Set(false)
-
 	if sec.watcher != nil {
 		m.Registry.MustRegister(sec.watcher)
 	}
-	if err := startState(ctx, cfg, rec, log); err != nil {
-		return err
-	}
-	go pruneCache(ctx, cache, st, log)
 
-	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+	// Serve first, so that /healthz answers during a long start-up
+	// reconcile and /readyz tells the two apart.
+	var ready atomic.Bool
+	done := make(chan struct{})
+	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
+		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	sec.watch(watchCtx, time.Duration(cfg.CertCheckInterval))
 	errc := make(chan error, len(servers))
 	for i := range servers {
 		go func(s *http.Server, ln net.Listener) {
@@ -102,17 +123,37 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}(servers[i], listeners[i])
 	}
-	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir)
+	stop := func() {
+		close(done)
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			s.Shutdown(shutdown)
+		}
+		os.Remove(cfg.Socket)
+	}
+	if err := startState(ctx, cfg, rec, log); err != nil {
+		stop()
+		return err
+	}
+	ready.Store(true)
+	go pruneCache(ctx, cache, st, log)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	sec.watch(watchCtx, time.Duration(cfg.CertCheckInterval))
+	enfCtx, cancelEnf := context.WithCancel(ctx)
+	enfDone := make(chan struct{})
+	enf.Watch(rec.Namespaces())
+	go func() { defer close(enfDone); enf.Run(enfCtx) }()
+	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir,
+		"drift_scan_interval", time.Duration(cfg.DriftScanInterval).String(), "secure", cfg.Secure)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		s.Shutdown(shutdown)
-	}
-	os.Remove(cfg.Socket)
+	cancelEnf()
+	<-enfDone
+	stop()
 	log.Info("leafd stopped; programs stay attached")
 	return err
 }

@@ -64,7 +64,22 @@ type Attachment struct {
 	// package's, else XDP_PASS for XDP and TC_ACT_OK, TC_ACT_UNSPEC for TC.
 	ProceedOn []string       `json:"proceedOn,omitempty"`
 	Params    map[string]any `json:"params,omitempty"`
+	// Companion runs the package's companion program beside the
+	// attachment; without it the companion does not run.
+	Companion *Companion `json:"companion,omitempty"`
 }
+
+// Companion is how an attachment runs its package's companion.
+type Companion struct {
+	// Args are its command-line arguments.
+	Args []string `json:"args,omitempty"`
+}
+
+// Limits on companion arguments.
+const (
+	maxCompanionArgs   = 64
+	maxCompanionArgLen = 4096
+)
 
 // Hook says where a program runs. Which fields apply depends on Type.
 type Hook struct {
@@ -90,6 +105,53 @@ type Hook struct {
 	// xdp: replace a program leaf does not manage that holds the hook.
 	// Without it leaf refuses to take the hook.
 	ReplaceForeign bool `json:"replaceForeign,omitempty"`
+	// xdp, tc: secure mode. Programs leaf does not manage that appear on
+	// the hook are removed (and reported), except those AllowForeign
+	// lists. Without it they are only reported.
+	Secure bool `json:"secure,omitempty"`
+	// xdp, tc: foreign programs secure mode leaves on the hook.
+	AllowForeign []ProgramMatch `json:"allowForeign,omitempty"`
+}
+
+// ProgramMatch names a program by exactly one of its name (as the kernel
+// reports it, at most 15 characters), tag (16 hex digits) or ID.
+type ProgramMatch struct {
+	Name string `json:"name,omitempty"`
+	Tag  string `json:"tag,omitempty"`
+	ID   uint32 `json:"id,omitempty"`
+}
+
+// Matches reports whether a program with this name, tag and ID matches.
+func (m ProgramMatch) Matches(name, tag string, id uint32) bool {
+	switch {
+	case m.Name != "":
+		return m.Name == name
+	case m.Tag != "":
+		return strings.EqualFold(m.Tag, tag)
+	default:
+		return m.ID != 0 && m.ID == id
+	}
+}
+
+var tagRE = regexp.MustCompile(`^[0-9a-fA-F]{16}$`)
+
+// Validate returns what is wrong with the match, or "".
+func (m ProgramMatch) Validate() string {
+	n := 0
+	for _, set := range []bool{m.Name != "", m.Tag != "", m.ID != 0} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		return "set exactly one of name, tag and id"
+	case m.Name != "" && len(m.Name) > 15:
+		return fmt.Sprintf("name %q is longer than the 15 characters the kernel keeps of a program name", m.Name)
+	case m.Tag != "" && !tagRE.MatchString(m.Tag):
+		return fmt.Sprintf("tag %q must be 16 hex digits (as bpftool prog shows it)", m.Tag)
+	}
+	return ""
 }
 
 // DefaultPriority is the priority of an attachment that sets none.
@@ -226,6 +288,16 @@ func (a *Attachment) validate() Errors {
 			add(fmt.Sprintf("proceedOn[%d]", i), "%v", err)
 		}
 	}
+	if c := a.Companion; c != nil {
+		if len(c.Args) > maxCompanionArgs {
+			add("companion.args", "at most %d arguments, got %d", maxCompanionArgs, len(c.Args))
+		}
+		for i, arg := range c.Args {
+			if len(arg) > maxCompanionArgLen || strings.ContainsRune(arg, 0) {
+				add(fmt.Sprintf("companion.args[%d]", i), "must be at most %d bytes without NUL", maxCompanionArgLen)
+			}
+		}
+	}
 	errs = append(errs, a.Hook.validate()...)
 	return errs
 }
@@ -312,4 +384,21 @@ func (s *State) Clone() *State {
 		panic(err)
 	}
 	return &out
+}
+
+// Namespaces returns the network namespace paths ("" for leafd's own) of
+// the document's XDP and TC hooks, sorted and without repeats.
+func (s *State) Namespaces() []string {
+	set := map[string]bool{}
+	for _, a := range s.Spec.Attachments {
+		if a.Hook.Chained() {
+			set[a.Hook.NetnsPath()] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -301,7 +301,7 @@ func TestHooks(t *testing.T) {
 		{`{type: xdp}`, "hook.interface", "is required for xdp hooks"},
 		{`{type: xdp, interface: eth0, mode: offload}`, "hook.mode", `must be native or generic, got "offload"`},
 		{`{type: xdp, interface: eth0, netns: run/netns/blue}`, "hook.netns", `"run/netns/blue" must be a name or an absolute path`},
-		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign)"},
+		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign, secure, allowForeign)"},
 		{`{type: xdp, interface: eth0, tracepoint: a/b}`, "hook.tracepoint", "does not apply to xdp hooks"},
 		{`{type: xdp, interface: eth0, pid: 3}`, "hook.pid", "does not apply to xdp hooks"},
 		// tc
@@ -310,7 +310,7 @@ func TestHooks(t *testing.T) {
 		{`{type: tc, interface: eth0}`, "hook.direction", `must be ingress or egress, got ""`},
 		{`{type: tc, interface: eth0, direction: both}`, "hook.direction", `got "both"`},
 		{`{type: tc, direction: ingress}`, "hook.interface", "is required for tc hooks"},
-		{`{type: tc, interface: eth0, direction: ingress, mode: generic}`, "hook.mode", "does not apply to tc hooks (they take: interface, netns, direction)"},
+		{`{type: tc, interface: eth0, direction: ingress, mode: generic}`, "hook.mode", "does not apply to tc hooks (they take: interface, netns, direction, secure, allowForeign)"},
 		{`{type: tc, interface: eth0, direction: ingress, cgroup: /sys/fs/cgroup}`, "hook.cgroup", "does not apply to tc hooks"},
 		// tracepoint
 		{`{type: tracepoint, tracepoint: sched/sched_process_exec}`, "", ""},
@@ -342,6 +342,14 @@ func TestHooks(t *testing.T) {
 		{`{type: cgroup_skb, direction: ingress}`, "hook.cgroup", `must be an absolute path to a cgroup v2 directory, got ""`},
 		{`{type: cgroup_skb, cgroup: sys/fs/cgroup, direction: ingress}`, "hook.cgroup", "must be an absolute path"},
 		{`{type: cgroup_skb, cgroup: /sys/fs/cgroup, direction: ingress, interface: eth0}`, "hook.interface", "does not apply to cgroup_skb hooks (they take: cgroup, direction)"},
+		// secure mode and its allowlist
+		{`{type: xdp, interface: eth0, secure: true, allowForeign: [{name: xdp_dispatcher}, {tag: 0123456789abcdef}, {id: 7}]}`, "", ""},
+		{`{type: tc, direction: ingress, interface: eth0, secure: true}`, "", ""},
+		{`{type: tracepoint, tracepoint: a/b, secure: true}`, "hook.secure", "does not apply to tracepoint hooks"},
+		{`{type: xdp, interface: eth0, allowForeign: [{name: a, id: 3}]}`, "hook.allowForeign[0]", "set exactly one of name, tag and id"},
+		{`{type: xdp, interface: eth0, allowForeign: [{}]}`, "hook.allowForeign[0]", "set exactly one of name, tag and id"},
+		{`{type: xdp, interface: eth0, allowForeign: [{name: ok}, {tag: xyz}]}`, "hook.allowForeign[1]", `tag "xyz" must be 16 hex digits`},
+		{`{type: xdp, interface: eth0, allowForeign: [{name: a_name_longer_than_15}]}`, "hook.allowForeign[0]", "longer than the 15 characters"},
 		// unknown
 		{`{type: lsm}`, "hook.type", `unknown hook type "lsm" (known: cgroup_skb, kprobe, tc, tracepoint, uprobe, xdp)`},
 		{`{}`, "hook.type", `unknown hook type ""`},
@@ -613,6 +621,25 @@ func TestParsePackageRef(t *testing.T) {
 		got, err := ParsePackageRef(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParsePackageRef(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestProgramMatch(t *testing.T) {
+	for _, c := range []struct {
+		m    ProgramMatch
+		want bool
+	}{
+		{ProgramMatch{Name: "squatter"}, true},
+		{ProgramMatch{Name: "other"}, false},
+		{ProgramMatch{Tag: "0123456789ABCDEF"}, true}, // tags compare without case
+		{ProgramMatch{Tag: "0123456789abcdee"}, false},
+		{ProgramMatch{ID: 42}, true},
+		{ProgramMatch{ID: 43}, false},
+		{ProgramMatch{}, false},
+	} {
+		if got := c.m.Matches("squatter", "0123456789abcdef", 42); got != c.want {
+			t.Errorf("%+v.Matches = %v, want %v", c.m, got, c.want)
 		}
 	}
 }

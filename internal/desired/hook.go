@@ -11,8 +11,8 @@ import (
 // fieldsFor lists the hook fields each hook type takes; any other field set
 // is an error, so that typos do not pass silently.
 var fieldsFor = map[string][]string{
-	manifest.HookXDP:        {"interface", "netns", "mode", "replaceForeign"},
-	manifest.HookTC:         {"interface", "netns", "direction"},
+	manifest.HookXDP:        {"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign"},
+	manifest.HookTC:         {"interface", "netns", "direction", "secure", "allowForeign"},
 	manifest.HookTracepoint: {"tracepoint"},
 	manifest.HookKprobe:     {"function"},
 	manifest.HookUprobe:     {"binary", "function", "pid"},
@@ -20,7 +20,7 @@ var fieldsFor = map[string][]string{
 }
 
 // hookFields lists every hook field but type, in document order.
-var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
+var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
 
 func (h *Hook) set() map[string]bool {
 	return map[string]bool{
@@ -34,6 +34,8 @@ func (h *Hook) set() map[string]bool {
 		"pid":            h.PID != 0,
 		"cgroup":         h.Cgroup != "",
 		"replaceForeign": h.ReplaceForeign,
+		"secure":         h.Secure,
+		"allowForeign":   len(h.AllowForeign) > 0,
 	}
 }
 
@@ -60,6 +62,11 @@ func (h *Hook) validate() Errors {
 		}
 		if h.Netns != "" && strings.Contains(h.Netns, "/") && !filepath.IsAbs(h.Netns) {
 			add("netns", "%q must be a name or an absolute path", h.Netns)
+		}
+	}
+	for i, m := range h.AllowForeign {
+		if msg := m.Validate(); msg != "" {
+			add(fmt.Sprintf("allowForeign[%d]", i), "%s", msg)
 		}
 	}
 	switch h.Type {

@@ -6,10 +6,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
-	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 )
 
 // ErrForeign means a program leaf does not manage holds an XDP hook.
@@ -50,35 +48,14 @@ func (t *Target) AttachChain(prog *ebpf.Program) (link.Link, error) {
 // clearForeignXDP makes sure no other program holds the interface's XDP
 // hook, removing it only when the operator allowed that.
 func (t *Target) clearForeignXDP() error {
-	h, err := netnsutil.Handle(t.Hook.NetnsPath())
-	if err != nil {
+	x, _, err := xdpState(t.Hook)
+	if err != nil || x == nil {
 		return err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(t.Hook.Interface)
-	if err != nil {
-		return fmt.Errorf("interface %s: %w", t.Hook.Interface, err)
-	}
-	x := l.Attrs().Xdp
-	if x == nil || !x.Attached || x.ProgId == 0 {
-		return nil
 	}
 	if !t.Hook.ReplaceForeign {
 		return fmt.Errorf("interface %s already has an XDP program that leaf does not manage (program %d): %w; set hook.replaceForeign to replace it", t.Hook.Interface, x.ProgId, ErrForeign)
 	}
-	// A bpf_link holding the program is detached through the link; a
-	// program attached through netlink is removed through netlink.
-	if lk := findXDPLink(t.ifindex, ebpf.ProgramID(x.ProgId)); lk != nil {
-		defer lk.Close()
-		if err := lk.Detach(); err != nil {
-			return fmt.Errorf("detach foreign XDP link on %s: %w", t.Hook.Interface, err)
-		}
-		return nil
-	}
-	err = netnsutil.Do(t.Hook.NetnsPath(), func() error {
-		return netlink.LinkSetXdpFdWithFlags(l, -1, int(x.Flags))
-	})
-	if err != nil {
+	if err := Detach(t.Hook, ebpf.ProgramID(x.ProgId), 0); err != nil {
 		return fmt.Errorf("remove foreign XDP program %d from %s: %w", x.ProgId, t.Hook.Interface, err)
 	}
 	return nil

@@ -32,9 +32,11 @@ type Manifest struct {
 	Keywords    []string  `json:"keywords,omitempty"`
 	Programs    []Program `json:"programs"`
 	Params      []Param   `json:"params,omitempty"`
-	// Companion is an optional user-space program shipped with the
-	// package (a relative path); leafd does not run it.
-	Companion string `json:"companion,omitempty"`
+	// Metrics are read from the package's maps at scrape time.
+	Metrics []Metric `json:"metrics,omitempty"`
+	// Companion is a user-space program leafd runs beside each
+	// attachment that asks for it.
+	Companion *Companion `json:"companion,omitempty"`
 }
 
 // Program is one BPF program in the package.
@@ -163,9 +165,6 @@ func (m *Manifest) Validate() error {
 	if len(m.Programs) == 0 {
 		add("programs", "at least one program is required")
 	}
-	if m.Companion != "" && !RelativePath(m.Companion) {
-		add("companion", "%q must be a relative path inside the package", m.Companion)
-	}
 	seen := map[string]bool{}
 	for i, p := range m.Programs {
 		field := fmt.Sprintf("programs[%d]", i)
@@ -183,6 +182,18 @@ func (m *Manifest) Validate() error {
 		}
 		seenParam[p.Name] = true
 		errs = append(errs, p.validate(field)...)
+	}
+	seenMetric := map[string]bool{}
+	for i, mt := range m.Metrics {
+		field := fmt.Sprintf("metrics[%d]", i)
+		if seenMetric[mt.Name] {
+			add(field+".name", "duplicate metric %q", mt.Name)
+		}
+		seenMetric[mt.Name] = true
+		errs = append(errs, mt.validate(field)...)
+	}
+	if m.Companion != nil {
+		errs = append(errs, m.Companion.validate("companion")...)
 	}
 	return errors.Join(errs...)
 }

@@ -28,10 +28,12 @@ type Metrics struct {
 	applyDuration prometheus.Histogram
 	applyErrors   *prometheus.CounterVec
 	applies       prometheus.Counter
+	events        *prometheus.CounterVec
+	checkDuration prometheus.Histogram
 }
 
 // New registers leafd's metrics on a fresh registry.
-func New(src StatusSource) *Metrics {
+func New(src StatusSource, objs ObjectsSource) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -48,11 +50,23 @@ func New(src StatusSource) *Metrics {
 			Help: "Applies attempted (dry runs excluded).",
 		}),
 	}
+	m.checkDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "leaf_drift_check_duration_seconds",
+		Help:    "Time to compare the kernel with what leaf applied (one drift check, repairs excluded).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+	})
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "leaf_events_total",
+		Help: "Events recorded in leafd's event log, by type (apply, apply-failed, drift, restored, restore-failed, foreign-program, foreign-removed, companion).",
+	}, []string{"type"})
+	for _, t := range v1.EventTypes {
+		m.events.WithLabelValues(t)
+	}
 	for _, s := range []string{reconciler.StageValidate, reconciler.StageResolve, reconciler.StageLoad, reconciler.StageAttach, reconciler.StageRecord} {
 		m.applyErrors.WithLabelValues(s)
 	}
-	m.Registry.MustRegister(m.applyDuration, m.applyErrors, m.applies,
-		&statusCollector{src: src},
+	m.Registry.MustRegister(m.applyDuration, m.applyErrors, m.applies, m.events, m.checkDuration,
+		&statusCollector{src: src}, &objectsCollector{src: objs},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -69,6 +83,14 @@ func (m *Metrics) ApplyDone(d time.Duration, err error, stage string) {
 		}
 		m.applyErrors.WithLabelValues(stage).Inc()
 	}
+}
+
+// CheckDone records one drift check.
+func (m *Metrics) CheckDone(d time.Duration) { m.checkDuration.Observe(d.Seconds()) }
+
+// Event counts one event of the event log.
+func (m *Metrics) Event(e v1.Event) {
+	m.events.WithLabelValues(e.Type).Inc()
 }
 
 // Handler serves the exposition format.

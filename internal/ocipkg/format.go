@@ -188,7 +188,7 @@ func layerMediaType(m *manifest.Manifest, title string) string {
 		}
 	}
 	switch {
-	case title == m.Companion:
+	case m.Companion != nil && title == m.Companion.Path:
 		return CompanionMediaType
 	case strings.EqualFold(title, "README.md"):
 		return ReadmeMediaType
@@ -317,8 +317,8 @@ func validateManifest(man *ocispec.Manifest, cfgData []byte, m *manifest.Manifes
 			return fmt.Errorf("program %s: object %s is not in the package", p.Name, p.Object)
 		}
 	}
-	if m.Companion != "" && !hasLayer(man, m.Companion) {
-		return fmt.Errorf("companion %s is not in the package", m.Companion)
+	if m.Companion != nil && !hasLayer(man, m.Companion.Path) {
+		return fmt.Errorf("companion %s is not in the package", m.Companion.Path)
 	}
 	return nil
 }

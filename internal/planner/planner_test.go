@@ -12,9 +12,11 @@ import (
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
+	"github.com/leaf-ebpf/leaf/internal/yamljson"
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
@@ -669,6 +671,41 @@ func TestResolveParamTargets(t *testing.T) {
 			var errs desired.Errors
 			if !errors.As(err, &errs) || errs[0].Attachment != "x" || !strings.HasPrefix(errs[0].Field, "params.") {
 				t.Errorf("error does not name attachment and param: %#v", err)
+			}
+		})
+	}
+}
+
+// TestResolveMetricMaps: declared metrics are checked against the
+// program's maps when an attachment resolves, with errors naming the
+// metric's field.
+func TestResolveMetricMaps(t *testing.T) {
+	ensureTracefs(t)
+	for _, tc := range []struct{ name, metrics, msg string }{
+		{"good", "  - {name: n_total, help: h, type: counter, map: execs, byKey: uid}\n", ""},
+		{"no such map", "  - {name: n_total, help: h, type: counter, map: nope}\n", `metrics[0].map: no object of the package has a map "nope"`},
+		{"key too wide", "  - {name: g, help: h, type: gauge, map: execs, key: 4294967296}\n", "metrics[0].key: 4294967296 does not fit map execs's 4-byte key"},
+		{"histogram", "  - {name: h, help: h, type: histogram, map: execs, buckets: [1, 2]}\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repos := paramRepo(t, "")
+			pkg, _ := repos.Resolve("execcount", "1.0.0")
+			m := *pkg.Manifest
+			var extra []manifest.Metric
+			if err := yamljson.Decode([]byte(tc.metrics), &extra); err != nil {
+				t.Fatal(err)
+			}
+			m.Metrics = extra
+			*pkg.Manifest = m
+			_, err := Resolve(parse(t, fmt.Sprintf(execAtt, "x")), repos, Options{})
+			if tc.msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %q", err, tc.msg)
 			}
 		})
 	}

@@ -105,6 +105,10 @@ func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Reso
 	r := &Resolved{Attachment: a, Package: pkg, Program: prog, Spec: spec}
 	var errs desired.Errors
 	r.ConstParams, r.MapParams, errs = resolveParams(a, pkg, spec)
+	errs = append(errs, checkMetrics(pkg, spec)...)
+	if a.Companion != nil && pkg.Manifest.Companion == nil {
+		errs = append(errs, desired.Error{Field: "companion", Message: fmt.Sprintf("package %s has no companion program", pkg.Ref())})
+	}
 	target, err := hook.Resolve(a.Hook)
 	if err != nil {
 		var fe *hook.FieldError
@@ -280,6 +284,54 @@ func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
 			return true
+		}
+	}
+	return false
+}
+
+// checkMetrics checks the package's declared metrics against the maps of
+// the attachment's program: a metric names a map the object has, with
+// integer keys and values leaf can read. Metrics naming a map of another
+// object of the package are not the program's and are skipped.
+func checkMetrics(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Errors {
+	var errs desired.Errors
+	bad := func(i int, sub, format string, args ...any) {
+		errs = append(errs, desired.Error{Field: "package", Message: fmt.Sprintf("%s: metrics[%d].%s: %s", pkg.Ref(), i, sub, fmt.Sprintf(format, args...))})
+	}
+	for i, m := range pkg.Manifest.Metrics {
+		ms, ok := spec.Maps[m.Map]
+		if !ok {
+			if !packageHasMap(pkg, m.Map) {
+				bad(i, "map", "no object of the package has a map %q", m.Map)
+			}
+			continue
+		}
+		if !intSize(ms.KeySize) {
+			bad(i, "map", "map %s has %d-byte keys; metrics read integer keys of 1, 2, 4 or 8 bytes", m.Map, ms.KeySize)
+		}
+		if !intSize(ms.ValueSize) {
+			bad(i, "map", "map %s has %d-byte values; metrics read integer values of 1, 2, 4 or 8 bytes", m.Map, ms.ValueSize)
+		}
+		if m.Key != nil && ms.KeySize < 8 && *m.Key >= 1<<(8*ms.KeySize) {
+			bad(i, "key", "%d does not fit map %s's %d-byte key", *m.Key, m.Map, ms.KeySize)
+		}
+		if m.Type == manifest.MetricHistogram && ms.MaxEntries < uint32(len(m.Buckets)) {
+			bad(i, "buckets", "%d buckets but map %s holds only %d entries", len(m.Buckets), m.Map, ms.MaxEntries)
+		}
+	}
+	return errs
+}
+
+func intSize(n uint32) bool { return n == 1 || n == 2 || n == 4 || n == 8 }
+
+// packageHasMap reports whether any object of the package defines the map.
+func packageHasMap(pkg *repository.Package, name string) bool {
+	for _, p := range pkg.Manifest.Programs {
+		spec, _, err := pkg.LoadSpec(p.Name)
+		if err == nil {
+			if _, ok := spec.Maps[name]; ok {
+				return true
+			}
 		}
 	}
 	return false

@@ -19,15 +19,19 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/applier"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/drift"
+	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
 )
 
-// Observer receives the outcome of each apply, for metrics.
+// Observer receives the outcome of each apply and drift check, for
+// metrics.
 type Observer interface {
 	ApplyDone(d time.Duration, err error, stage string)
+	CheckDone(d time.Duration)
 }
 
 // Config wires a Reconciler.
@@ -39,6 +43,15 @@ type Config struct {
 	Observe Observer
 	// Stats is leafd's hold on kernel BPF statistics.
 	Stats *Stats
+	// Events receives applies, drifts and restores (optional).
+	Events *events.Log
+	// Policy is leafd's global secure mode and allowlist; hooks may turn
+	// secure mode on for themselves and add to the allowlist.
+	Policy drift.Policy
+	// Applied, if set, is called after every successful apply with the
+	// new desired state, so that watchers follow the hooks it uses. It
+	// runs under the lock and must not call back into the reconciler.
+	Applied func(*desired.State, map[string]*store.Record)
 }
 
 // Reconciler serializes every change to the host's programs.
@@ -48,6 +61,9 @@ type Reconciler struct {
 
 	mu      sync.Mutex
 	desired *desired.State
+	// enforce tracks drifts and foreign programs between checks; guarded
+	// by mu like everything the loop changes.
+	enforce enforceState
 }
 
 // Stages at which an apply can fail, reported as a bounded metric label.
@@ -97,14 +113,18 @@ func (r *Reconciler) Desired() *desired.State {
 func (r *Reconciler) Reconcile(ctx context.Context) (*v1.ApplyResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.apply(ctx, r.desired, false)
+	res, err := r.apply(ctx, r.desired, false, nil)
+	r.recordApply(res, err, false)
+	return res, err
 }
 
 // Apply makes st the desired state. With dryRun it only plans.
 func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.apply(ctx, st, dryRun)
+	res, err := r.apply(ctx, st, dryRun, nil)
+	r.recordApply(res, err, dryRun)
+	return res, err
 }
 
 // ErrUnknownAttachment is returned by Delete for a name not in the
@@ -130,10 +150,17 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 		}
 	}
 	next.Spec.Attachments = kept
-	return r.apply(ctx, next, dryRun)
+	res, err := r.apply(ctx, next, dryRun, nil)
+	r.recordApply(res, err, dryRun)
+	return res, err
 }
 
-func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (res *v1.ApplyResult, err error) {
+// apply validates, resolves, observes, plans, applies and records st.
+// Attachments in hold are left exactly as they are — not resolved, not
+// planned, their records kept — so that a repair can proceed while one
+// hook's interface is gone; API applies hold nothing and stay all or
+// nothing.
+func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, hold map[string]bool) (res *v1.ApplyResult, err error) {
 	start := time.Now()
 	stage := StageValidate
 	defer func() {
@@ -148,11 +175,39 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		return nil, err
 	}
 	stage = StageResolve
-	resolved, err := planner.Resolve(st, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	resolved, err := planner.Resolve(without(st, hold), r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err != nil {
 		return nil, err
 	}
-	records, observed, hooks, err := r.observe(st)
+	allRecords, err := r.cfg.Store.Records()
+	if err != nil {
+		return nil, err
+	}
+	if !dryRun {
+		// Pins someone removed are put back first, from the objects the
+		// kernel still holds, so the plan sees (and keeps) them.
+		restored, err := r.applier.RestorePins(allRecords)
+		if err != nil {
+			r.cfg.Logger.Warn("restore pins", "error", err)
+		}
+		for _, p := range restored {
+			r.cfg.Logger.Info("restored pin", "pin", p)
+		}
+	}
+	records := map[string]*store.Record{}
+	for n, rec := range allRecords {
+		if !hold[n] {
+			records[n] = rec
+		}
+	}
+	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	if err != nil {
+		return nil, err
+	}
+	for n := range hold {
+		delete(observed, n)
+	}
+	hooks, err := observer.ObserveHooks(r.cfg.Layout)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +231,11 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		r.cfg.Logger.Error("remove pins", "error", err)
 	}
 	stage = StageRecord
+	for n := range hold {
+		if rec := allRecords[n]; rec != nil {
+			newRecords[n] = rec
+		}
+	}
 	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
 		return nil, fmt.Errorf("record applied state: %w", cerr)
 	}
@@ -191,6 +251,9 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool) (r
 		if a.Kind != string(planner.Keep) {
 			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
 		}
+	}
+	if r.cfg.Applied != nil {
+		r.cfg.Applied(r.desired.Clone(), newRecords)
 	}
 	return res, err
 }
@@ -210,6 +273,45 @@ func (r *Reconciler) observe(st *desired.State) (map[string]*store.Record, map[s
 		return nil, nil, nil, err
 	}
 	return records, observed, hooks, nil
+}
+
+// without returns st minus the held attachments.
+func without(st *desired.State, hold map[string]bool) *desired.State {
+	if len(hold) == 0 {
+		return st
+	}
+	out := st.Clone()
+	kept := out.Spec.Attachments[:0]
+	for _, a := range out.Spec.Attachments {
+		if !hold[a.Name] {
+			kept = append(kept, a)
+		}
+	}
+	out.Spec.Attachments = kept
+	return out
+}
+
+// recordApply puts an API apply's outcome in the event log: one event per
+// attachment that changed, or one failure.
+func (r *Reconciler) recordApply(res *v1.ApplyResult, err error, dryRun bool) {
+	if dryRun {
+		return
+	}
+	if err != nil {
+		r.event(v1.Event{Type: v1.EventApplyFailed, Message: err.Error()})
+		return
+	}
+	for _, a := range res.Actions {
+		if a.Kind != string(planner.Keep) {
+			r.event(v1.Event{Type: v1.EventApply, Attachment: a.Attachment, Kind: a.Kind, Message: a.Reason})
+		}
+	}
+}
+
+func (r *Reconciler) event(e v1.Event) {
+	if r.cfg.Events != nil {
+		r.cfg.Events.Add(e)
+	}
 }
 
 // attachFailure tells a failure while attaching from one while loading:

@@ -228,6 +228,11 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c := m.Companion; c != nil {
+		if st, err := fs.Stat(fsys, c.Path); err != nil || !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s: companion.path: %q is not a file of the package", manifest.FileName, c.Path)
+		}
+	}
 	// The package digest is that of the OCI artifact the directory
 	// builds into, so a directory and its pushed package agree.
 	ctx := context.Background()

@@ -31,6 +31,8 @@ func (s *Server) routes() []route {
 	R, O, A := auth.Reader, auth.Operator, auth.Admin
 	return []route{
 		{"GET", v1.PathHealth, auth.None, auth.None, s.health},
+		{"GET", v1.PathReady, auth.None, auth.None, s.getReady},
+		{"GET", v1.PathEvents, R, auth.None, s.getEvents},
 		{"GET", v1.PathWhoami, R, auth.None, s.whoami},
 		{"GET", v1.PathState, R, auth.None, s.getState},
 		{"PUT", v1.PathState, A, O, s.putState},

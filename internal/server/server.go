@@ -16,6 +16,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/auth/token"
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
@@ -37,6 +38,11 @@ type Server struct {
 	Tokens *token.Service
 	// Limiter rate-limits mutating calls per caller; nil means no limit.
 	Limiter *RateLimiter
+	Events  *events.Log
+	// Ready reports whether the first reconciliation finished.
+	Ready func() bool
+	// Done closes when leafd shuts down, ending event streams.
+	Done <-chan struct{}
 }
 
 // Handler returns the API: every route of the table in routes.go behind

@@ -132,7 +132,9 @@ func (d *Daemon) start() {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := d.Client.Health(ctx)
+		// Ready, not just alive: the start-up reconcile has finished, so a
+		// test sees adopted programs and its applies do not race it.
+		err := d.Client.Ready(ctx)
 		cancel()
 		if err == nil {
 			return

@@ -13,16 +13,46 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+// Packet sizes: key i counts packets of at most 64, 128, 256, 512, 1024
+// and 1518 bytes (i = 0..5), key 6 larger ones, key 7 holds the sum of
+// all sizes. The manifest declares it as a histogram.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} sizes SEC(".maps");
+
+static __always_inline __u32 size_bucket(__u64 bytes)
+{
+	if (bytes <= 64)
+		return 0;
+	if (bytes <= 128)
+		return 1;
+	if (bytes <= 256)
+		return 2;
+	if (bytes <= 512)
+		return 3;
+	if (bytes <= 1024)
+		return 4;
+	if (bytes <= 1518)
+		return 5;
+	return 6;
+}
+
+static __always_inline void add(void *map, __u32 k, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &k);
+	if (v)
+		*v += n;
+}
+
 static __always_inline void count(__u64 bytes)
 {
-	__u32 k = 0;
-	__u64 *v = bpf_map_lookup_elem(&counters, &k);
-	if (v)
-		*v += 1;
-	k = 1;
-	v = bpf_map_lookup_elem(&counters, &k);
-	if (v)
-		*v += bytes;
+	add(&counters, 0, 1);
+	add(&counters, 1, bytes);
+	add(&sizes, size_bucket(bytes), 1);
+	add(&sizes, 7, bytes);
 }
 
 SEC("xdp")

@@ -1,0 +1,125 @@
+package hook
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
+)
+
+// HookProgram is a program the kernel runs on an XDP or TC hook.
+type HookProgram struct {
+	Program ebpf.ProgramID
+	// Link holds the program (TCX), 0 for programs attached without a
+	// link, and for XDP, where it is not looked up.
+	Link link.ID
+}
+
+// Programs lists what the kernel runs on an XDP or TC hook: the one XDP
+// program (netlink), or every TCX program in order.
+func Programs(h desired.Hook) ([]HookProgram, error) {
+	switch h.Type {
+	case manifest.HookXDP:
+		x, _, err := xdpState(h)
+		if err != nil || x == nil {
+			return nil, err
+		}
+		// Whether a bpf_link holds it is left to Detach: finding out walks
+		// every link on the host, and most checks only need the ID.
+		return []HookProgram{{Program: ebpf.ProgramID(x.ProgId)}}, nil
+	case manifest.HookTC:
+		ifindex, err := netnsutil.Ifindex(h.NetnsPath(), h.Interface)
+		if err != nil {
+			return nil, err
+		}
+		var out []HookProgram
+		err = netnsutil.Do(h.NetnsPath(), func() error {
+			q, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: tcxAttach(h)})
+			if err != nil {
+				return fmt.Errorf("query TCX programs on %s: %w", h.Interface, err)
+			}
+			for _, p := range q.Programs {
+				lid, _ := p.LinkID()
+				out = append(out, HookProgram{Program: p.ID, Link: lid})
+			}
+			return nil
+		})
+		return out, err
+	}
+	return nil, fmt.Errorf("hook type %s holds no chain", h.Type)
+}
+
+// xdpState returns the interface's XDP attachment (nil if none).
+func xdpState(h desired.Hook) (*netlink.LinkXdp, netlink.Link, error) {
+	nh, err := netnsutil.Handle(h.NetnsPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer nh.Close()
+	l, err := nh.LinkByName(h.Interface)
+	if err != nil {
+		return nil, nil, fmt.Errorf("interface %s: %w", h.Interface, err)
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return nil, l, nil
+	}
+	return x, l, nil
+}
+
+// Detach removes a program from an XDP or TC hook: through its bpf_link
+// when it has one, else through netlink (XDP) or BPF_PROG_DETACH (TCX).
+func Detach(h desired.Hook, prog ebpf.ProgramID, linkID link.ID) error {
+	if linkID != 0 {
+		lk, err := link.NewFromID(linkID)
+		if err != nil {
+			return fmt.Errorf("open link %d: %w", linkID, err)
+		}
+		defer lk.Close()
+		if err := lk.Detach(); err != nil {
+			return fmt.Errorf("detach link %d: %w", linkID, err)
+		}
+		return nil
+	}
+	switch h.Type {
+	case manifest.HookXDP:
+		x, l, err := xdpState(h)
+		if err != nil || x == nil || ebpf.ProgramID(x.ProgId) != prog {
+			return err // gone already
+		}
+		if lk := findXDPLink(l.Attrs().Index, prog); lk != nil {
+			defer lk.Close()
+			return lk.Detach()
+		}
+		return netnsutil.Do(h.NetnsPath(), func() error {
+			return netlink.LinkSetXdpFdWithFlags(l, -1, int(x.Flags))
+		})
+	case manifest.HookTC:
+		p, err := ebpf.NewProgramFromID(prog)
+		if err != nil {
+			return fmt.Errorf("open program %d: %w", prog, err)
+		}
+		defer p.Close()
+		ifindex, err := netnsutil.Ifindex(h.NetnsPath(), h.Interface)
+		if err != nil {
+			return err
+		}
+		return netnsutil.Do(h.NetnsPath(), func() error {
+			return link.RawDetachProgram(link.RawDetachProgramOptions{Target: ifindex, Program: p, Attach: tcxAttach(h)})
+		})
+	}
+	return errors.New("only XDP and TC hooks hold foreign programs leaf removes")
+}
+
+func tcxAttach(h desired.Hook) ebpf.AttachType {
+	if h.Direction == "egress" {
+		return ebpf.AttachTCXEgress
+	}
+	return ebpf.AttachTCXIngress
+}
