@@ -89,4 +89,14 @@ step "reorder the chain (drop first, then count) while it runs: one atomic switc
 sed 's/priority: 10/priority: 30/' examples/quickstart.yaml | $LEAF apply -f -
 $LEAF status | awk 'NR == 1 || /xdp/'
 
+step "drift: detach the XDP chain's link behind leafd's back (bpftool link detach); leafd notices and restores it"
+link_id=$($LEAF status | awk '$1 == "drop-ports" { print $(NF-2) }')
+if [ -n "$link_id" ] && bpftool link detach id "$link_id" 2>/dev/null; then
+	sleep 1.5
+	$LEAF events | tail -4
+	$LEAF status | awk 'NR == 1 || /xdp/'
+else
+	echo "(bpftool could not detach link $link_id; skipped)"
+fi
+
 step "cleanup: stop leafd, delete the namespaces, unmount the private bpffs"
