@@ -32,5 +32,6 @@ COSIGN_VERSION=v2.6.5
 cosign_dir="${XDG_CACHE_HOME:-$HOME/.cache}/leaf/cosign-$COSIGN_VERSION"
 if [ ! -x "$cosign_dir/cosign" ]; then
 	echo "building cosign $COSIGN_VERSION (a few minutes, once)"
-	(cd /tmp && GOFLAGS= GOBIN="$cosign_dir" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION")
+	(cd /tmp && GOFLAGS= GOBIN="$cosign_dir" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION") ||
+		echo "warning: cosign could not be built; the cosign interoperability tests will skip, saying so" >&2
 fi
