@@ -89,6 +89,10 @@ func TestCompanion(t *testing.T) {
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", companionRepo(t), "--companion-dir", companionDir(t)}})
 	apply(t, d, doc(fmt.Sprintf("name: mon\npackage: pktmon@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: %s, netns: %s}\ncompanion: {args: [-map, counters, -interval, 50ms]}", p.IfB, p.NsB)))
 	ev := waitEvent(t, d, 0, v1.EventCompanion, "started")
+	waitUntil(t, "status shows the companion running", func() bool {
+		c := status(t, d)["mon"].Companion
+		return c != nil && c.State == v1.CompanionRunning && c.PID == ev.PID
+	})
 	pid := ev.PID
 	if pid == 0 || !alive(pid) {
 		t.Fatalf("companion started event %+v, but no such process", ev)
@@ -191,6 +195,10 @@ func TestCompanionCrashRestartsWithBackoff(t *testing.T) {
 		}
 	}
 	t.Logf("gaps between starts: %s", strings.Join(gaps, " "))
+	// Status shows the companion and how often it died.
+	if c := status(t, d)["boom"].Companion; c == nil || c.Restarts < 4 || c.LastExit == "" {
+		t.Errorf("status companion %+v, want at least 4 restarts and the last exit", c)
+	}
 	if !strings.Contains(d.Logs(), "crasher: giving up") {
 		t.Error("the companion's output is not in leafd's log")
 	}

@@ -63,6 +63,8 @@ type AttachmentStatus struct {
 	LinkID    uint32            `json:"linkID,omitempty"`
 	Maps      map[string]uint32 `json:"maps,omitempty"`
 	Params    map[string]any    `json:"params,omitempty"`
+	// Companion is set when the attachment runs its package's companion.
+	Companion *CompanionStatus `json:"companion,omitempty"`
 	// Chain is set for programs on XDP and TC hooks.
 	Chain *ChainStatus `json:"chain,omitempty"`
 	// RunCount and RunTimeNs come from the kernel's BPF statistics.
@@ -71,6 +73,26 @@ type AttachmentStatus struct {
 	LoadedAt  time.Time `json:"loadedAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
+
+// CompanionStatus is the state of an attachment's user-space companion.
+type CompanionStatus struct {
+	// State is starting, running or restarting (waiting out its backoff
+	// after an exit).
+	State string `json:"state"`
+	PID   int    `json:"pid,omitempty"`
+	// Restarts counts exits since the attachment asked for it.
+	Restarts int `json:"restarts"`
+	// LastExit says why it last ended.
+	LastExit string    `json:"lastExit,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+}
+
+// Companion states.
+const (
+	CompanionStarting   = "starting"
+	CompanionRunning    = "running"
+	CompanionRestarting = "restarting"
+)
 
 // ChainStatus is a program's place in its hook's chain, as the kernel
 // runs it.

@@ -137,6 +137,23 @@ func (m *Manager) Sync(specs []Spec) {
 	}
 }
 
+// Status reports the companion of an attachment, or nil when it has none.
+func (m *Manager) Status(attachment string) *v1.CompanionStatus {
+	m.mu.Lock()
+	r := m.running[attachment]
+	m.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.status
+	if st.State == "" {
+		st.State = v1.CompanionStarting
+	}
+	return &st
+}
+
 // Close stops every companion and waits until they are gone.
 func (m *Manager) Close() {
 	m.Sync(nil)

@@ -34,6 +34,16 @@ type runner struct {
 	log  *slog.Logger
 	quit chan struct{}
 	once sync.Once
+
+	mu     sync.Mutex
+	status v1.CompanionStatus
+}
+
+// setStatus updates what leaf status shows of the companion.
+func (r *runner) setStatus(f func(*v1.CompanionStatus)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.status)
 }
 
 func (r *runner) stop() { r.once.Do(func() { close(r.quit) }) }
@@ -69,6 +79,9 @@ func (r *runner) run() {
 		if time.Since(started) >= healthyRun {
 			backoff = r.m.cfg.MinBackoff
 		}
+		r.setStatus(func(s *v1.CompanionStatus) {
+			s.State, s.Restarts, s.LastExit, s.Since = v1.CompanionRestarting, s.Restarts+1, fmt.Sprint(err), time.Now().UTC()
+		})
 		r.log.Warn("companion exited; restarting", "error", err, "backoff", backoff)
 		r.event("exited", fmt.Sprintf("exited (%v); restarting in %s", err, backoff), 0)
 		select {
@@ -131,6 +144,8 @@ func (r *runner) runOnce() error {
 		r.log.Warn("companion limits", "error", err)
 	}
 	pid := cmd.Process.Pid
+	r.setStatus(func(s *v1.CompanionStatus) { s.State, s.PID, s.Since = v1.CompanionRunning, pid, time.Now().UTC() })
+	defer r.setStatus(func(s *v1.CompanionStatus) { s.PID = 0 })
 	r.log.Info("companion started", "pid", pid, "uid", uid, "capabilities", strings.Join(c.Capabilities, ","), "cgroup", cg.v2)
 	r.event("started", fmt.Sprintf("started %s as uid %d with capabilities [%s] in cgroup %s", c.Path, uid, strings.Join(c.Capabilities, " "), cg.v2), pid)
 	var wg sync.WaitGroup

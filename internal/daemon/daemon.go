@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	enf := enforcer.New(enforcer.Config{BPFFS: cfg.BPFFS, Interval: time.Duration(cfg.DriftScanInterval), Logger: log})
 	stats := &reconciler.Stats{}
 	rec, err = reconciler.New(reconciler.Config{
-		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog,
+		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog, Companions: companions.Status,
 		Policy: drift.Policy{Secure: cfg.Secure, Allow: cfg.AllowForeign},
 		Applied: func(s *desired.State, records map[string]*store.Record) {
 			enf.Watch(s.Namespaces())

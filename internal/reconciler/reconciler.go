@@ -52,6 +52,9 @@ type Config struct {
 	// new desired state, so that watchers follow the hooks it uses. It
 	// runs under the lock and must not call back into the reconciler.
 	Applied func(*desired.State, map[string]*store.Record)
+	// Companions reports an attachment's companion for status; nil when
+	// leafd runs none.
+	Companions func(attachment string) *v1.CompanionStatus
 }
 
 // Reconciler serializes every change to the host's programs.

@@ -54,6 +54,9 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 		if o := observed[a.Name]; o != nil {
 			fillObserved(&s, o, out.BPFStats)
 		}
+		if r.cfg.Companions != nil {
+			s.Companion = r.cfg.Companions(a.Name)
+		}
 		if rec := records[a.Name]; rec != nil && rec.Chain != nil {
 			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)])
 			r.chainRuns(&s, rec)
