@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
@@ -508,5 +510,77 @@ func TestForeignXDPProgram(t *testing.T) {
 	t.Logf("secure leafd start to chain restored over the squatter: %.1f ms", float64(took.Microseconds())/1000)
 	if n := p.Delivered(t, 19, 5, 300*time.Millisecond); n != 0 {
 		t.Fatalf("%d packets to the blocked port arrived", n)
+	}
+}
+
+// attachClassicTC adds a cls_bpf filter (as tc(8) would) on B's clsact
+// ingress, and returns a function that reports whether it is still there.
+func attachClassicTC(t *testing.T, p *testenv.Pair, prog *ebpf.Program) func() bool {
+	t.Helper()
+	h, err := netnsutil.Handle(testenv.NetnsPath(p.NsB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	l, err := h.LinkByName(p.IfB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qdisc := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := h.QdiscAdd(qdisc); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatalf("add clsact: %v", err)
+	}
+	filter := &netlink.BpfFilter{
+		FilterAttrs:  netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS, Handle: 1, Protocol: unix.ETH_P_ALL, Priority: 1},
+		Fd:           prog.FD(),
+		Name:         "classic",
+		DirectAction: true,
+	}
+	if err := h.FilterAdd(filter); err != nil {
+		t.Fatalf("add cls_bpf filter: %v", err)
+	}
+	id := programID(t, prog)
+	return func() bool {
+		filters, err := h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+		if err != nil {
+			return false
+		}
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && ebpf.ProgramID(bf.Id) == id {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestForeignClassicTCFilter: a cls_bpf filter on the clsact qdisc of a TC
+// hook leaf manages is a foreign program there too — reported, and in
+// secure mode removed.
+func TestForeignClassicTCFilter(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{})
+	att := func(hookExtra string) []byte {
+		return doc(fmt.Sprintf("name: cnt\npackage: pktcount@1.0.0\nprogram: count_tc\nhook: {type: tc, direction: ingress, interface: %s, netns: %s%s}", p.IfB, p.NsB, hookExtra))
+	}
+	apply(t, d, att(""))
+	seq := lastSeq(t, d)
+	classic := foreignProgram(t, ebpf.SchedCLS, "classic")
+	present := attachClassicTC(t, p, classic)
+	ev := waitEvent(t, d, seq, v1.EventForeign, "")
+	if ev.ProgramID != uint32(programID(t, classic)) {
+		t.Fatalf("foreign-program event %+v, want program %d", ev, programID(t, classic))
+	}
+	if !present() {
+		t.Fatal("without secure mode the classic filter was removed")
+	}
+	seq = lastSeq(t, d)
+	apply(t, d, att(", secure: true"))
+	took := waitUntil(t, "secure mode removes the classic filter", func() bool { return !present() })
+	waitEvent(t, d, seq, v1.EventForeignRemoved, "")
+	t.Logf("secure mode removed the cls_bpf filter %s after the apply", took)
+	if !onTCX(t, p, ebpf.ProgramID(status(t, d)["cnt"].ProgramID)) {
+		t.Fatal("leaf's own chain is gone from TCX")
 	}
 }

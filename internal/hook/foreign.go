@@ -19,6 +19,9 @@ type HookProgram struct {
 	// Link holds the program (TCX), 0 for programs attached without a
 	// link, and for XDP, where it is not looked up.
 	Link link.ID
+	// Filter is set for a classic tc (cls_bpf) filter on the interface's
+	// clsact qdisc: a program on the same hook, run after TCX's.
+	Filter *netlink.BpfFilter
 }
 
 // Programs lists what the kernel runs on an XDP or TC hook: the one XDP
@@ -50,7 +53,11 @@ func Programs(h desired.Hook) ([]HookProgram, error) {
 			}
 			return nil
 		})
-		return out, err
+		if err != nil {
+			return nil, err
+		}
+		filters, err := classicFilters(h)
+		return append(out, filters...), err
 	}
 	return nil, fmt.Errorf("hook type %s holds no chain", h.Type)
 }
@@ -101,6 +108,17 @@ func Detach(h desired.Hook, prog ebpf.ProgramID, linkID link.ID) error {
 			return netlink.LinkSetXdpFdWithFlags(l, -1, int(x.Flags))
 		})
 	case manifest.HookTC:
+		if f := findClassicFilter(h, prog); f != nil {
+			nh, err := netnsutil.Handle(h.NetnsPath())
+			if err != nil {
+				return err
+			}
+			defer nh.Close()
+			if err := nh.FilterDel(f); err != nil {
+				return fmt.Errorf("delete tc filter of program %d: %w", prog, err)
+			}
+			return nil
+		}
 		p, err := ebpf.NewProgramFromID(prog)
 		if err != nil {
 			return fmt.Errorf("open program %d: %w", prog, err)
@@ -122,4 +140,52 @@ func tcxAttach(h desired.Hook) ebpf.AttachType {
 		return ebpf.AttachTCXEgress
 	}
 	return ebpf.AttachTCXIngress
+}
+
+// clsactParent is the clsact qdisc's parent for the hook's direction.
+func clsactParent(h desired.Hook) uint32 {
+	if h.Direction == "egress" {
+		return netlink.HANDLE_MIN_EGRESS
+	}
+	return netlink.HANDLE_MIN_INGRESS
+}
+
+// classicFilters lists the cls_bpf filters tools such as tc(8) attached to
+// the hook's clsact qdisc. TCX runs first, but these still see every
+// packet leaf's chain passes on, so they are programs on leaf's hook.
+func classicFilters(h desired.Hook) ([]HookProgram, error) {
+	nh, err := netnsutil.Handle(h.NetnsPath())
+	if err != nil {
+		return nil, err
+	}
+	defer nh.Close()
+	l, err := nh.LinkByName(h.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", h.Interface, err)
+	}
+	filters, err := nh.FilterList(l, clsactParent(h))
+	if err != nil {
+		// No clsact qdisc: no classic filters.
+		return nil, nil
+	}
+	var out []HookProgram
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Id > 0 {
+			out = append(out, HookProgram{Program: ebpf.ProgramID(bf.Id), Filter: bf})
+		}
+	}
+	return out, nil
+}
+
+func findClassicFilter(h desired.Hook, prog ebpf.ProgramID) *netlink.BpfFilter {
+	filters, err := classicFilters(h)
+	if err != nil {
+		return nil
+	}
+	for _, f := range filters {
+		if f.Program == prog {
+			return f.Filter
+		}
+	}
+	return nil
 }
