@@ -138,6 +138,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ready.Store(true)
 	go pruneCache(ctx, cache, st, log)
+	go pruneTokens(ctx, st, log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	sec.watch(watchCtx, time.Duration(cfg.CertCheckInterval))
@@ -278,6 +279,29 @@ func pruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log
 	for {
 		if err := PruneCache(ctx, cache, st, log); err != nil {
 			log.Warn("prune package cache", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tokenRetention is how long leafd keeps listing a token after it expired.
+const tokenRetention = 7 * 24 * time.Hour
+
+// pruneTokens forgets tokens expired for longer than tokenRetention: at
+// start, then every pruneInterval.
+func pruneTokens(ctx context.Context, st *store.Store, log *slog.Logger) {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		n, err := st.PruneTokens(time.Now().Add(-tokenRetention))
+		if err != nil {
+			log.Warn("prune token records", "error", err)
+		} else if n > 0 {
+			log.Info("pruned expired token records", "count", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -101,3 +101,35 @@ func (s *Store) RevokeToken(id string, t time.Time) (TokenRecord, error) {
 	})
 	return r, err
 }
+
+// PruneTokens forgets tokens that expired before cutoff and returns how
+// many. Forgetting is safe: a token leafd has no record of is refused, as
+// an expired one is; the records only kept it listable for a while.
+func (s *Store) PruneTokens(cutoff time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		var stale [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var r TokenRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("token %s: %w", k, err)
+			}
+			if r.ExpiresAt.Before(cutoff) {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(stale)
+		return nil
+	})
+	return n, err
+}

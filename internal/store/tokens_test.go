@@ -51,3 +51,29 @@ func TestTokenRecords(t *testing.T) {
 		t.Errorf("Token of an unknown ID: %v", err)
 	}
 }
+
+func TestPruneTokens(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UTC().Truncate(time.Second)
+	for id, exp := range map[string]time.Time{"old": now.Add(-10 * 24 * time.Hour), "recent": now.Add(-time.Hour), "live": now.Add(time.Hour)} {
+		if err := s.PutToken(TokenRecord{ID: id, Subject: id, Role: "reader", KeyID: "k", IssuedAt: exp.Add(-time.Hour), ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneTokens(now.Add(-7 * 24 * time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("PruneTokens = %d, %v; want 1", n, err)
+	}
+	if _, err := s.Token("old"); !errors.Is(err, ErrUnknownToken) {
+		t.Errorf("old token still recorded: %v", err)
+	}
+	for _, id := range []string{"recent", "live"} {
+		if _, err := s.Token(id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
+}
