@@ -112,6 +112,11 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 			records[n] = r
 		}
 	}
+	if switchedChains(plan) {
+		// The old chain instances go next: let the packets inside them
+		// finish first.
+		waitForPacketsInFlight()
+	}
 	for _, fin := range finalize {
 		fin()
 	}
@@ -276,6 +281,17 @@ func (ap *Applier) cleanStaging() error {
 		}
 	}
 	return nil
+}
+
+// switchedChains reports whether the plan switched a running chain to a
+// new one, so that old chain instances are about to be retired.
+func switchedChains(plan *planner.Plan) bool {
+	for _, cp := range plan.Chains {
+		if cp.Kind == planner.ChainSwitch && len(cp.Old) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // detachPinned detaches the link pinned at path, if any. Unpinning alone
