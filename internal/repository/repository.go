@@ -6,8 +6,6 @@ package repository
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -217,7 +215,7 @@ func packageDirs(fsys fs.FS) ([]string, error) {
 func readPackage(fsys fs.FS) (*Package, error) {
 	// Check first: it refuses anything that is not a regular file before
 	// reading it, so a FIFO or symlink named leaf.yaml is never opened.
-	if _, err := digestFS(fsys); err != nil {
+	if err := checkFiles(fsys); err != nil {
 		return nil, err
 	}
 	data, err := readCapped(fsys, manifest.FileName)
@@ -248,12 +246,13 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: raw, files: fsys}, nil
 }
 
-// digestFS hashes the sorted list of (path, content hash) of every regular
-// file. Anything that is not a regular file or directory is refused.
-func digestFS(fsys fs.FS) (string, error) {
-	var lines []string
+// checkFiles refuses a package directory holding anything but regular
+// files and directories, or more or larger files than the caps, before
+// any file of it is opened.
+func checkFiles(fsys fs.FS) error {
+	var n int
 	var total int64
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -263,27 +262,21 @@ func digestFS(fsys fs.FS) (string, error) {
 		if !d.Type().IsRegular() {
 			return fmt.Errorf("%s: not a regular file", p)
 		}
-		if len(lines) >= maxFiles {
+		if n++; n > maxFiles {
 			return fmt.Errorf("more than %d files", maxFiles)
 		}
-		data, err := readCapped(fsys, p)
+		info, err := d.Info()
 		if err != nil {
 			return err
 		}
-		total += int64(len(data))
-		if total > maxTotalSize {
+		if info.Size() > maxFileSize {
+			return fmt.Errorf("%s: larger than %d bytes", p, maxFileSize)
+		}
+		if total += info.Size(); total > maxTotalSize {
 			return fmt.Errorf("larger than %d bytes", maxTotalSize)
 		}
-		sum := sha256.Sum256(data)
-		lines = append(lines, p+"\x00"+hex.EncodeToString(sum[:]))
 		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(lines)
-	sum := sha256.Sum256([]byte(strings.Join(lines, "\n")))
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 func readCapped(fsys fs.FS, name string) ([]byte, error) {
