@@ -12,6 +12,9 @@ have ip            || need+=(iproute2)
 have ping          || need+=(iputils-ping)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 [ -f /usr/include/linux/bpf.h ]       || need+=(linux-libc-dev)
+# xdp-tools ships BPF objects built by someone else (xdp-filter's); the
+# chain tests run one, unmodified, in the middle of a chain.
+ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
