@@ -80,12 +80,21 @@ func (l *location) target(name, version string) (*pkgTarget, error) {
 }
 
 // resolve finds a package and reads (and checks) it whole.
-func (t *pkgTarget) resolve(ctx context.Context) (*ocipkg.Package, error) {
+// resolve reads the target's package; a non-empty pin is the digest the
+// caller insists on.
+func (t *pkgTarget) resolve(ctx context.Context, pin string) (*ocipkg.Package, error) {
 	desc, err := t.store.Resolve(ctx, t.ref)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", t.ref, err)
 	}
-	return ocipkg.Read(ctx, t.store, desc, "")
+	p, err := ocipkg.Read(ctx, t.store, desc, "")
+	if err != nil {
+		return nil, err
+	}
+	if pin != "" && p.Digest() != pin {
+		return nil, fmt.Errorf("%s is %s, not the pinned %s", t.ref, p.Digest(), pin)
+	}
+	return p, nil
 }
 
 func parseRef(ref string) (desired.PackageRef, error) { return desired.ParsePackageRef(ref) }
@@ -248,12 +257,9 @@ func copyBetween(ctx context.Context, g *globals, src, dst *pkgTarget, refArg st
 	if err != nil {
 		return err
 	}
-	p, err := src.resolve(ctx)
+	p, err := src.resolve(ctx, ref.Digest)
 	if err != nil {
 		return err
-	}
-	if ref.Digest != "" && p.Digest() != ref.Digest {
-		return fmt.Errorf("%s@%s is %s, not the pinned %s", ref.Name, ref.Version, p.Digest(), ref.Digest)
 	}
 	if p.Manifest.Name != ref.Name || p.Manifest.Version != ref.Version {
 		return fmt.Errorf("%s holds %s@%s", refArg, p.Manifest.Name, p.Manifest.Version)

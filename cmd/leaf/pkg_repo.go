@@ -109,7 +109,7 @@ func pkgInspectCmd(g *globals) *cobra.Command {
 			} else if t, err = loc.target(ref.Name, ref.Version); err != nil {
 				return err
 			}
-			p, err := t.resolve(ctx)
+			p, err := t.resolve(ctx, "")
 			if err != nil {
 				return err
 			}

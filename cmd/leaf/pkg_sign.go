@@ -12,6 +12,7 @@ import (
 	"oras.land/oras-go/v2/content/memory"
 
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
+	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/signature"
 	"github.com/leaf-ebpf/leaf/internal/trust"
@@ -79,12 +80,9 @@ func pkgSignCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := t.resolve(ctx)
+			p, err := t.resolve(ctx, ref.Digest)
 			if err != nil {
 				return err
-			}
-			if ref.Digest != "" && p.Digest() != ref.Digest {
-				return fmt.Errorf("%s is %s, not the pinned %s: not signing", args[0], p.Digest(), ref.Digest)
 			}
 			bundle, by, err := makeBundle(ctx, keyFile, attach, p.Raw)
 			if err != nil {
@@ -138,22 +136,10 @@ func pkgVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			policy := &trust.Policy{Require: require}
-			for _, f := range authorKeys {
-				k, err := signature.LoadPublicKey(f)
-				if err != nil {
-					return err
-				}
-				policy.AuthorKeys = append(policy.AuthorKeys, k)
-			}
-			for _, f := range repoKeys {
-				k, err := signature.LoadPublicKey(f)
-				if err != nil {
-					return err
-				}
-				policy.RepositoryKeys = append(policy.RepositoryKeys, k)
-			}
-			if err := policy.Validate(); err != nil {
+			// The same policy leafd builds from a repository's trust
+			// configuration.
+			policy, err := pkgsource.Policy("(command line)", pkgsource.TrustConfig{AuthorKeys: authorKeys, RepositoryKeys: repoKeys, Require: require})
+			if err != nil {
 				return err
 			}
 			ctx, cancel := pkgCtx()
@@ -162,12 +148,9 @@ func pkgVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := t.resolve(ctx)
+			p, err := t.resolve(ctx, ref.Digest)
 			if err != nil {
 				return err
-			}
-			if ref.Digest != "" && p.Digest() != ref.Digest {
-				return fmt.Errorf("%s is %s, not the pinned %s", args[0], p.Digest(), ref.Digest)
 			}
 			sigs, err := ocipkg.Signatures(ctx, t.store, p.Desc)
 			if err != nil {

@@ -57,6 +57,7 @@ func (ap *Applier) keep(act *planner.Action) (*store.Record, error) {
 	rec.Attachment = act.Desired.Attachment
 	rec.Package.Repository = act.Desired.Package.Repository
 	rec.Package.Trust, rec.Package.Signers = trustOf(act.Desired.Package)
+	rec.Metrics = act.Desired.Package.Manifest.Metrics
 	rec.ProgramID = uint32(act.Observed.ProgramID)
 	rec.LinkID = uint32(act.Observed.LinkID)
 	rec.MapIDs = mapIDs(act.Observed.Maps)
@@ -388,6 +389,7 @@ func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[s
 			Digest: r.Package.Digest, Repository: r.Package.Repository,
 		},
 		Program:     r.Program.Name,
+		Metrics:     r.Package.Manifest.Metrics,
 		ConstParams: r.ConstParams,
 		MapParams:   r.MapParams,
 		MapIDs:      map[string]uint32{},

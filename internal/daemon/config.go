@@ -79,6 +79,19 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// String and Set make a Duration a command-line flag value.
+func (d *Duration) String() string { return time.Duration(*d).String() }
+
+// Set reads a flag value such as "720h".
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
 // Config is leafd's configuration. A config file (YAML or JSON) holds
 // the same fields; command-line flags override it.
 type Config struct {

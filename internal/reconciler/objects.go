@@ -38,17 +38,12 @@ func (r *Reconciler) Objects() ([]Objects, error) {
 		if rec == nil {
 			continue
 		}
-		o := Objects{Attachment: name, Package: rec.Package.Name, ProgramID: ebpf.ProgramID(rec.ProgramID), Maps: map[string]string{}}
+		o := Objects{Attachment: name, Package: rec.Package.Name, ProgramID: ebpf.ProgramID(rec.ProgramID), Maps: map[string]string{}, Metrics: rec.Metrics}
 		entries, _ := os.ReadDir(r.cfg.Layout.MapsDir(name))
 		for _, e := range entries {
 			if !strings.Contains(e.Name(), ".") {
 				o.Maps[e.Name()] = r.cfg.Layout.Map(name, e.Name())
 			}
-		}
-		// Declarations come from the package version the record pins;
-		// a repository that now holds other content for it gives none.
-		if pkg, err := r.cfg.Repos.Resolve(rec.Package.Name, rec.Package.Version); err == nil && pkg.Digest == rec.Package.Digest {
-			o.Metrics = pkg.Manifest.Metrics
 		}
 		out = append(out, o)
 	}

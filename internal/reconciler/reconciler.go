@@ -203,16 +203,12 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 			records[n] = rec
 		}
 	}
-	observed, err := observer.Observe(r.cfg.Layout, st.Names())
+	observed, hooks, err := r.observe(st.Names())
 	if err != nil {
 		return nil, err
 	}
 	for n := range hold {
 		delete(observed, n)
-	}
-	hooks, err := observer.ObserveHooks(r.cfg.Layout)
-	if err != nil {
-		return nil, err
 	}
 	plan := planner.Make(resolved, records, observed, hooks)
 	res = summarize(plan, dryRun)
@@ -261,21 +257,18 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 	return res, err
 }
 
-// observe reads what leafd recorded and what the kernel holds.
-func (r *Reconciler) observe(st *desired.State) (map[string]*store.Record, map[string]*observer.Attachment, map[string]*observer.Hook, error) {
-	records, err := r.cfg.Store.Records()
+// observe reads what the kernel and bpffs hold for the named attachments
+// and every chained hook.
+func (r *Reconciler) observe(names []string) (map[string]*observer.Attachment, map[string]*observer.Hook, error) {
+	observed, err := observer.Observe(r.cfg.Layout, names)
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	observed, err := observer.Observe(r.cfg.Layout, st.Names())
-	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	hooks, err := observer.ObserveHooks(r.cfg.Layout)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return records, observed, hooks, nil
+	return observed, hooks, nil
 }
 
 // without returns st minus the held attachments.

@@ -25,7 +25,11 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 	r.mu.Lock()
 	st := r.desired.Clone()
 	r.mu.Unlock()
-	records, observed, hooks, err := r.observe(st)
+	records, err := r.cfg.Store.Records()
+	if err != nil {
+		return nil, err
+	}
+	observed, hooks, err := r.observe(st.Names())
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 )
 
 var (
@@ -61,6 +62,9 @@ type Record struct {
 	ProgramID uint32            `json:"programID"`
 	LinkID    uint32            `json:"linkID"`
 	MapIDs    map[string]uint32 `json:"mapIDs,omitempty"`
+	// Metrics are the package's declared metrics, kept with the record so
+	// that a scrape reads them without asking a repository.
+	Metrics []manifest.Metric `json:"metrics,omitempty"`
 	// Chain is set for members of an XDP or TC chain; LinkID is then the
 	// hook's link.
 	Chain     *ChainMember `json:"chain,omitempty"`
