@@ -43,8 +43,11 @@ func pkgLintCmd(g *globals) *cobra.Command {
 				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				for _, ch := range s.Checks {
 					status := "ok"
-					if !ch.Passed {
+					switch {
+					case !ch.Passed:
 						status = "FAIL"
+					case ch.Warning:
+						status = "warn"
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", status, ch.Name, firstLine(ch.Message))
 				}
