@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
-	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -22,7 +21,7 @@ import (
 func CheckPackage(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Errors {
 	var errs desired.Errors
 	for _, p := range pkg.Manifest.Params {
-		typ, err := manifest.ParseType(p.Type)
+		typ, err := p.TypeOf()
 		if err != nil {
 			continue // the manifest check names it
 		}

@@ -219,7 +219,7 @@ func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.Col
 		if !given {
 			v = p.Default
 		}
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		if v == nil {
 			if typ.List {
 				v = []any{}
