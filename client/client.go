@@ -265,10 +265,27 @@ func (c *Client) Maps(ctx context.Context, attachment string) (*v1.MapList, erro
 	return &ml, c.do(ctx, http.MethodGet, v1.PathAttachments+"/"+url.PathEscape(attachment)+"/maps", nil, nil, &ml)
 }
 
-// DumpMap returns the entries of one map.
+// DumpMap returns the entries of one map (the first page of 10000).
 func (c *Client) DumpMap(ctx context.Context, attachment, name string) (*v1.MapDump, error) {
+	return c.DumpMapQuery(ctx, attachment, name, v1.MapQuery{})
+}
+
+// DumpMapQuery returns the entries of one map q selects.
+func (c *Client) DumpMapQuery(ctx context.Context, attachment, name string, q v1.MapQuery) (*v1.MapDump, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"key": q.Key, "after": q.After} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.NonZero {
+		v.Set("nonzero", "true")
+	}
 	var d v1.MapDump
-	return &d, c.do(ctx, http.MethodGet, v1.PathAttachments+"/"+url.PathEscape(attachment)+"/maps/"+url.PathEscape(name), nil, nil, &d)
+	return &d, c.do(ctx, http.MethodGet, v1.PathAttachments+"/"+url.PathEscape(attachment)+"/maps/"+url.PathEscape(name), v, nil, &d)
 }
 
 // Packages lists the packages leafd's repositories offer.

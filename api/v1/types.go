@@ -157,6 +157,22 @@ type MapDump struct {
 	Entries    []MapEntry `json:"entries"`
 	// Truncated is set when the map held more entries than returned.
 	Truncated bool `json:"truncated,omitempty"`
+	// Next, when set, is the last key returned (hex): pass it as
+	// MapQuery.After for the next page.
+	Next string `json:"next,omitempty"`
+}
+
+// MapQuery selects the entries of a map dump (query parameters key,
+// after, limit and nonzero).
+type MapQuery struct {
+	// Key (hex) asks for this key only.
+	Key string
+	// After (hex) asks for the keys after this one, in key order.
+	After string
+	// Limit is the most entries returned (default and cap 10000).
+	Limit int
+	// NonZero leaves out entries whose value is all zero bytes.
+	NonZero bool
 }
 
 // MapEntry is one key and value. Keys and values are hex bytes; when they

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/client"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 )
 
 func applyCmd(g *globals) *cobra.Command {
@@ -155,9 +159,10 @@ func printStatus(w io.Writer, st *v1.Status) {
 
 func mapsCmd(g *globals) *cobra.Command {
 	var output string
+	var df dumpFlags
 	c := &cobra.Command{
 		Use:   "maps ATTACHMENT [MAP]",
-		Short: "List an attachment's maps, or show the entries of one",
+		Short: "List an attachment's maps, or show the entries of one (all of them, page by page)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := g.ctx()
@@ -177,41 +182,120 @@ func mapsCmd(g *globals) *cobra.Command {
 				}
 				return tw.Flush()
 			}
-			d, err := g.client().DumpMap(ctx, args[0], args[1])
+			d, err := df.dump(ctx, g.client(), args[0], args[1])
 			if err != nil {
 				return err
 			}
 			if output == "json" {
 				return printJSON(g.out, d)
 			}
-			printDump(g.out, d)
+			printDump(g.out, d, df.keyFormat, df.valueFormat)
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	c.Flags().StringVar(&df.key, "key", "", "show only this key, written in --key-format")
+	c.Flags().BoolVar(&df.nonzero, "nonzero", false, "leave out entries whose value is all zero")
+	c.Flags().IntVar(&df.limit, "limit", 0, "show at most this many entries (0: all)")
+	c.Flags().StringVar(&df.keyFormat, "key-format", "", "show keys as: "+strings.Join(manifest.Formats, ", ")+" (default: a number when 1, 2, 4 or 8 bytes, else hex)")
+	c.Flags().StringVar(&df.valueFormat, "value-format", "", "show values as: the same formats")
 	return c
 }
 
-func printDump(w io.Writer, d *v1.MapDump) {
+// dumpFlags select and format the entries `leaf maps` shows.
+type dumpFlags struct {
+	key, keyFormat, valueFormat string
+	nonzero                     bool
+	limit                       int
+}
+
+// dump reads the map page by page (leafd returns at most 10000 entries
+// a request) until the limit or the end.
+func (f *dumpFlags) dump(ctx context.Context, c *client.Client, attachment, name string) (*v1.MapDump, error) {
+	for _, fm := range []string{f.keyFormat, f.valueFormat} {
+		if !manifest.ValidFormat(fm) {
+			return nil, fmt.Errorf("unknown format %q (want %s)", fm, strings.Join(manifest.Formats, ", "))
+		}
+	}
+	q := v1.MapQuery{NonZero: f.nonzero}
+	if f.key != "" {
+		ml, err := c.Maps(ctx, attachment)
+		if err != nil {
+			return nil, err
+		}
+		size := -1
+		for _, m := range ml.Maps {
+			if m.Name == name {
+				size = int(m.KeySize)
+			}
+		}
+		if size < 0 {
+			return nil, fmt.Errorf("attachment %s has no map %q", attachment, name)
+		}
+		k, err := manifest.ParseFormatted(f.keyFormat, f.key, size)
+		if err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		q.Key = hex.EncodeToString(k)
+	}
+	var all *v1.MapDump
+	for {
+		if f.limit > 0 {
+			q.Limit = f.limit - len(entriesOf(all))
+		}
+		d, err := c.DumpMapQuery(ctx, attachment, name, q)
+		if err != nil {
+			return nil, err
+		}
+		if all == nil {
+			all = d
+		} else {
+			all.Entries = append(all.Entries, d.Entries...)
+		}
+		all.Next, all.Truncated = d.Next, d.Truncated
+		if d.Next == "" || (f.limit > 0 && len(all.Entries) >= f.limit) {
+			return all, nil
+		}
+		q.After = d.Next
+	}
+}
+
+func entriesOf(d *v1.MapDump) []v1.MapEntry {
+	if d == nil {
+		return nil
+	}
+	return d.Entries
+}
+
+func printDump(w io.Writer, d *v1.MapDump, keyFormat, valueFormat string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE")
 	for _, e := range d.Entries {
-		key := e.Key
-		if e.KeyUint != nil {
-			key = fmt.Sprint(*e.KeyUint)
-		}
-		val := e.Value
-		if e.ValueUint != nil {
+		val := formatHex(valueFormat, e.Value)
+		if e.ValueUint != nil && valueFormat == "" {
 			val = fmt.Sprint(*e.ValueUint)
 		} else if len(e.PerCPU) > 0 {
-			val = strings.Join(e.PerCPU, " ")
+			var per []string
+			for _, v := range e.PerCPU {
+				per = append(per, formatHex(valueFormat, v))
+			}
+			val = strings.Join(per, " ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", key, val)
+		fmt.Fprintf(tw, "%s\t%s\n", formatHex(keyFormat, e.Key), val)
 	}
 	tw.Flush()
 	if d.Truncated {
-		fmt.Fprintln(w, "(truncated)")
+		fmt.Fprintln(w, "(more entries follow)")
 	}
+}
+
+// formatHex shows the hex bytes leafd returns in a format.
+func formatHex(format, h string) string {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return h
+	}
+	return manifest.Format(format, b)
 }
 
 func packagesCmd(g *globals) *cobra.Command {

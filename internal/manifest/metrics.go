@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 )
 
 // Metric declares a Prometheus metric leafd reads from one of the
@@ -26,6 +27,11 @@ type Metric struct {
 	// ByKey exports one series per key, the key in a label of this name.
 	// The map's size bounds the series.
 	ByKey string `json:"byKey,omitempty"`
+	// KeyFormat shows the key in the byKey label: uint (default), hex,
+	// port (a big-endian u16), ipv4 or cidr (see Formats).
+	KeyFormat string `json:"keyFormat,omitempty"`
+	// SkipZero leaves out the series of keys whose value is 0 (byKey).
+	SkipZero bool `json:"skipZero,omitempty"`
 	// Buckets (histogram only) are the upper bounds of the map's keys 0,
 	// 1, …: key i counts the values in (Buckets[i-1], Buckets[i]], and key
 	// len(Buckets), if the map has it, those above the last bound.
@@ -80,6 +86,12 @@ func (m *Metric) validate(field string) []error {
 	}
 	if m.ByKey != "" && (!labelRE.MatchString(m.ByKey) || reservedLabels[m.ByKey]) {
 		add("byKey", "%q is not a label name leaf can use (lower-case, not attachment, le, quantile, job or instance)", m.ByKey)
+	}
+	if m.KeyFormat != "" && (m.ByKey == "" || !ValidFormat(m.KeyFormat)) {
+		add("keyFormat", "%q: only with byKey, one of %s", m.KeyFormat, strings.Join(Formats, ", "))
+	}
+	if m.SkipZero && m.ByKey == "" {
+		add("skipZero", "only applies with byKey")
 	}
 	hist := m.Type == MetricHistogram
 	switch m.Type {

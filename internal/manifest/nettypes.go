@@ -110,6 +110,25 @@ const (
 // Formats lists the formats by name.
 var Formats = []string{"hex", "uint", "port", "ipv4", "ipv6", "mac", "cidr", "cidr6", "string"}
 
+// FormatSize is the size bytes must have in format f, 0 for any.
+func FormatSize(f string) int {
+	switch f {
+	case FormatPort:
+		return 2
+	case FormatIPv4:
+		return 4
+	case FormatMAC:
+		return 6
+	case FormatCIDR:
+		return 8
+	case FormatIPv6:
+		return 16
+	case FormatCIDR6:
+		return 20
+	}
+	return 0
+}
+
 // ValidFormat says whether f names a format ("" is auto).
 func ValidFormat(f string) bool {
 	if f == FormatAuto {

@@ -155,11 +155,14 @@ func (c *objectsCollector) declared(ch chan<- prometheus.Metric, o reconciler.Ob
 		return
 	}
 	for _, k := range sortedKeys(values) {
+		v := values[k]
+		if d.SkipZero && v == 0 {
+			continue
+		}
 		lv := []string{o.Attachment}
 		if d.ByKey != "" {
-			lv = append(lv, strconv.FormatUint(k, 10))
+			lv = append(lv, keyLabel(d.KeyFormat, k, m.KeySize()))
 		}
-		v := values[k]
 		switch d.Type {
 		case manifest.MetricCounter:
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), lv...)
@@ -306,6 +309,14 @@ func countKeys(m *ebpf.Map) int {
 		at = cur
 	}
 	return n
+}
+
+// keyLabel shows a key in the metric's keyFormat; decimal by default.
+func keyLabel(format string, key uint64, size uint32) string {
+	if format == "" {
+		return strconv.FormatUint(key, 10)
+	}
+	return manifest.Format(format, encodeKey(key, size))
 }
 
 func encodeKey(key uint64, size uint32) []byte {

@@ -327,6 +327,9 @@ func checkMetrics(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Er
 		if !intSize(ms.ValueSize) {
 			bad(i, "map", "map %s has %d-byte values; metrics read integer values of 1, 2, 4 or 8 bytes", m.Map, ms.ValueSize)
 		}
+		if n := manifest.FormatSize(m.KeyFormat); n != 0 && uint32(n) != ms.KeySize {
+			bad(i, "keyFormat", "%s needs %d-byte keys, map %s has %d-byte keys", m.KeyFormat, n, m.Map, ms.KeySize)
+		}
 		if m.Key != nil && ms.KeySize < 8 && *m.Key >= 1<<(8*ms.KeySize) {
 			bad(i, "key", "%d does not fit map %s's %d-byte key", *m.Key, m.Map, ms.KeySize)
 		}

@@ -211,56 +211,116 @@ func mapInfo(name string, m *ebpf.Map) v1.MapInfo {
 	return mi
 }
 
-// maxDumpEntries caps a map dump so one request cannot return a huge map.
+// maxDumpEntries caps one page of a map dump so one request cannot
+// return a huge map; larger maps are read page by page (v1.MapQuery.After).
 const maxDumpEntries = 10000
 
-// DumpMap returns the entries of one map of an attachment.
-func (r *Reconciler) DumpMap(attachment, name string) (*v1.MapDump, error) {
+// ErrBadMapQuery is a map query that cannot be served (a key of the
+// wrong size).
+var ErrBadMapQuery = errors.New("bad map query")
+
+// DumpMap returns one page of the entries of one map of an attachment, in
+// key order: those after q.After (or only q.Key), without zero values if
+// q.NonZero, at most q.Limit (default and cap maxDumpEntries). Next is set
+// when more entries follow.
+func (r *Reconciler) DumpMap(attachment, name string, q v1.MapQuery) (*v1.MapDump, error) {
 	if err := r.known(attachment); err != nil {
 		return nil, err
 	}
 	if strings.ContainsAny(name, "/.") {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownMap, name)
 	}
-	m, err := ebpf.LoadPinnedMap(r.cfg.Layout.Map(attachment, name), nil)
+	m, err := ebpf.LoadPinnedMap(r.cfg.Layout.Map(attachment, name), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("%w: attachment %q has no map %q", ErrUnknownMap, attachment, name)
 	}
 	defer m.Close()
 	dump := &v1.MapDump{Attachment: attachment, Map: mapInfo(name, m), Entries: []v1.MapEntry{}}
-	var keys [][]byte
-	key := make([]byte, m.KeySize())
-	it := m.Iterate()
-	var discard []byte
-	if perCPU(m.Type()) {
-		ncpu, err := ebpf.PossibleCPU()
-		if err != nil {
-			return nil, err
-		}
-		vals := make([][]byte, ncpu)
-		for it.Next(&key, &vals) {
-			keys = append(keys, bytes.Clone(key))
-		}
-	} else {
-		for it.Next(&key, &discard) {
-			keys = append(keys, bytes.Clone(key))
-		}
+	limit := q.Limit
+	if limit <= 0 || limit > maxDumpEntries {
+		limit = maxDumpEntries
 	}
-	if err := it.Err(); err != nil {
+	keys, err := dumpKeys(m, q)
+	if err != nil {
 		return nil, fmt.Errorf("read map %s: %w", name, err)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
-	if len(keys) > maxDumpEntries {
-		keys, dump.Truncated = keys[:maxDumpEntries], true
-	}
-	for _, k := range keys {
+	for i, k := range keys {
+		if len(dump.Entries) == limit {
+			dump.Next, dump.Truncated = hex.EncodeToString(keys[i-1]), true
+			break
+		}
 		e, err := entry(m, k)
 		if err != nil {
 			continue // deleted while we read
 		}
+		if q.NonZero && zeroEntry(e) {
+			continue
+		}
 		dump.Entries = append(dump.Entries, e)
 	}
 	return dump, nil
+}
+
+// dumpKeys returns the keys a query asks for, sorted: q.Key alone, or
+// every key after q.After.
+func dumpKeys(m *ebpf.Map, q v1.MapQuery) ([][]byte, error) {
+	size := int(m.KeySize())
+	parse := func(field, s string) ([]byte, error) {
+		b, err := hex.DecodeString(s)
+		if err != nil || len(b) != size {
+			return nil, fmt.Errorf("%w: %s %q is not %d bytes of hex", ErrBadMapQuery, field, s, size)
+		}
+		return b, nil
+	}
+	if q.Key != "" {
+		k, err := parse("key", q.Key)
+		if err != nil {
+			return nil, err
+		}
+		return [][]byte{k}, nil
+	}
+	var after []byte
+	if q.After != "" {
+		var err error
+		if after, err = parse("after", q.After); err != nil {
+			return nil, err
+		}
+	}
+	var keys [][]byte
+	key := make([]byte, size)
+	// NextKey walks keys only: no values copied, per-CPU or not. The walk
+	// is bounded by the map's capacity (a hash map being written can
+	// restart from its first key).
+	var cur any
+	for n := 0; n <= int(m.MaxEntries()); n++ {
+		if err := m.NextKey(cur, key); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			return nil, err
+		}
+		k := bytes.Clone(key)
+		if after == nil || keyLess(after, k) {
+			keys = append(keys, k)
+		}
+		cur = k
+	}
+	sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
+	return keys, nil
+}
+
+// zeroEntry says whether an entry's value (every CPU's) is all zero.
+func zeroEntry(e v1.MapEntry) bool {
+	vals := e.PerCPU
+	if len(vals) == 0 {
+		vals = []string{e.Value}
+	}
+	for _, v := range vals {
+		if strings.Trim(v, "0") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func entry(m *ebpf.Map, key []byte) (v1.MapEntry, error) {

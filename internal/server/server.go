@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -152,12 +153,44 @@ func (s *Server) listMaps(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) dumpMap(w http.ResponseWriter, r *http.Request) {
-	dump, err := s.Reconciler.DumpMap(r.PathValue("name"), r.PathValue("map"))
+	q, err := mapQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	dump, err := s.Reconciler.DumpMap(r.PathValue("name"), r.PathValue("map"), q)
+	if errors.Is(err, reconciler.ErrBadMapQuery) {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	if err != nil {
 		writeLookupError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, dump)
+}
+
+// mapQuery reads a map dump's query parameters.
+func mapQuery(v url.Values) (v1.MapQuery, error) {
+	q := v1.MapQuery{Key: v.Get("key"), After: v.Get("after")}
+	if len(q.Key) > 1024 || len(q.After) > 1024 {
+		return q, errors.New("key and after are at most 512 bytes of hex")
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return q, fmt.Errorf("limit %q is not a positive number", s)
+		}
+		q.Limit = n
+	}
+	switch s := v.Get("nonzero"); s {
+	case "", "false", "0":
+	case "true", "1":
+		q.NonZero = true
+	default:
+		return q, fmt.Errorf("nonzero %q is not true or false", s)
+	}
+	return q, nil
 }
 
 func writeLookupError(w http.ResponseWriter, err error) {

@@ -78,6 +78,40 @@ struct {
 	__type(value, char[16]);
 } label SEC(".maps");
 
+// Counters for declared metrics: packets per IPv4 source (labels in
+// ipv4 format), per UDP destination port (port format) and per IP
+// protocol (skipZero: 256 slots, few in use).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be32);
+	__type(value, __u64);
+} by_source SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be16);
+	__type(value, __u64);
+} by_port SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} by_proto SEC(".maps");
+
+static __always_inline void count(void *map, const void *key)
+{
+	__u64 one = 1, *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	else
+		bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
+}
+
 SEC("xdp")
 int netparams(struct xdp_md *ctx)
 {
@@ -95,6 +129,9 @@ int netparams(struct xdp_md *ctx)
 
 		if ((void *)(ip + 1) > end)
 			return XDP_PASS;
+		__u32 proto = ip->protocol;
+		count(&by_source, &ip->saddr);
+		count(&by_proto, &proto);
 		if (bpf_map_lookup_elem(&addrs, &ip->saddr))
 			return action;
 		__builtin_memcpy(k.addr, &ip->saddr, 4);
@@ -105,6 +142,7 @@ int netparams(struct xdp_md *ctx)
 
 			if ((void *)(udp + 1) > end)
 				return XDP_PASS;
+			count(&by_port, &udp->dest);
 			if (port && udp->dest == port)
 				return action;
 		}
