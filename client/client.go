@@ -359,29 +359,11 @@ func (c *Client) Events(ctx context.Context, since uint64) ([]v1.Event, error) {
 // returns ctx's error when ctx ended it.
 func (c *Client) FollowEvents(ctx context.Context, since uint64, fn func(v1.Event) error) error {
 	q := url.Values{"follow": {"true"}, "since": {strconv.FormatUint(since, 10)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+v1.PathEvents+"?"+q.Encode(), nil)
+	resp, err := c.openStream(ctx, v1.PathEvents, q)
 	if err != nil {
 		return err
 	}
-	// The stream has no end: no overall timeout, only ctx.
-	hc := *c.http
-	hc.Timeout = 0
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("connect to leafd: %w", err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		apiErr := &APIError{StatusCode: resp.StatusCode}
-		if json.Unmarshal(data, &apiErr.Body) != nil || apiErr.Body.Error == "" {
-			apiErr.Body.Error = fmt.Sprintf("leafd answered %s", resp.Status)
-		}
-		return apiErr
-	}
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var e v1.Event
@@ -393,6 +375,68 @@ func (c *Client) FollowEvents(ctx context.Context, since uint64, fn func(v1.Even
 		}
 		if err := fn(e); err != nil {
 			return err
+		}
+	}
+}
+
+// openStream GETs a newline-delimited JSON stream: no overall timeout,
+// only ctx; an answer other than 200 is an *APIError.
+func (c *Client) openStream(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("connect to leafd: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		apiErr := &APIError{StatusCode: resp.StatusCode}
+		if json.Unmarshal(data, &apiErr.Body) != nil || apiErr.Body.Error == "" {
+			apiErr.Body.Error = fmt.Sprintf("leafd answered %s", resp.Status)
+		}
+		return nil, apiErr
+	}
+	return resp, nil
+}
+
+// Tail streams the records of an attachment's ring buffer or perf event
+// array to fn until max records or the duration (0: leafd's defaults),
+// then returns the totals.
+func (c *Client) Tail(ctx context.Context, attachment, name string, max int, d time.Duration, fn func(v1.TailEvent) error) (*v1.TailEnd, error) {
+	q := url.Values{}
+	if max > 0 {
+		q.Set("max", strconv.Itoa(max))
+	}
+	if d > 0 {
+		q.Set("for", d.String())
+	}
+	resp, err := c.openStream(ctx, v1.PathAttachments+"/"+url.PathEscape(attachment)+"/maps/"+url.PathEscape(name)+"/records", q)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev v1.TailEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("tail stream: %w", err)
+		}
+		if ev.End != nil {
+			return ev.End, nil
+		}
+		if err := fn(ev); err != nil {
+			return nil, err
 		}
 	}
 }

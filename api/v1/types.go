@@ -162,6 +162,30 @@ type MapDump struct {
 	Next string `json:"next,omitempty"`
 }
 
+// TailEvent is one line of a tail stream (newline-delimited JSON): a
+// record, or, last, End.
+type TailEvent struct {
+	Time time.Time `json:"time"`
+	// Record is the record decoded from the package's declared BTF type.
+	Record map[string]any `json:"record,omitempty"`
+	// Raw is the record in hex when no type is declared or it does not
+	// decode (Error says why).
+	Raw   string `json:"raw,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Lost counts records the kernel dropped before this one.
+	Lost uint64 `json:"lost,omitempty"`
+	// End closes the stream with the totals.
+	End *TailEnd `json:"end,omitempty"`
+}
+
+// TailEnd is the last event of a tail.
+type TailEnd struct {
+	Records uint64 `json:"records"`
+	// Lost counts records dropped by the kernel or, when the client read
+	// too slowly, by leafd.
+	Lost uint64 `json:"lost"`
+}
+
 // MapQuery selects the entries of a map dump (query parameters key,
 // after, limit and nonzero).
 type MapQuery struct {

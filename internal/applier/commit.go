@@ -16,6 +16,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
+	"github.com/leaf-ebpf/leaf/internal/tail"
 )
 
 // commit carries out one action. It returns the new record and a finalize
@@ -58,6 +59,7 @@ func (ap *Applier) keep(act *planner.Action) (*store.Record, error) {
 	rec.Package.Repository = act.Desired.Package.Repository
 	rec.Package.Trust, rec.Package.Signers = trustOf(act.Desired.Package)
 	rec.Metrics = act.Desired.Package.Manifest.Metrics
+	rec.Records = recordStreams(act.Desired)
 	rec.ProgramID = uint32(act.Observed.ProgramID)
 	rec.LinkID = uint32(act.Observed.LinkID)
 	rec.MapIDs = mapIDs(act.Observed.Maps)
@@ -390,6 +392,7 @@ func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[s
 		},
 		Program:     r.Program.Name,
 		Metrics:     r.Package.Manifest.Metrics,
+		Records:     recordStreams(r),
 		ConstParams: r.ConstParams,
 		MapParams:   r.MapParams,
 		MapIDs:      map[string]uint32{},
@@ -457,4 +460,22 @@ func trustOf(p *repository.Package) (string, []store.Signer) {
 		signers = append(signers, store.Signer{Role: s.Role, Key: s.Key, KeyID: s.KeyID})
 	}
 	return p.Trust.Policy, signers
+}
+
+// recordStreams keeps, for each ring or perf buffer the package declares
+// in this program's object, the BTF of its record type: leaf tail decodes
+// with it later, without the object.
+func recordStreams(r *planner.Resolved) []store.RecordStream {
+	var out []store.RecordStream
+	for _, decl := range r.Package.Manifest.Records {
+		if _, ok := r.Spec.Maps[decl.Map]; !ok || r.Spec.Types == nil {
+			continue
+		}
+		raw, err := tail.MarshalType(r.Spec.Types, decl.Type)
+		if err != nil {
+			continue // the planner checked the type; nothing to decode with
+		}
+		out = append(out, store.RecordStream{Records: decl, BTF: raw})
+	}
+	return out
 }

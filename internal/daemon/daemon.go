@@ -31,6 +31,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/server"
 	"github.com/leaf-ebpf/leaf/internal/store"
+	"github.com/leaf-ebpf/leaf/internal/tail"
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
@@ -110,7 +111,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var ready atomic.Bool
 	done := make(chan struct{})
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
-		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, Tail: tail.NewStats()}
+	m.Registry.MustRegister(srv.Tail)
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err

@@ -34,6 +34,8 @@ type Manifest struct {
 	Params      []Param   `json:"params,omitempty"`
 	// Metrics are read from the package's maps at scrape time.
 	Metrics []Metric `json:"metrics,omitempty"`
+	// Records are the ring and perf buffers `leaf tail` decodes.
+	Records []Records `json:"records,omitempty"`
 	// Companion is a user-space program leafd runs beside each
 	// attachment that asks for it.
 	Companion *Companion `json:"companion,omitempty"`
@@ -193,6 +195,9 @@ func (m *Manifest) Validate() error {
 		}
 		seenMetric[mt.Name] = true
 		errs = append(errs, mt.validate(field)...)
+	}
+	for i, r := range m.Records {
+		errs = append(errs, r.validate(fmt.Sprintf("records[%d]", i))...)
 	}
 	if m.Companion != nil {
 		errs = append(errs, m.Companion.validate("companion")...)

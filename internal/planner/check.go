@@ -7,8 +7,10 @@ import (
 	"runtime"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -36,6 +38,7 @@ func CheckPackage(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Er
 		}
 	}
 	errs = append(errs, checkMetrics(pkg, spec)...)
+	errs = append(errs, checkRecords(pkg, spec)...)
 	if pkg.Manifest.Companion != nil {
 		errs = append(errs, checkCompanion(pkg, runtime.GOARCH)...)
 	}
@@ -84,4 +87,56 @@ var metricMapTypes = map[ebpf.MapType]bool{
 
 func perCPUMap(t ebpf.MapType) bool {
 	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
+}
+
+// checkRecords checks the declared record streams against the object: the
+// map is a ring buffer or perf event array, the record type a struct in
+// its BTF with every formatted field. Records of another object's map are
+// skipped, as for metrics.
+func checkRecords(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Errors {
+	var errs desired.Errors
+	bad := func(i int, sub, format string, args ...any) {
+		errs = append(errs, desired.Error{Field: "package", Message: fmt.Sprintf("%s: records[%d].%s: %s", pkg.Ref(), i, sub, fmt.Sprintf(format, args...))})
+	}
+	for i, r := range pkg.Manifest.Records {
+		ms, ok := spec.Maps[r.Map]
+		if !ok {
+			if !packageHasMap(pkg, r.Map) {
+				bad(i, "map", "no object of the package has a map %q", r.Map)
+			}
+			continue
+		}
+		if ms.Type != ebpf.RingBuf && ms.Type != ebpf.PerfEventArray {
+			bad(i, "map", "map %s is a %s; records come from ring buffers and perf event arrays", r.Map, ms.Type)
+			continue
+		}
+		var st *btf.Struct
+		if spec.Types == nil || spec.Types.TypeByName(r.Type, &st) != nil {
+			bad(i, "type", "the object's BTF has no struct %s (keep it, for example with a global of the type)", r.Type)
+			continue
+		}
+		for f, fm := range r.Formats {
+			if err := checkFormatField(st, f, fm); err != nil {
+				bad(i, "formats."+f, "%v", err)
+			}
+		}
+	}
+	return errs
+}
+
+func checkFormatField(st *btf.Struct, field, format string) error {
+	for _, m := range st.Members {
+		if m.Name != field {
+			continue
+		}
+		size, err := btf.Sizeof(m.Type)
+		if err != nil {
+			return err
+		}
+		if n := manifest.FormatSize(format); n != 0 && n != size {
+			return fmt.Errorf("struct %s field %s is %d bytes; %s needs %d", st.Name, field, size, format, n)
+		}
+		return nil
+	}
+	return fmt.Errorf("struct %s has no field %s", st.Name, field)
 }

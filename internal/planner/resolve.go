@@ -107,6 +107,7 @@ func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Reso
 	var errs desired.Errors
 	r.ConstParams, r.MapParams, errs = resolveParams(a, pkg, spec)
 	errs = append(errs, checkMetrics(pkg, spec)...)
+	errs = append(errs, checkRecords(pkg, spec)...)
 	if a.Companion != nil {
 		if pkg.Manifest.Companion == nil {
 			errs = append(errs, desired.Error{Field: "companion", Message: fmt.Sprintf("package %s has no companion program", pkg.Ref())})

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/store"
 )
 
 // Objects is what metrics read for one attachment: its program, its
@@ -20,6 +21,8 @@ type Objects struct {
 	// Maps gives each pinned map's pin path by name.
 	Maps    map[string]string
 	Metrics []manifest.Metric
+	// Records are the ring and perf buffers leaf tail decodes.
+	Records []store.RecordStream
 }
 
 // Objects lists, sorted by attachment, the objects of every desired
@@ -38,7 +41,7 @@ func (r *Reconciler) Objects() ([]Objects, error) {
 		if rec == nil {
 			continue
 		}
-		o := Objects{Attachment: name, Package: rec.Package.Name, ProgramID: ebpf.ProgramID(rec.ProgramID), Maps: map[string]string{}, Metrics: rec.Metrics}
+		o := Objects{Attachment: name, Package: rec.Package.Name, ProgramID: ebpf.ProgramID(rec.ProgramID), Maps: map[string]string{}, Metrics: rec.Metrics, Records: rec.Records}
 		entries, _ := os.ReadDir(r.cfg.Layout.MapsDir(name))
 		for _, e := range entries {
 			if !strings.Contains(e.Name(), ".") {

@@ -40,6 +40,10 @@ func (s *Server) routes() []route {
 		{"DELETE", v1.PathAttachments + "/{name}", A, O, s.deleteAttachment},
 		{"GET", v1.PathAttachments + "/{name}/maps", R, auth.None, s.listMaps},
 		{"GET", v1.PathAttachments + "/{name}/maps/{map}", R, auth.None, s.dumpMap},
+		// Tailing consumes a ring buffer's records (a companion reading
+		// the same map misses them): operator, like other calls that
+		// change what others observe without changing what runs.
+		{"GET", v1.PathAttachments + "/{name}/maps/{map}/records", O, auth.None, s.tailMap},
 		{"GET", v1.PathPackages, R, auth.None, s.listPackages},
 		{"GET", v1.PathStats, R, auth.None, s.getStats},
 		{"PUT", v1.PathStats, O, auth.None, s.putStats},

@@ -20,6 +20,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/tail"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
 
@@ -44,6 +45,8 @@ type Server struct {
 	Ready func() bool
 	// Done closes when leafd shuts down, ending event streams.
 	Done <-chan struct{}
+	// Tail streams ring and perf buffer records; nil turns it off.
+	Tail *tail.Stats
 }
 
 // Handler returns the API: every route of the table in routes.go behind

@@ -65,6 +65,9 @@ type Record struct {
 	// Metrics are the package's declared metrics, kept with the record so
 	// that a scrape reads them without asking a repository.
 	Metrics []manifest.Metric `json:"metrics,omitempty"`
+	// Records are the package's ring and perf buffers leaf tail decodes,
+	// each with its record type's BTF.
+	Records []RecordStream `json:"records,omitempty"`
 	// Chain is set for members of an XDP or TC chain; LinkID is then the
 	// hook's link.
 	Chain     *ChainMember `json:"chain,omitempty"`
@@ -205,4 +208,12 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 		}
 		return nil
 	})
+}
+
+// RecordStream is a declared ring or perf buffer and the BTF of its
+// record type (raw BTF of the struct and what it uses), taken from the
+// object at apply time.
+type RecordStream struct {
+	manifest.Records
+	BTF []byte `json:"btf,omitempty"`
 }
