@@ -59,13 +59,13 @@ type Record struct {
 	// ConstParams were set at load time; changing one needs a reload.
 	ConstParams map[string]any `json:"constParams,omitempty"`
 	// MapParams were written into maps; changing one needs no reload.
-	MapParams map[string]any    `json:"mapParams,omitempty"`
-	ProgramID uint32            `json:"programID"`
+	MapParams map[string]any `json:"mapParams,omitempty"`
+	ProgramID uint32         `json:"programID"`
 	// ProgramTag is the kernel's tag of the program (a hash of its
 	// instructions), compared at every plan with the running program's.
 	ProgramTag string            `json:"programTag,omitempty"`
-	LinkID    uint32            `json:"linkID"`
-	MapIDs    map[string]uint32 `json:"mapIDs,omitempty"`
+	LinkID     uint32            `json:"linkID"`
+	MapIDs     map[string]uint32 `json:"mapIDs,omitempty"`
 	// Metrics are the package's declared metrics, kept with the record so
 	// that a scrape reads them without asking a repository.
 	Metrics []manifest.Metric `json:"metrics,omitempty"`
