@@ -302,11 +302,15 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 			newRecords[n] = rec
 		}
 	}
-	crashpoint.Hit(crashpoint.BeforeCommit)
+	if plan.Changes() {
+		crashpoint.Hit(crashpoint.BeforeCommit)
+	}
 	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
 		return nil, fmt.Errorf("record applied state: %w", cerr)
 	}
-	crashpoint.Hit(crashpoint.AfterCommit)
+	if plan.Changes() {
+		crashpoint.Hit(crashpoint.AfterCommit)
+	}
 	r.desired = st.Clone()
 	if res.Changed {
 		// cilium/ebpf memory-maps a program's .rodata and unmaps it only
