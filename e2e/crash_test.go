@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
@@ -34,14 +35,19 @@ type crashDoc struct {
 	pfPorts []uint16
 	// t1TC: t1 runs on TC ingress of B; else on XDP of A (the hook move).
 	t1TC bool
+	// cgVersion is the pktcount version on the cgroup hook, which a
+	// bpf_link_update swaps (no chain).
+	cgVersion string
 }
 
-func crashDocs(p *testenv.Pair) (a, b crashDoc) {
+func crashDocs(p *testenv.Pair, cg string) (a, b crashDoc) {
+	cgHook := "{type: cgroup_skb, direction: egress, cgroup: " + cg + "}"
 	xdpB := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
 	tcB := fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB)
 	xdpA := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)
-	a = crashDoc{name: "A", order: []string{"s1", "s2", "pf"}, s1Port: 9000, pfTCP: true, pfPorts: []uint16{7001}, t1TC: true,
+	a = crashDoc{name: "A", order: []string{"s1", "s2", "pf"}, s1Port: 9000, pfTCP: true, pfPorts: []uint16{7001}, t1TC: true, cgVersion: "1.0.0",
 		yaml: doc(
+			"name: cg\npackage: pktcount@1.0.0\nprogram: count_cgroup_skb\nhook: "+cgHook,
 			"name: s1\npackage: seqcount@1.0.0\nprogram: seq_xdp\npriority: 1\nhook: "+xdpB+"\nparams: {port: 9000}",
 			"name: s2\npackage: seqcount@1.0.0\nprogram: seq_xdp\npriority: 2\nhook: "+xdpB,
 			"name: pf\npackage: portfilter@1.0.0\npriority: 3\nhook: "+xdpB+"\nparams: {ports: [7001], filter_tcp: true}",
@@ -49,8 +55,9 @@ func crashDocs(p *testenv.Pair) (a, b crashDoc) {
 		)}
 	// B reorders the chain, changes a constant in s1 and in pf, a map
 	// parameter in pf, and moves t1 to another hook.
-	b = crashDoc{name: "B", order: []string{"s2", "s1", "pf"}, s1Port: 9001, pfTCP: false, pfPorts: []uint16{7001, 7002},
+	b = crashDoc{name: "B", order: []string{"s2", "s1", "pf"}, s1Port: 9001, pfTCP: false, pfPorts: []uint16{7001, 7002}, cgVersion: "1.0.1",
 		yaml: doc(
+			"name: cg\npackage: pktcount@1.0.1\nprogram: count_cgroup_skb\nhook: "+cgHook,
 			"name: s2\npackage: seqcount@1.0.0\nprogram: seq_xdp\npriority: 1\nhook: "+xdpB,
 			"name: s1\npackage: seqcount@1.0.0\nprogram: seq_xdp\npriority: 2\nhook: "+xdpB+"\nparams: {port: 9001}",
 			"name: pf\npackage: portfilter@1.0.0\npriority: 3\nhook: "+xdpB+"\nparams: {ports: [7001, 7002], filter_tcp: false}",
@@ -69,11 +76,17 @@ func crashDocs(p *testenv.Pair) (a, b crashDoc) {
 func TestCrashAtEveryStep(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
-	docA, docB := crashDocs(p)
+	cg := filepath.Join(cgroup2Root(t), fmt.Sprintf("leaf-crash-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	docA, docB := crashDocs(p, cg)
 	trace := filepath.Join(t.TempDir(), "points")
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t), Binary: testenv.CrashBinary(t)})
+	args := append(fixtureRepos(t), "--repository-allow-unsigned", pktcountRepo(t, "1.0.0", "1.0.1"), "--no-builtin-repository")
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: args, Binary: testenv.CrashBinary(t)})
 	apply(t, d, docA.yaml)
-	checkCrashState(t, d, p, docA, docB)
+	checkCrashState(t, d, p, cg, docA, docB)
 
 	// One uninterrupted apply each way lists the points an apply passes.
 	passes := map[string][]string{}
@@ -137,10 +150,10 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		d.Env = nil
 		d.Restart()
-		cur = checkCrashState(t, d, p, docA, docB)
+		cur = checkCrashState(t, d, p, cg, docA, docB)
 		t.Logf("trial %d: killed at %s applying %s; leafd came back running %s", i, tr.point, tr.to.name, cur.name)
 		apply(t, d, other(cur).yaml)
-		cur = checkCrashState(t, d, p, docA, docB)
+		cur = checkCrashState(t, d, p, cg, docA, docB)
 	}
 	// Random moments: the apply is killed from outside after a delay.
 	const randomTrials = 8
@@ -156,10 +169,10 @@ func TestCrashAtEveryStep(t *testing.T) {
 		d.Kill()
 		<-done
 		d.Restart()
-		cur = checkCrashState(t, d, p, docA, docB)
+		cur = checkCrashState(t, d, p, cg, docA, docB)
 		t.Logf("random trial %d: killed %v into an apply of %s; leafd came back running %s", i, delay, to.name, cur.name)
 		apply(t, d, other(cur).yaml)
-		cur = checkCrashState(t, d, p, docA, docB)
+		cur = checkCrashState(t, d, p, cg, docA, docB)
 	}
 	t.Logf("%d kill points, %d trials at them, %d at random moments", len(points), len(trials), randomTrials)
 }
@@ -202,7 +215,7 @@ func readPoints(t *testing.T, path string) []string {
 // checkCrashState checks that the kernel runs exactly one of the two
 // documents, the one status reports, and that bpffs holds nothing else
 // of leaf's. It returns the document that runs.
-func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, a, b crashDoc) crashDoc {
+func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, cg string, a, b crashDoc) crashDoc {
 	t.Helper()
 	st := status(t, d)
 	names := make([]string, 0, len(st))
@@ -210,7 +223,7 @@ func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, a, b cras
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	if !slices.Equal(names, []string{"pf", "s1", "s2", "t1"}) {
+	if !slices.Equal(names, []string{"cg", "pf", "s1", "s2", "t1"}) {
 		t.Fatalf("status lists %v", names)
 	}
 	want := a
@@ -250,8 +263,55 @@ func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, a, b cras
 	} else if len(tcx) != 0 || onA != st["t1"].ProgramID {
 		t.Fatalf("document B: TC ingress of B runs %v, XDP of A runs %d; want t1 (%d) on XDP of A only", tcx, onA, st["t1"].ProgramID)
 	}
+	if got := cgroupPrograms(t, cg); !slices.Equal(got, []uint32{st["cg"].ProgramID}) || st["cg"].Package != "pktcount@"+want.cgVersion {
+		t.Fatalf("document %s: the cgroup runs %v; status says %s program %d", want.name, got, st["cg"].Package, st["cg"].ProgramID)
+	}
 	checkPinsExplained(t, d.BPFFS, names, 2)
 	return want
+}
+
+func cgroupPrograms(t *testing.T, cg string) []uint32 {
+	t.Helper()
+	f, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: ebpf.AttachCGroupInetEgress})
+	if err != nil {
+		t.Fatalf("query cgroup: %v", err)
+	}
+	var out []uint32
+	for _, p := range res.Programs {
+		out = append(out, uint32(p.ID))
+	}
+	return out
+}
+
+// pktcountRepo is a repository holding the built-in pktcount and
+// portfilter packages, pktcount at each version.
+func pktcountRepo(t *testing.T, versions ...string) string {
+	t.Helper()
+	repo := versionedRepo(t, "1.0.0")
+	for _, v := range versions {
+		dir := filepath.Join(repo, "pktcount-"+v)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"leaf.yaml", "README.md", "pktcount.bpf.c", "pktcount.bpf.o"} {
+			data, err := os.ReadFile(filepath.Join("..", "packages", "pktcount", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == "leaf.yaml" {
+				data = []byte(strings.Replace(string(data), "version: 1.0.0", "version: "+v, 1))
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return repo
 }
 
 // checkPinsExplained walks leaf's bpffs root: one directory per
