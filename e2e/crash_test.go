@@ -83,7 +83,8 @@ func TestCrashAtEveryStep(t *testing.T) {
 	t.Cleanup(func() { os.Remove(cg) })
 	docA, docB := crashDocs(p, cg)
 	trace := filepath.Join(t.TempDir(), "points")
-	args := append(fixtureRepos(t), "--repository-allow-unsigned", pktcountRepo(t, "1.0.0", "1.0.1"), "--no-builtin-repository")
+	pkgRepo := pktcountRepo(t, "1.0.0", "1.0.1")
+	args := append(fixtureRepos(t), "--repository-allow-unsigned", pkgRepo, "--no-builtin-repository")
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: args, Binary: testenv.CrashBinary(t)})
 	apply(t, d, docA.yaml)
 	checkCrashState(t, d, p, cg, docA, docB)
@@ -133,6 +134,8 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		return docA
 	}
+	undone := 0
+	hideDir := t.TempDir()
 	for i, tr := range trials {
 		if tr.to.name == cur.name {
 			// Get to the trial's starting document first.
@@ -148,10 +151,35 @@ func TestCrashAtEveryStep(t *testing.T) {
 			// Die again while start-up settles what this kill left.
 			crashAtStart(t, d)
 		}
+		// Every third trial, the target's package is gone when leafd
+		// comes back, so the interrupted apply cannot be finished and
+		// start-up must undo it instead.
+		hide := i%3 == 1
+		pkgDir := filepath.Join(pkgRepo, "pktcount-"+tr.to.cgVersion)
+		hidden := filepath.Join(hideDir, "pktcount-"+tr.to.cgVersion)
+		if hide {
+			if err := os.Rename(pkgDir, hidden); err != nil {
+				t.Fatal(err)
+			}
+		}
+		from := other(tr.to)
 		d.Env = nil
 		d.Restart()
 		cur = checkCrashState(t, d, p, cg, docA, docB)
-		t.Logf("trial %d: killed at %s applying %s; leafd came back running %s", i, tr.point, tr.to.name, cur.name)
+		t.Logf("trial %d: killed at %s applying %s (package there: %v); leafd came back running %s", i, tr.point, tr.to.name, !hide, cur.name)
+		if hide {
+			if !strings.HasPrefix(tr.point, crashpoint.AfterCommit) && cur.name != from.name {
+				t.Fatalf("trial %d: the apply of %s could not be finished, yet leafd runs it", i, tr.to.name)
+			}
+			if cur.name == from.name {
+				undone++
+			}
+			if err := os.Rename(hidden, pkgDir); err != nil {
+				t.Fatal(err)
+			}
+			d.Stop()
+			d.Restart()
+		}
 		apply(t, d, other(cur).yaml)
 		cur = checkCrashState(t, d, p, cg, docA, docB)
 	}
@@ -174,7 +202,10 @@ func TestCrashAtEveryStep(t *testing.T) {
 		apply(t, d, other(cur).yaml)
 		cur = checkCrashState(t, d, p, cg, docA, docB)
 	}
-	t.Logf("%d kill points, %d trials at them, %d at random moments", len(points), len(trials), randomTrials)
+	if undone == 0 {
+		t.Error("no trial undid an interrupted apply")
+	}
+	t.Logf("%d kill points, %d trials at them (%d undone at start-up), %d at random moments", len(points), len(trials), undone, randomTrials)
 }
 
 // runWithEnv restarts leafd with env.
