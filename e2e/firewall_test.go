@@ -91,23 +91,25 @@ func TestFirewallInChains(t *testing.T) {
 	}
 }
 
-// firewallRepo is a repository with the firewall package and
-// leaf-firewall as its companion, so the rules live in the desired state.
-func firewallRepo(t *testing.T) string {
+// builtinWithCompanion is a repository holding the built-in package pkg
+// with the command cmd/<bin> built into it as its companion (CAP_BPF).
+func builtinWithCompanion(t *testing.T, pkg, bin string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "firewall")
+	dir := filepath.Join(t.TempDir(), pkg)
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	for _, f := range []string{"firewall.bpf.o", "firewall.bpf.c", "README.md", "leaf.yaml"} {
-		data, err := os.ReadFile(filepath.Join("..", "packages", "firewall", f))
+	for _, f := range []string{pkg + ".bpf.o", pkg + ".bpf.c", "README.md", "leaf.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "packages", pkg, f))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if f == "leaf.yaml" {
-			data = append(data, "companion:\n  path: bin/leaf-firewall\n  capabilities: [CAP_BPF]\n"...)
+			data = append(data, "companion:\n  path: bin/"+bin+"\n  capabilities: [CAP_BPF]\n"...)
 		}
 		os.WriteFile(filepath.Join(dir, f), data, 0o644)
 	}
-	leafFirewall(t, filepath.Join(dir, "bin"))
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", bin), "../cmd/"+bin).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v: %s", bin, err, out)
+	}
 	return filepath.Dir(dir)
 }
 
@@ -117,7 +119,7 @@ func firewallRepo(t *testing.T) string {
 func TestFirewallRulesFromDesiredState(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", firewallRepo(t), "--companion-dir", companionDir(t)}})
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", builtinWithCompanion(t, "firewall", "leaf-firewall"), "--companion-dir", companionDir(t)}})
 	att := func(port int) []byte {
 		return doc(fmt.Sprintf("name: fw\npackage: firewall@1.0.0\nprogram: firewall_xdp\nhook: {type: xdp, interface: %s, netns: %s}\ncompanion: {args: [--rule, 'default allow', --rule, 'deny udp dport %d']}", p.IfB, p.NsB, port))
 	}

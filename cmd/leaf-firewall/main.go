@@ -14,14 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/leaf-ebpf/leaf/internal/firewall"
+	"github.com/leaf-ebpf/leaf/internal/mapfds"
 )
 
 type ruleFlags []string
@@ -120,36 +117,11 @@ func install(maps firewall.Maps, text []byte) error {
 }
 
 func openMaps(pins string) (firewall.Maps, error) {
-	maps := firewall.Maps{}
-	if pins != "" {
-		for _, n := range firewall.MapNames {
-			m, err := ebpf.LoadPinnedMap(filepath.Join(pins, n), nil)
-			if err != nil {
-				return nil, fmt.Errorf("open pinned map: %w", err)
-			}
-			maps[n] = m
-		}
-		return maps, maps.Check()
+	maps, err := mapfds.Open(pins, firewall.MapNames...)
+	if err != nil {
+		return nil, err
 	}
-	for _, kv := range strings.Split(os.Getenv("LEAF_MAP_FDS"), ",") {
-		name, fdText, ok := strings.Cut(kv, "=")
-		if !ok {
-			continue
-		}
-		fd, err := strconv.Atoi(fdText)
-		if err != nil {
-			return nil, fmt.Errorf("LEAF_MAP_FDS: %q", kv)
-		}
-		m, err := ebpf.NewMapFromFD(fd)
-		if err != nil {
-			return nil, fmt.Errorf("map %s: %w", name, err)
-		}
-		maps[name] = m
-	}
-	if err := maps.Check(); err != nil {
-		return nil, fmt.Errorf("%w (run as the package's companion, or give --pins)", err)
-	}
-	return maps, nil
+	return firewall.Maps(maps), nil
 }
 
 func printHits(maps firewall.Maps) error {

@@ -3,14 +3,13 @@ package firewall
 import (
 	"bytes"
 	"net/netip"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 
+	"github.com/leaf-ebpf/leaf/internal/btflayout"
 	"github.com/leaf-ebpf/leaf/internal/frames"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 	"github.com/leaf-ebpf/leaf/packages"
@@ -80,24 +79,8 @@ func TestLayoutMatchesObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(obj))
-	if err != nil {
+	if err := btflayout.Check(obj, map[string]any{"rule": bpfRule{}, "class": bpfClass{}, "config": bpfConfig{}}); err != nil {
 		t.Fatal(err)
-	}
-	for name, goType := range map[string]any{"rule": bpfRule{}, "class": bpfClass{}, "config": bpfConfig{}} {
-		var s *btf.Struct
-		if err := spec.TypeByName(name, &s); err != nil {
-			t.Fatalf("struct %s: %v", name, err)
-		}
-		gt := reflect.TypeOf(goType)
-		if int(s.Size) != int(gt.Size()) || len(s.Members) != gt.NumField() {
-			t.Fatalf("struct %s: C has %d bytes and %d members, Go %d bytes and %d fields", name, s.Size, len(s.Members), gt.Size(), gt.NumField())
-		}
-		for i, m := range s.Members {
-			if off := gt.Field(i).Offset; uint32(m.Offset.Bytes()) != uint32(off) {
-				t.Errorf("struct %s member %s at %d, Go field %s at %d", name, m.Name, m.Offset.Bytes(), gt.Field(i).Name, off)
-			}
-		}
 	}
 }
 
