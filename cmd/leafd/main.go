@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/daemon"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 )
@@ -61,14 +62,14 @@ type flagOnly struct {
 	config                  string
 	repos                   []pkgsource.Config
 	keys, allow             stringList
-	tls                     daemon.TLSConfig
+	tls                     config.TLSConfig
 	tokenFile, tokenCredent string
 }
 
 // bindFlags defines leafd's flags on fs, bound to cfg: each flag's default
 // is cfg's current value, so a flag left out keeps what the config file
 // said.
-func bindFlags(fs *flag.FlagSet, cfg *daemon.Config, x *flagOnly) {
+func bindFlags(fs *flag.FlagSet, cfg *config.Config, x *flagOnly) {
 	if cfg.TLS != nil {
 		x.tls = *cfg.TLS
 	}
@@ -105,8 +106,8 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config, x *flagOnly) {
 // parseFlags reads the config file first, then lets flags given on the
 // command line override it. The first pass checks the flags and finds
 // --config; the second binds them to the loaded config.
-func parseFlags(args []string) (daemon.Config, error) {
-	scratch := daemon.Defaults()
+func parseFlags(args []string) (config.Config, error) {
+	scratch := config.Defaults()
 	first := flag.NewFlagSet("leafd", flag.ContinueOnError)
 	var x flagOnly
 	bindFlags(first, &scratch, &x)
@@ -116,9 +117,9 @@ func parseFlags(args []string) (daemon.Config, error) {
 	if first.NArg() > 0 {
 		return scratch, fmt.Errorf("unexpected arguments: %v", first.Args())
 	}
-	cfg := daemon.Defaults()
+	cfg := config.Defaults()
 	if x.config != "" {
-		if err := daemon.LoadFile(x.config, &cfg); err != nil {
+		if err := config.LoadFile(x.config, &cfg); err != nil {
 			return cfg, err
 		}
 	}
@@ -137,7 +138,7 @@ func parseFlags(args []string) (daemon.Config, error) {
 	if given["token-key-file"] || given["token-key-credential"] {
 		// A flag replaces the key source of the config file.
 		if cfg.Tokens == nil {
-			cfg.Tokens = &daemon.TokensConfig{}
+			cfg.Tokens = &config.TokensConfig{}
 		}
 		cfg.Tokens.KeyFile, cfg.Tokens.KeyCredential = x.tokenFile, x.tokenCredent
 	}
@@ -150,7 +151,7 @@ func parseFlags(args []string) (daemon.Config, error) {
 	if given["allow-foreign"] {
 		cfg.AllowForeign = nil
 		for _, v := range x.allow {
-			m, err := daemon.ParseProgramMatch(v)
+			m, err := config.ParseProgramMatch(v)
 			if err != nil {
 				return cfg, err
 			}

@@ -1,7 +1,8 @@
-// Package daemon wires leafd together: configuration, start-up (mount,
-// open the store, adopt what the kernel holds), the API and metrics
-// listeners, and shutdown that never detaches a program.
-package daemon
+// Package config is leafd's configuration: the config file's schema, its
+// defaults and validation. It is shared by leafd and the leaf CLI (which
+// reads the repositories of a leafd config), so it must stay portable:
+// nothing here may import a Linux-only package.
+package config
 
 import (
 	"encoding/json"
@@ -15,7 +16,6 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 
 	"github.com/leaf-ebpf/leaf/internal/auth"
-	"github.com/leaf-ebpf/leaf/internal/auth/tlsauth"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
@@ -176,6 +176,9 @@ func ParseProgramMatch(v string) (desired.ProgramMatch, error) {
 	return m, nil
 }
 
+// BuiltinRepository names the packages compiled into leafd.
+const BuiltinRepository = "builtin"
+
 // DefaultCompanionDir is where companion executables are unpacked. It is
 // outside the state directory, which only root may enter: companions run
 // as other users, and exec needs every directory on the way searchable.
@@ -233,8 +236,12 @@ func (c *Config) Validate() error {
 		if t.CertFile == "" || t.KeyFile == "" || t.ClientCAFile == "" {
 			errs = append(errs, errors.New("tls: certFile, keyFile and clientCAFile are all required"))
 		}
-		if _, err := tlsauth.ParseMinVersion(t.MinVersion); err != nil {
-			errs = append(errs, fmt.Errorf("tls.minVersion: %w", err))
+		// tlsauth parses it at start; checked here by value so this
+		// package stays free of the TLS server code the CLI does not need.
+		switch t.MinVersion {
+		case "", "1.2", "1.3":
+		default:
+			errs = append(errs, fmt.Errorf("tls.minVersion %q: want 1.2 or 1.3 (older versions are not supported)", t.MinVersion))
 		}
 	}
 	if t := c.Tokens; t != nil {
