@@ -45,6 +45,9 @@ type TLSConfig struct {
 // TokensConfig is where the token signing key comes from: a file only
 // leafd's user can read, or a systemd credential. Exactly one is set.
 type TokensConfig struct {
+	// KeyFile is an Ed25519 key (PKCS #8 PEM, mode 0600, owned by leafd's
+	// user); KeyCredential names a systemd credential holding one
+	// ($CREDENTIALS_DIRECTORY/NAME, set by LoadCredential=).
 	KeyFile       string `json:"keyFile,omitempty"`
 	KeyCredential string `json:"keyCredential,omitempty"`
 	// DefaultTTL (24h) applies when a request gives none; MaxTTL (30 days)
@@ -55,6 +58,7 @@ type TokensConfig struct {
 
 // RateLimitConfig is a token bucket per caller for mutating calls.
 type RateLimitConfig struct {
+	// PerSecond is the refill rate, Burst the bucket size.
 	PerSecond float64 `json:"perSecond,omitempty"`
 	Burst     int     `json:"burst,omitempty"`
 }
@@ -82,6 +86,9 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // String and Set make a Duration a command-line flag value.
 func (d *Duration) String() string { return time.Duration(*d).String() }
 
+// Type names the flag value's kind in --help.
+func (d *Duration) Type() string { return "duration" }
+
 // Set reads a flag value such as "720h".
 func (d *Duration) Set(s string) error {
 	v, err := time.ParseDuration(s)
@@ -95,6 +102,8 @@ func (d *Duration) Set(s string) error {
 // Config is leafd's configuration. A config file (YAML or JSON) holds
 // the same fields; command-line flags override it.
 type Config struct {
+	// APIVersion and Kind, if given, must be leaf.dev/v1alpha1 and
+	// DaemonConfig.
 	APIVersion string `json:"apiVersion,omitempty"`
 	Kind       string `json:"kind,omitempty"`
 	// StateDir holds the state store.
