@@ -220,14 +220,14 @@ func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconcil
 		if err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
-		res, err := rec.Apply(ctx, doc, false)
+		res, err := rec.Start(ctx, doc)
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", cfg.DesiredState, err)
 		}
 		log.Info("applied desired state at start", "file", cfg.DesiredState, "changed", res.Changed)
 		return nil
 	}
-	res, err := rec.Reconcile(ctx)
+	res, err := rec.Start(ctx, nil)
 	if err != nil {
 		// Keep serving: what runs stays running and the operator can fix
 		// the state through the API.
