@@ -291,7 +291,11 @@ func copyBetween(ctx context.Context, g *globals, src, dst *pkgTarget, refArg st
 		}
 		return out, nil
 	}
-	if err := oras.ExtendedCopyGraph(ctx, src.store, dst.store, p.Desc, opts); err != nil {
+	prog := stderrProgress("copy " + refArg)
+	prog.hook(&opts.CopyGraphOptions)
+	err = oras.ExtendedCopyGraph(ctx, src.store, dst.store, p.Desc, opts)
+	prog.finish()
+	if err != nil {
 		return fmt.Errorf("copy %s: %w", refArg, err)
 	}
 	if err := ocipkg.KeptSignatures(ctx, dst.store, p.Desc, append(kept, srcSigs...)); err != nil {

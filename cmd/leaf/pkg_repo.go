@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/content/oci"
 
-	"github.com/leaf-ebpf/leaf/internal/daemon"
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/lint"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
@@ -186,8 +186,8 @@ func (readOnlyTarget) Tag(context.Context, ocispec.Descriptor, string) error {
 func configuredRepos(configFile string, loc *location, builtin bool) (repository.Set, error) {
 	var set repository.Set
 	if configFile != "" {
-		cfg := daemon.Defaults()
-		if err := daemon.LoadFile(configFile, &cfg); err != nil {
+		cfg := config.Defaults()
+		if err := config.LoadFile(configFile, &cfg); err != nil {
 			return nil, err
 		}
 		for _, rc := range cfg.Repositories {
@@ -210,7 +210,7 @@ func configuredRepos(configFile string, loc *location, builtin bool) (repository
 		set = append(set, pkgsource.New(loc.registry, reg, nil))
 	}
 	if builtin {
-		r, err := pkgsource.OpenBuiltin(daemon.BuiltinRepository, packages.FS)
+		r, err := pkgsource.OpenBuiltin(config.BuiltinRepository, packages.FS)
 		if err != nil {
 			return nil, err
 		}
