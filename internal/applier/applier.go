@@ -203,9 +203,12 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 			return nil, fmt.Errorf("parameter %s: set %s: %w", pname, p.Const, err)
 		}
 	}
-	replacements := map[string]*ebpf.Map{}
+	replacements, migrations := map[string]*ebpf.Map{}, map[string]*ebpf.Map{}
 	defer func() {
 		for _, m := range replacements {
+			m.Close()
+		}
+		for _, m := range migrations {
 			m.Close()
 		}
 	}()
@@ -225,7 +228,13 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 			continue
 		}
 		if ms.Compatible(pinned) != nil {
-			pinned.Close()
+			// Recreated: empty, unless the package asks to migrate it
+			// (MapChanges refused what cannot be).
+			if r.Package.Manifest.MapPolicy(mname) == manifest.MapMigrate {
+				migrations[mname] = pinned
+			} else {
+				pinned.Close()
+			}
 			continue
 		}
 		replacements[mname] = pinned
@@ -250,6 +259,12 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	}
 	coll.Maps = nil
 	coll.Close()
+	for mname, old := range migrations {
+		if err := migrate(old, l.maps[mname]); err != nil {
+			l.close()
+			return nil, fmt.Errorf("%s: migrate map %s: %w", r.Package.Ref(), mname, err)
+		}
+	}
 	return l, nil
 }
 

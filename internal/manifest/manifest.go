@@ -34,6 +34,8 @@ type Manifest struct {
 	Params      []Param   `json:"params,omitempty"`
 	// Metrics are read from the package's maps at scrape time.
 	Metrics []Metric `json:"metrics,omitempty"`
+	// Maps say what upgrades do with maps whose definition changes.
+	Maps []MapPolicy `json:"maps,omitempty"`
 	// Records are the ring and perf buffers `leaf tail` decodes.
 	Records []Records `json:"records,omitempty"`
 	// Companion is a user-space program leafd runs beside each
@@ -196,6 +198,7 @@ func (m *Manifest) Validate() error {
 		seenMetric[mt.Name] = true
 		errs = append(errs, mt.validate(field)...)
 	}
+	errs = append(errs, validateMaps(m.Maps)...)
 	for i, r := range m.Records {
 		errs = append(errs, r.validate(fmt.Sprintf("records[%d]", i))...)
 	}

@@ -266,6 +266,9 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 	}
 	checkParams(r.cfg.Layout, resolved, records, observed)
 	plan := planner.Make(resolved, records, observed, hooks)
+	if err := r.noteMapChanges(plan); err != nil {
+		return nil, err
+	}
 	res = summarize(plan, dryRun)
 	if dryRun {
 		return res, nil
