@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -53,11 +54,11 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	// Load: datagrams as fast as one sender goes, for the whole tail.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var sent int
+	var sent atomic.Int64
+	conn := p.Dial(t, 7401)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn := p.Dial(t, 7401)
 		for {
 			select {
 			case <-stop:
@@ -65,7 +66,7 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 			default:
 			}
 			conn.Write([]byte("pktmon load"))
-			sent++
+			sent.Add(1)
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
@@ -112,7 +113,7 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	if end == nil || end.Records != want || uint64(records)+end.Lost != want || records == 0 {
 		t.Fatalf("printed %d records, end %+v; want %d read, each printed or counted lost", records, end, want)
 	}
-	t.Logf("sent about %d datagrams while tailing %d records; %d lost by leafd or the kernel", sent, records, end.Lost)
+	t.Logf("sent about %d datagrams while tailing %d records; %d lost by leafd or the kernel", sent.Load(), records, end.Lost)
 
 	fam := scrapeMetrics(t, addr)
 	labels := map[string]string{"attachment": att, "map": "events"}

@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2/content/oci"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 )
@@ -113,7 +114,7 @@ func pkgCmd(g *globals) *cobra.Command {
 		// on leafd: it needs no connection.
 		PersistentPreRunE: noConnect,
 	}
-	c.AddCommand(pkgBuildCmd(g), pkgLintCmd(g), pkgKeygenCmd(g), pkgSignCmd(g), pkgVerifyCmd(g),
+	c.AddCommand(pkgInitCmd(g), pkgBuildCmd(g), pkgLintCmd(g), pkgKeygenCmd(g), pkgSignCmd(g), pkgVerifyCmd(g),
 		pkgPushCmd(g), pkgPullCmd(g), pkgInspectCmd(g), pkgListCmd(g), pkgSearchCmd(g),
 		pkgExportCmd(g), pkgImportCmd(g), pkgIndexCmd(g))
 	return c
@@ -126,14 +127,20 @@ func pkgCtx() (context.Context, context.CancelFunc) {
 func pkgBuildCmd(g *globals) *cobra.Command {
 	var out location
 	var noCompile bool
+	var bo buildOptions
 	c := &cobra.Command{
 		Use:   "build DIR",
-		Short: "Build a package from a directory holding leaf.yaml (compiling *.bpf.c with clang-14 when the object is missing or older)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Build a package from a directory holding leaf.yaml (compiling *.bpf.c with $CLANG, clang-14 by default, when the object is missing or older)",
+		Long: "Objects are compiled reproducibly: the build directory is mapped to . in debug\n" +
+			"information (-fdebug-prefix-map), DWARF is stripped and BTF kept ($STRIP, llvm-strip-14\n" +
+			"by default), so the same sources give the same digest wherever they are built.\n" +
+			"Compiler flags and include directories come from leaf.yaml's build section and\n" +
+			"--cflag/--include. Files matching .leafignore are left out of the package.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
 			if !noCompile {
-				if err := compileSources(dir); err != nil {
+				if err := compileSources(dir, bo); err != nil {
 					return err
 				}
 			}
@@ -165,25 +172,63 @@ func pkgBuildCmd(g *globals) *cobra.Command {
 	}
 	out.flags(c, "", "where to put the package (default --layout leaf-packages)")
 	c.Flags().BoolVar(&noCompile, "no-compile", false, "use the objects as they are")
+	c.Flags().BoolVar(&bo.force, "force", false, "compile even when the objects are newer than their sources")
+	c.Flags().StringArrayVar(&bo.cflags, "cflag", nil, "extra clang flag, after leaf.yaml's build.cflags (repeatable; -D, -U, -W, -O, -f, -m, -g, -std=)")
+	c.Flags().StringArrayVar(&bo.include, "include", nil, "extra header directory (repeatable)")
 	return c
 }
 
+// buildOptions are the command line's additions to leaf.yaml's build
+// section.
+type buildOptions struct {
+	cflags, include []string
+	force           bool
+}
+
 // compileSources compiles each X.bpf.c into X.bpf.o when the object is
-// missing or older than its source, with the flags the Makefile uses.
-func compileSources(dir string) error {
+// missing or older than its source, as the Makefile does: -O2 -g for BTF,
+// the build directory mapped out of the debug information, DWARF stripped
+// afterwards (BTF stays), so the object depends only on the sources.
+func compileSources(dir string, bo buildOptions) error {
 	srcs, _ := filepath.Glob(filepath.Join(dir, "*.bpf.c"))
+	if len(srcs) == 0 {
+		return nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	args := []string{"-O2", "-g", "-target", "bpf", "-Wall", "-fno-ident", "-fdebug-prefix-map=" + abs + "=.",
+		"-I" + fmt.Sprintf("/usr/include/%s-linux-gnu", unameMachine())}
+	var b manifest.Build
+	if data, err := os.ReadFile(filepath.Join(dir, manifest.FileName)); err == nil {
+		if m, err := manifest.Parse(data); err == nil && m.Build != nil {
+			b = *m.Build
+		}
+	}
+	for _, f := range bo.cflags {
+		if err := manifest.CheckCFlag(f); err != nil {
+			return fmt.Errorf("--cflag: %w", err)
+		}
+	}
+	for _, inc := range append(b.Include, bo.include...) {
+		args = append(args, "-I"+inc)
+	}
+	args = append(append(args, b.CFlags...), bo.cflags...)
+	clang, strip := envOr("CLANG", "clang-14"), envOr("STRIP", "llvm-strip-14")
 	for _, src := range srcs {
 		obj := strings.TrimSuffix(src, ".c") + ".o"
 		si, _ := os.Stat(src)
-		if oi, err := os.Stat(obj); err == nil && !oi.ModTime().Before(si.ModTime()) {
+		if oi, err := os.Stat(obj); err == nil && !bo.force && !oi.ModTime().Before(si.ModTime()) {
 			continue
 		}
-		clang := envOr("CLANG", "clang-14")
-		arch := fmt.Sprintf("/usr/include/%s-linux-gnu", unameMachine())
-		cmd := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-Wall", "-fno-ident", "-I"+arch, "-c", filepath.Base(src), "-o", filepath.Base(obj))
+		cmd := exec.Command(clang, append(args, "-c", filepath.Base(src), "-o", filepath.Base(obj))...)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("compile %s: %v\n%s", src, err, out)
+			return fmt.Errorf("compile %s (%s): %v\n%s", src, clang, err, out)
+		}
+		if out, err := exec.Command(strip, "-g", obj).CombinedOutput(); err != nil {
+			return fmt.Errorf("strip DWARF from %s (%s; set $STRIP): %v\n%s", obj, strip, err, out)
 		}
 	}
 	return nil

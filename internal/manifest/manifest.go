@@ -34,6 +34,8 @@ type Manifest struct {
 	Params      []Param   `json:"params,omitempty"`
 	// Metrics are read from the package's maps at scrape time.
 	Metrics []Metric `json:"metrics,omitempty"`
+	// Build says how leaf pkg build compiles the sources.
+	Build *Build `json:"build,omitempty"`
 	// Maps say what upgrades do with maps whose definition changes.
 	Maps []MapPolicy `json:"maps,omitempty"`
 	// Records are the ring and perf buffers `leaf tail` decodes.
@@ -199,6 +201,9 @@ func (m *Manifest) Validate() error {
 		errs = append(errs, mt.validate(field)...)
 	}
 	errs = append(errs, validateMaps(m.Maps)...)
+	if m.Build != nil {
+		errs = append(errs, m.Build.validate()...)
+	}
 	for i, r := range m.Records {
 		errs = append(errs, r.validate(fmt.Sprintf("records[%d]", i))...)
 	}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -210,9 +211,19 @@ func sortedNames(files map[string][]byte) []string {
 func readDir(fsys fs.FS) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	var total int64
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+	ignored, err := readIgnore(fsys)
+	if err != nil {
+		return nil, err
+	}
+	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if p != "." && ignored(p) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
 		if d.IsDir() {
 			return nil
@@ -339,4 +350,53 @@ func Ref(name, version string) string { return name + ":" + version }
 func ParseLayoutRef(ref string) (name, version string, ok bool) {
 	name, version, ok = strings.Cut(ref, ":")
 	return name, version, ok && path.Base(name) == name
+}
+
+// IgnoreFile lists, one pattern a line (path.Match syntax, # comments),
+// the files of a package directory that are not part of the package:
+// build inputs such as vmlinux.h, editor files. A pattern without a
+// slash matches a name at any depth; with one, the path from the package
+// root. The file itself is never part of the package.
+const IgnoreFile = ".leafignore"
+
+// maxIgnorePatterns bounds the ignore file, which is input like any other.
+const maxIgnorePatterns = 256
+
+func readIgnore(fsys fs.FS) (func(string) bool, error) {
+	data, err := readCapped(fsys, IgnoreFile, 64<<10)
+	if errors.Is(err, fs.ErrNotExist) {
+		return func(string) bool { return false }, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var patterns []string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimSuffix(strings.TrimPrefix(line, "/"), "/")
+		if _, err := path.Match(line, ""); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", IgnoreFile, i+1, err)
+		}
+		if patterns = append(patterns, line); len(patterns) > maxIgnorePatterns {
+			return nil, fmt.Errorf("%s: more than %d patterns", IgnoreFile, maxIgnorePatterns)
+		}
+	}
+	return func(p string) bool {
+		if p == IgnoreFile {
+			return true
+		}
+		for _, pat := range patterns {
+			target := p
+			if !strings.Contains(pat, "/") {
+				target = path.Base(p)
+			}
+			if ok, _ := path.Match(pat, target); ok {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
