@@ -21,16 +21,7 @@ import (
 func TestPkgBuildReproducible(t *testing.T) {
 	var digests []string
 	for _, dir := range []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "deeper", "still", "b")} {
-		os.MkdirAll(dir, 0o755)
-		for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
-			data, err := os.ReadFile(filepath.Join("..", "packages", "portfilter", f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			os.WriteFile(filepath.Join(dir, f), data, 0o644)
-		}
-		os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("scratch "+dir), 0o644)
-		os.WriteFile(filepath.Join(dir, ".leafignore"), []byte("# scratch\nnotes.txt\n"), 0o644)
+		portfilterSources(t, dir)
 		out := leafPkg(t, "build", dir, "--layout", filepath.Join(t.TempDir(), "layout"))
 		digests = append(digests, strings.Fields(out)[1])
 		obj, err := os.ReadFile(filepath.Join(dir, "portfilter.bpf.o"))
@@ -47,13 +38,7 @@ func TestPkgBuildReproducible(t *testing.T) {
 	// The ignored file is not in the package.
 	layout := filepath.Join(t.TempDir(), "layout")
 	dir := filepath.Join(t.TempDir(), "c")
-	os.MkdirAll(dir, 0o755)
-	for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
-		data, _ := os.ReadFile(filepath.Join("..", "packages", "portfilter", f))
-		os.WriteFile(filepath.Join(dir, f), data, 0o644)
-	}
-	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("scratch"), 0o644)
-	os.WriteFile(filepath.Join(dir, ".leafignore"), []byte("notes.txt\n"), 0o644)
+	portfilterSources(t, dir)
 	leafPkg(t, "build", dir, "--layout", layout)
 	var insp struct {
 		Layers []struct{ Title string }
@@ -118,4 +103,20 @@ func TestPkgInitBuildLintDeploy(t *testing.T) {
 	if !cliAtLeast(rows["0"]["VALUE"], 15) {
 		t.Errorf("counters: %v, want at least 5 packets × step 3", rows)
 	}
+}
+
+// portfilterSources writes portfilter's sources (no object) into dir,
+// with a scratch file .leafignore leaves out.
+func portfilterSources(t *testing.T, dir string) {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
+		data, err := os.ReadFile(filepath.Join("..", "packages", "portfilter", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("scratch "+dir), 0o644)
+	os.WriteFile(filepath.Join(dir, ".leafignore"), []byte("# scratch\nnotes.txt\n"), 0o644)
 }
