@@ -85,10 +85,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	rec, err = reconciler.New(reconciler.Config{
 		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog, Companions: companions.Status,
 		Policy: drift.Policy{Secure: cfg.Secure, Allow: cfg.AllowForeign},
-		Applied: func(s *desired.State, records map[string]*store.Record) {
+		Applied: func(s *desired.State, records map[string]*store.Record, admitted repository.Set) {
 			enf.Watch(s.Namespaces())
 			enf.Trigger("desired state applied") // secure mode or allowlists may have changed
-			companions.Sync(companion.Specs(s, records, repos))
+			companions.Sync(companion.Specs(s, records, admitted))
 		},
 	})
 	if err != nil {
