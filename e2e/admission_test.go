@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/leaf-ebpf/leaf/internal/testenv"
+)
+
+// stallingServer serves a directory and, while stalled, holds every
+// request until released: a repository that hangs.
+type stallingServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	stalled chan struct{} // closed to release; nil when not stalled
+	entered chan struct{} // gets one value per held request
+}
+
+func newStallingServer(t *testing.T, dir string) *stallingServer {
+	s := &stallingServer{entered: make(chan struct{}, 100)}
+	files := http.FileServer(http.Dir(dir))
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		hold := s.stalled
+		s.mu.Unlock()
+		if hold != nil {
+			s.entered <- struct{}{}
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *stallingServer) stall() {
+	s.mu.Lock()
+	s.stalled = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *stallingServer) release() {
+	s.mu.Lock()
+	close(s.stalled)
+	s.stalled = nil
+	s.mu.Unlock()
+}
+
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestAdmissionOutsideTheLock applies from a repository that hangs: while
+// the apply waits on it, status and /metrics answer (checked while the
+// apply is still blocked, not against a time limit). Then, with the
+// repository gone altogether, a detached link is still restored: repair
+// works from the admitted packages alone.
+func TestAdmissionOutsideTheLock(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	work := t.TempDir()
+	layoutDir := filepath.Join(work, "layout")
+	for _, v := range []string{"2.0.0", "2.1.0"} {
+		leafPkg(t, "build", "--no-compile", "--layout", layoutDir, pkgDir(t, v))
+	}
+	web := filepath.Join(work, "web")
+	leafPkg(t, "index", "--layout", layoutDir, "-o", web)
+	srv := newStallingServer(t, web)
+	metricsAddr := freeAddress(t)
+	cfg := cliFile(t, "leafd.yaml", []byte(fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
+kind: DaemonConfig
+repositories:
+  - {name: web, type: http, url: %s, trust: {allowUnsigned: true}}
+`, srv.URL)))
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--config", cfg, "--metrics-address", metricsAddr}})
+	filter := func(version string) []byte {
+		return doc(fmt.Sprintf("name: f\npackage: portfilter@%s\nrepository: web\nhook: {type: xdp, interface: %s, netns: %s}\nparams: {ports: [7201]}", version, p.IfB, p.NsB))
+	}
+	apply(t, d, filter("2.0.0"))
+
+	srv.stall()
+	applied := make(chan error, 1)
+	go func() {
+		_, err := d.Client.Apply(ctx(t), filter("2.1.0"), false)
+		applied <- err
+	}()
+	select {
+	case <-srv.entered:
+	case <-time.After(time.Minute):
+		t.Fatal("the apply never asked the repository")
+	}
+	st := status(t, d)
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics while an apply waits on a repository: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	select {
+	case err := <-applied:
+		t.Fatalf("the apply returned (%v) before the repository answered", err)
+	default:
+	}
+	if st["f"].Package != "portfilter@2.0.0" || st["f"].State != "attached" {
+		t.Errorf("status during the apply: %+v", st["f"])
+	}
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "leaf_") {
+		t.Errorf("metrics during the apply: %d", resp.StatusCode)
+	}
+	srv.release()
+	if err := <-applied; err != nil {
+		t.Fatalf("apply after the repository answered: %v", err)
+	}
+	if got := status(t, d)["f"].Package; got != "portfilter@2.1.0" {
+		t.Fatalf("after the apply: %s", got)
+	}
+
+	// The repository goes away; drift is still repaired.
+	srv.Close()
+	os.RemoveAll(web)
+	before := status(t, d)["f"]
+	pins, _ := filepath.Glob(filepath.Join(d.BPFFS, "hooks", "*", "link"))
+	if len(pins) != 1 {
+		t.Fatalf("hook link pins: %v", pins)
+	}
+	lk, err := link.LoadPinnedLink(pins[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	lk.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := status(t, d)["f"]
+		if s.State == "attached" && s.LinkID != before.LinkID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with the repository gone, the detached link was not restored: %+v\n%s", s, d.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := p.Delivered(t, 7201, 5, 300*time.Millisecond); got != 0 {
+		t.Errorf("after the repair, %d of 5 datagrams to the blocked port were delivered", got)
+	}
+}
