@@ -167,3 +167,24 @@ repositories:
 		t.Errorf("after the repair, %d of 5 datagrams to the blocked port were delivered", got)
 	}
 }
+
+// TestPlainDirectoryTamperLoadsVerifiedBytes changes a package's object
+// file in a plain-directory repository after leafd read (and digested)
+// it: the apply loads the bytes the digest covers, not the file on disk.
+func TestPlainDirectoryTamperLoadsVerifiedBytes(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	repo := versionedRepo(t, "3.0.0")
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", repo}})
+	obj := filepath.Join(repo, "portfilter-3.0.0", "portfilter.bpf.o")
+	if err := os.WriteFile(obj, []byte("\x7fELF tampered after leafd read the repository"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, d, doc(portFilter(p, "tampered", "3.0.0", 7301)))
+	if s := status(t, d)["tampered"]; s.State != "attached" {
+		t.Fatalf("status %+v", s)
+	}
+	if got := p.Delivered(t, 7301, 5, 300*time.Millisecond); got != 0 {
+		t.Errorf("%d of 5 datagrams to the blocked port delivered: the verified program is not the one running", got)
+	}
+}

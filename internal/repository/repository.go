@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
@@ -239,11 +238,14 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := content.FetchAll(ctx, store, desc)
+	// The files are read back from the artifact just built, in memory:
+	// what loads later is exactly what the digest covers, whatever
+	// happens to the directory after this.
+	built, err := ocipkg.Read(ctx, store, desc, "")
 	if err != nil {
 		return nil, err
 	}
-	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: raw, files: fsys}, nil
+	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: built.Raw, files: built.Files}, nil
 }
 
 // checkFiles refuses a package directory holding anything but regular
