@@ -28,10 +28,11 @@ type Admitted struct {
 	Packages map[string]*repository.Package
 }
 
-// Admit validates st and resolves its packages through repos with ctx.
+// Admit validates st within limits and resolves its packages through
+// repos with ctx.
 // The errors are desired.Errors naming attachment and field, or ctx's.
-func Admit(ctx context.Context, st *desired.State, repos repository.Set, opts planner.Options) (*Admitted, error) {
-	if err := st.Validate(); err != nil {
+func Admit(ctx context.Context, st *desired.State, limits desired.Limits, repos repository.Set, opts planner.Options) (*Admitted, error) {
+	if err := st.ValidateWith(limits); err != nil {
 		return nil, err
 	}
 	resolved, err := planner.ResolveContext(ctx, st, repos, opts)

@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	rec, err = reconciler.New(reconciler.Config{
 		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog, Companions: companions.Status,
 		Policy: drift.Policy{Secure: cfg.Secure, Allow: cfg.AllowForeign},
+		Limits: desired.Limits{MaxAttachments: cfg.MaxAttachments, MaxChainLength: cfg.MaxChainLength},
 		Applied: func(s *desired.State, records map[string]*store.Record, admitted repository.Set) {
 			enf.Watch(s.Namespaces())
 			enf.Trigger("desired state applied") // secure mode or allowlists may have changed

@@ -60,6 +60,8 @@ type Config struct {
 	// bytes. It runs under the lock and must not call back into the
 	// reconciler.
 	Applied func(*desired.State, map[string]*store.Record, repository.Set)
+	// Limits bound each document (zero fields: desired.DefaultLimits).
+	Limits desired.Limits
 	// Companions reports an attachment's companion for status; nil when
 	// leafd runs none.
 	Companions func(attachment string) *v1.CompanionStatus
@@ -191,6 +193,18 @@ func (r *Reconciler) admitAndApply(ctx context.Context, st *desired.State) (*v1.
 	return nil, err
 }
 
+// limits are the configured limits, defaults filled in.
+func (r *Reconciler) limits() desired.Limits {
+	l := r.cfg.Limits
+	if l.MaxAttachments == 0 {
+		l.MaxAttachments = desired.DefaultLimits.MaxAttachments
+	}
+	if l.MaxChainLength == 0 {
+		l.MaxChainLength = desired.DefaultLimits.MaxChainLength
+	}
+	return l
+}
+
 // repoNames lists the configured repositories in order.
 func (r *Reconciler) repoNames() []string {
 	out := make([]string, 0, len(r.cfg.Repos))
@@ -232,12 +246,13 @@ func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) 
 // admit runs admission, reporting a failure with its stage.
 func (r *Reconciler) admit(ctx context.Context, st *desired.State, dryRun bool) (*admission.Admitted, error) {
 	start := time.Now()
-	adm, err := admission.Admit(ctx, st, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	limits := r.limits()
+	adm, err := admission.Admit(ctx, st, limits, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err == nil {
 		return adm, nil
 	}
 	stage := StageResolve
-	if verr := st.Validate(); verr != nil {
+	if verr := st.ValidateWith(limits); verr != nil {
 		stage = StageValidate
 	}
 	if !dryRun && r.cfg.Observe != nil {
