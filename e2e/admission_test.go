@@ -188,3 +188,41 @@ func TestPlainDirectoryTamperLoadsVerifiedBytes(t *testing.T) {
 		t.Errorf("%d of 5 datagrams to the blocked port delivered: the verified program is not the one running", got)
 	}
 }
+
+// TestStatsSurviveRestart turns BPF statistics on through the API and
+// restarts leafd: they are on again, and the chain (whose members count
+// their runs only while statistics are on) is adopted, not rebuilt: the
+// same program IDs. Then the same with statistics off.
+func TestStatsSurviveRestart(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	apply(t, d, chainDoc(p, member{name: "m1", priority: 1}, member{name: "m2", priority: 2}))
+	ids := func() map[string]uint32 {
+		out := map[string]uint32{}
+		for n, s := range status(t, d) {
+			out[n] = s.ProgramID
+		}
+		return out
+	}
+	for _, on := range []bool{true, false} {
+		if _, err := d.Client.SetStats(ctx(t), on); err != nil {
+			t.Fatal(err)
+		}
+		before := ids()
+		d.Stop()
+		d.Restart()
+		st, err := d.Client.Stats(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Off is only checked through the IDs: another process may hold
+		// the kernel's statistics on, and leafd reports what the kernel does.
+		if on && !st.Enabled {
+			t.Fatalf("statistics set to %v before the restart are %v after it", on, st.Enabled)
+		}
+		if after := ids(); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("statistics %v: a restart with nothing changed reloaded programs: %v → %v", on, before, after)
+		}
+	}
+}

@@ -97,12 +97,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	enf.SetTarget(rec)
-	if cfg.BPFStats {
-		if err := stats.Set(true); err != nil {
+	// Restored before the start-up reconcile: chain members count their
+	// runs only while statistics are on, so a restart that forgot them
+	// would rebuild every chain.
+	stored, err := st.BPFStats()
+	if err != nil {
+		return err
+	}
+	if cfg.BPFStats || stored {
+		if err := stats.Restore(true); err != nil {
 			return err
 		}
 	}
-	defer stats.Set(false)
+	stats.SetPersist(st.SetBPFStats)
+	defer stats.Restore(false)
 	if sec.watcher != nil {
 		m.Registry.MustRegister(sec.watcher)
 	}
