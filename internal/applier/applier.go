@@ -176,6 +176,9 @@ func (e *paramError) Unwrap() error { return e.err }
 // prepare loads the programs of every create, replace and reattach.
 func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 	out := map[string]*loaded{}
+	if err := checkFDBudget(plan); err != nil {
+		return out, err
+	}
 	var errs desired.Errors
 	for _, act := range plan.Actions {
 		if !needsLoad(act) {
@@ -183,13 +186,45 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 		}
 		l, err := ap.load(act.Name, act.Desired)
 		if err != nil {
-			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error()})
+			kind := ""
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+				kind = desired.KindLimit
+			}
+			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error(), Kind: kind})
 			continue
 		}
 		out[act.Name] = l
 		crashpoint.Hit(crashpoint.Loaded)
 	}
 	return out, errs.Err()
+}
+
+// checkFDBudget refuses a plan whose loads would need more file
+// descriptors than leafd has left (every program and map is held open
+// until the apply ends), before anything is loaded: a clear refusal
+// instead of EMFILE half-way through thousands of loads.
+func checkFDBudget(plan *planner.Plan) error {
+	need := 0
+	for _, act := range plan.Actions {
+		if needsLoad(act) && act.Desired != nil && act.Desired.Spec != nil {
+			need += 2 + len(act.Desired.Spec.Maps) // program, next map, maps
+		}
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	// A margin for the API, the store and the netlink sockets.
+	const margin = 64
+	if left := int(lim.Cur) - len(open) - margin; need > left {
+		return desired.Errors{{Field: "spec.attachments", Kind: desired.KindLimit,
+			Message: fmt.Sprintf("loading would need about %d file descriptors and leafd has %d left (RLIMIT_NOFILE %d): apply fewer attachments at once or raise the limit", need, left, lim.Cur)}}
+	}
+	return nil
 }
 
 // needsLoad reports whether an action needs a new program instance: a
