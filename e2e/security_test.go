@@ -119,6 +119,10 @@ func TestTokensCLI(t *testing.T) {
 	if r.Code != 3 || !strings.Contains(r.Stderr, "revoked") {
 		t.Errorf("revoked token: exit %d %q, want 3 and revoked", r.Code, r.Stderr)
 	}
+	// Token IDs are half of what a forger needs: leafd's info log has none.
+	if id == "" || strings.Contains(s.d.Logs(), id) {
+		t.Errorf("token ID %q is empty or in leafd's log:\n%s", id, s.d.Logs())
+	}
 	if r := runLeaf(t, nil, append(sock, "token", "revoke", "no-such-id")...); r.Code != 3 {
 		t.Errorf("revoking an unknown token: %+v", r)
 	}
@@ -169,6 +173,12 @@ func TestTokenKeyPermissions(t *testing.T) {
 		t.Errorf("key of another user: %q", out)
 	}
 	os.Chown(key, 0, 0)
+	// A directory others can write: they could swap the key under leafd.
+	os.Chmod(dir, 0o777)
+	if out := testenv.StartDaemonExpectFailure(t, base...); !strings.Contains(out, "directory "+dir+" (mode 0777) is writable by group or others") {
+		t.Errorf("key in a world-writable directory: %q", out)
+	}
+	os.Chmod(dir, 0o700)
 	// Through a systemd credential directory.
 	cred := t.TempDir()
 	if _, err := token.GenerateKeyFile(filepath.Join(cred, "leaf-token")); err != nil {

@@ -31,6 +31,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // PasswordEnv holds the password of an encrypted private key (the
@@ -74,11 +76,11 @@ func ParsePublicKey(name string, data []byte) (*PublicKey, error) {
 
 // LoadPublicKey reads a PEM public key file.
 func LoadPublicKey(path string) (*PublicKey, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Public)
 	if err != nil {
 		return nil, fmt.Errorf("public key: %w", err)
 	}
-	return ParsePublicKey(path, data)
+	return ParsePublicKey(path, f.Data)
 }
 
 // Signer is a private key that signs packages.
@@ -131,11 +133,11 @@ func ParsePrivateKey(name string, data []byte) (*Signer, error) {
 
 // LoadPrivateKey reads a PEM private key file.
 func LoadPrivateKey(path string) (*Signer, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Private)
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
-	return ParsePrivateKey(path, data)
+	return ParsePrivateKey(path, f.Data)
 }
 
 func algorithm(pub crypto.PublicKey) (protocommon.PublicKeyDetails, error) {

@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // Config says where the TLS material is.
@@ -57,7 +57,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	mat       *material
-	stamps    [4]fileStamp
+	stamps    [4]secretfile.Stat
 	lastCheck time.Time
 }
 
@@ -68,11 +68,6 @@ type material struct {
 	pool *x509.CertPool
 	cas  []*x509.Certificate
 	crls []*x509.RevocationList
-}
-
-type fileStamp struct {
-	ino, size uint64
-	mtime     time.Time
 }
 
 // reloadEvery bounds how often a handshake stats the files.
@@ -201,22 +196,29 @@ func (s *Server) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (s *Server) stat() [4]fileStamp {
-	var out [4]fileStamp
+// stat tells whether a file changed; what is loaded is read and checked
+// by secretfile.
+func (s *Server) stat() [4]secretfile.Stat {
+	var out [4]secretfile.Stat
 	for i, p := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.ClientCAFile, s.cfg.CRLFile} {
 		if p == "" {
 			continue
 		}
-		if fi, err := os.Stat(p); err == nil {
-			st := fi.Sys().(*syscall.Stat_t)
-			out[i] = fileStamp{ino: st.Ino, size: uint64(fi.Size()), mtime: fi.ModTime()}
-		}
+		out[i], _ = secretfile.StatPath(p)
 	}
 	return out
 }
 
 func load(cfg Config) (*material, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	certPEM, err := secretfile.Read(cfg.CertFile, secretfile.Public)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server certificate: %w", err)
+	}
+	keyPEM, err := secretfile.Read(cfg.KeyFile, secretfile.Private)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM.Data, keyPEM.Data)
 	if err != nil {
 		return nil, fmt.Errorf("tls: server certificate %s / key %s: %w", cfg.CertFile, cfg.KeyFile, err)
 	}
@@ -238,10 +240,11 @@ func load(cfg Config) (*material, error) {
 }
 
 func loadCAs(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Public)
 	if err != nil {
 		return nil, fmt.Errorf("tls: client CA bundle: %w", err)
 	}
+	data := f.Data
 	var cas []*x509.Certificate
 	for {
 		var block *pem.Block
