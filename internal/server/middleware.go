@@ -18,7 +18,7 @@ func (s *Server) audit(next http.Handler) http.Handler {
 		id, authErr := s.authenticate(r)
 		defer func() {
 			s.Logger.Info("audit",
-				"via", string(id.Via), "subject", id.Subject, "role", id.Role.String(),
+				"via", string(id.Via), "subject", id.Subject, "san", id.SAN, "role", id.Role.String(),
 				"method", r.Method, "path", r.URL.Path, "code", sw.code(),
 				"duration_ms", time.Since(start).Milliseconds())
 		}()

@@ -121,7 +121,7 @@ func (w *Watcher) evictLocked() {
 
 func clientSubject(cert *x509.Certificate) string {
 	if sans := auth.SANs(cert); len(sans) > 0 {
-		return sans[0].Name
+		return sans[0].Raw
 	}
 	return cert.Subject.String()
 }

@@ -129,6 +129,9 @@ func (s *Server) verifyPeer(m *material, chains [][]*x509.Certificate) error {
 	if len(chains) == 0 {
 		return nil // no certificate (allowed only when tokens may be used)
 	}
+	if err := requireClientAuth(chains[0][0]); err != nil {
+		return err
+	}
 	for _, chain := range chains {
 		if err := checkRevoked(m.crls, chain); err != nil {
 			return err
@@ -138,6 +141,20 @@ func (s *Server) verifyPeer(m *material, chains [][]*x509.Certificate) error {
 		s.cfg.Watcher.SeenClient(chains[0][0])
 	}
 	return nil
+}
+
+// requireClientAuth refuses a client certificate that does not name
+// clientAuth among its extended key usages. crypto/x509 treats a
+// certificate without the extension as good for every use; leafd does
+// not: a server or code-signing certificate from the same CA must not log
+// in.
+func requireClientAuth(c *x509.Certificate) error {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return nil
+		}
+	}
+	return fmt.Errorf("client certificate %q has no clientAuth extended key usage", c.Subject)
 }
 
 // current returns the material, reloading it first if a file changed.

@@ -75,7 +75,7 @@ func newWorld(t *testing.T, mutate func(*Config)) *world {
 				fmt.Fprint(rw, "no certificate")
 				return
 			}
-			fmt.Fprint(rw, auth.SANs(r.TLS.VerifiedChains[0][0])[0].Name)
+			fmt.Fprint(rw, auth.SANs(r.TLS.VerifiedChains[0][0])[0].Raw)
 		}),
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -136,6 +136,10 @@ func TestClientCertificates(t *testing.T) {
 		// even though the client sends the intermediate along.
 		{"public-CA-style chain", publicIntermediate.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}}), false},
 		{"no certificate", nil, false},
+		// crypto/x509 takes a certificate without EKU as good for any use.
+		{"no extended key usage", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, NoEKU: true}), false},
+		{"serverAuth only", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}), false},
+		{"clientAuth only", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -149,7 +153,7 @@ func TestClientCertificates(t *testing.T) {
 		})
 	}
 	// The refusals are in the log, for the operator.
-	if logs := w.logs.String(); !strings.Contains(logs, "TLS handshake error") {
+	if logs := w.logs.String(); !strings.Contains(logs, "TLS handshake error") || !strings.Contains(logs, "no clientAuth extended key usage") {
 		t.Errorf("handshake failures not logged:\n%s", logs)
 	}
 }
