@@ -259,8 +259,9 @@ func TestCertificateExpiryAndReload(t *testing.T) {
 	}
 }
 
-// TestRateLimit: mutating calls beyond a caller's rate get 429 with
-// Retry-After; reads and other callers are not affected.
+// TestRateLimit: mutating calls and expensive reads beyond a caller's
+// rate get 429 with Retry-After; cheap reads and other callers are not
+// affected.
 func TestRateLimit(t *testing.T) {
 	testenv.RequireKernel(t)
 	t.Parallel()
@@ -282,6 +283,11 @@ func TestRateLimit(t *testing.T) {
 	}
 	if a := apiRequest(t, hc, "GET", "/v1/stats", nil); a.Code != 200 {
 		t.Errorf("a read while rate-limited: %d", a.Code)
+	}
+	// Listing packages walks every repository: it spends from the same
+	// bucket, so a reader in a loop is limited too.
+	if a := apiRequest(t, hc, "GET", "/v1/packages", nil); a.Code != 429 {
+		t.Errorf("an expensive read while rate-limited: %d, want 429", a.Code)
 	}
 	// Another caller has its own bucket.
 	if a := testenv.AsUser(t, cred(2001, 2001, socketGroup), s.d.Socket, "PUT", "/v1/stats", `{"enabled":false}`, ""); a.Code != 200 {

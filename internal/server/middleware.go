@@ -2,8 +2,10 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
 )
 
@@ -42,7 +44,8 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, *auth.Error) {
 }
 
 // guard lets the request through to rt's handler only if the caller has
-// the role rt needs, and, for a mutating call, is within its rate.
+// the role rt needs, and, for a mutating call or an expensive read, is
+// within its rate.
 func (s *Server) guard(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := auth.IdentityFrom(r.Context())
@@ -50,7 +53,7 @@ func (s *Server) guard(rt route) http.Handler {
 			writeError(w, err.Code, err)
 			return
 		}
-		if mutating(r.Method) && s.Limiter != nil {
+		if (mutating(r.Method) || rt.expensive()) && s.Limiter != nil {
 			if wait := s.Limiter.Wait(id.Key); wait > 0 {
 				w.Header().Set("Retry-After", retryAfter(wait))
 				writeError(w, http.StatusTooManyRequests, errTooMany(id, wait))
@@ -59,6 +62,13 @@ func (s *Server) guard(rt route) http.Handler {
 		}
 		rt.handler(w, r)
 	})
+}
+
+// expensive reads walk every repository or a whole map: they spend from
+// the caller's bucket like changes do, so a reader in a loop cannot keep
+// leafd busy for everyone.
+func (rt route) expensive() bool {
+	return rt.method == http.MethodGet && (rt.path == v1.PathPackages || strings.HasSuffix(rt.path, "/maps/{map}"))
 }
 
 func mutating(method string) bool {

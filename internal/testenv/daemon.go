@@ -144,6 +144,9 @@ func (d *Daemon) start() {
 	d.t.Fatalf("leafd did not answer within 30s: %s", d.logs.String())
 }
 
+// PID is the running leafd's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Logs returns what leafd logged so far.
 func (d *Daemon) Logs() string { return d.logs.String() }
 
