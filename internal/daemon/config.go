@@ -150,6 +150,11 @@ type Config struct {
 	// CompanionDir is where companion executables are unpacked from
 	// their packages; default /run/leaf/companions.
 	CompanionDir string `json:"companionDir,omitempty"`
+	// CompanionCgroup is this leafd's cgroup subtree below the cgroup2
+	// mount, the only one it creates, sweeps and removes companions'
+	// cgroups in; default "leaf/" and the state directory with "/"
+	// turned into "-" (leaf/var-lib-leaf).
+	CompanionCgroup string `json:"companionCgroup,omitempty"`
 }
 
 // ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.

@@ -61,9 +61,10 @@ type Daemon struct {
 	Env      []string
 	Client   *client.Client
 
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	cmd   *exec.Cmd
+	extra []*os.File
+	logs  *syncBuffer
+	done  chan struct{}
 }
 
 // DaemonOptions configures StartDaemon.
@@ -78,13 +79,16 @@ type DaemonOptions struct {
 	Args []string
 	// Env is extra environment for leafd.
 	Env []string
+	// ExtraFiles are descriptors leafd inherits (3, 4, …), as from a
+	// careless parent.
+	ExtraFiles []*os.File
 }
 
 // StartDaemon starts leafd on a private socket and waits until it answers.
 func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env}
+	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env, extra: opts.ExtraFiles}
 	if d.Socket == "" {
 		d.Socket = filepath.Join(dir, "leafd.sock")
 	}
@@ -116,6 +120,7 @@ func (d *Daemon) start() {
 	d.logs = &syncBuffer{}
 	d.cmd = exec.Command(filepath.Join(Binaries(d.t), "leafd"), d.Args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.ExtraFiles = d.extra
 	if d.Env != nil {
 		d.cmd.Env = append(os.Environ(), d.Env...)
 	}
