@@ -39,7 +39,14 @@ const socketGroup = 3000
 
 func startSecureLeafd(t *testing.T, extraConfig string, args ...string) *secureLeafd {
 	t.Helper()
-	s := &secureLeafd{dir: t.TempDir(), ca: pki.NewCA(t, "leaf e2e CA")}
+	return startSecureLeafdWithCA(t, pki.NewCA(t, "leaf e2e CA"), extraConfig, args...)
+}
+
+// startSecureLeafdWithCA is startSecureLeafd with a CA of the test's,
+// for files (a CRL) that must exist before leafd starts.
+func startSecureLeafdWithCA(t *testing.T, ca *pki.CA, extraConfig string, args ...string) *secureLeafd {
+	t.Helper()
+	s := &secureLeafd{dir: t.TempDir(), ca: ca}
 	s.keyFile = filepath.Join(s.dir, "token.key")
 	if _, err := token.GenerateKeyFile(s.keyFile); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -304,5 +305,89 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// followUntilEnd opens GET /v1/events?follow=true with client (and a
+// bearer token, if given), checks it is answered 200, then reads it in the
+// background; the returned channel closes when the stream ends.
+func followUntilEnd(t *testing.T, client *http.Client, base, tok string) <-chan struct{} {
+	t.Helper()
+	c, cancel := context.WithCancel(ctx(t))
+	req, _ := http.NewRequestWithContext(c, "GET", base+"/v1/events?follow=true", nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		t.Fatalf("follow: %s", resp.Status)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		client.CloseIdleConnections()
+	})
+	return done
+}
+
+// TestStreamsEndWhenCredentialsGo is issue 10's open stream: a follower
+// whose token is revoked, whose token's key is rotated, or whose client
+// certificate a new CRL revokes, is cut off within seconds, not when the
+// connection happens to drop; a follower whose credentials hold stays.
+func TestStreamsEndWhenCredentialsGo(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	bootstrap := t.TempDir()
+	ca := pki.NewCA(t, "leaf e2e CA")
+	crl := filepath.Join(bootstrap, "clients.crl")
+	pki.WriteFile(t, crl, ca.CRL(t))
+	s := startSecureLeafdWithCA(t, ca, "", "--tls-crl", crl)
+	sock := apiHTTP(s.d.Socket)
+	ended := func(what string, done <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: the stream still runs 10 s later", what)
+		}
+	}
+
+	steady := followUntilEnd(t, sock, "http://leafd", "")
+	revoked := s.issue(t, "follower", "reader")
+	stream := followUntilEnd(t, sock, "http://leafd", revoked.Token)
+	if _, err := s.d.Client.RevokeToken(ctx(t), revoked.Info.ID); err != nil {
+		t.Fatal(err)
+	}
+	ended("token revoked", stream)
+
+	rotated := s.issue(t, "follower-2", "reader")
+	stream = followUntilEnd(t, sock, "http://leafd", rotated.Token)
+	if _, err := token.GenerateKeyFile(s.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	ended("signing key rotated", stream)
+
+	cert := s.ca.Issue(t, pki.Options{DNS: []string{"reader-7.leaf.test"}})
+	stream = followUntilEnd(t, s.tlsClient(cert), "https://"+s.addr, "")
+	pki.WriteFile(t, crl, s.ca.CRL(t, cert))
+	ended("client certificate revoked by a new CRL", stream)
+
+	select {
+	case <-steady:
+		t.Error("root's stream on the socket ended, though its credentials hold")
+	default:
+	}
+	if !strings.Contains(s.d.Logs(), "the caller's credentials no longer hold") {
+		t.Error("leafd did not log why it ended the streams")
 	}
 }

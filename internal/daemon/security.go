@@ -96,6 +96,9 @@ func (sec *security) setupTLS(cfg Config, log *slog.Logger) error {
 		RequireClientCert: cfg.Tokens == nil,
 		Logger:            log, Watcher: sec.watcher,
 	})
+	if err == nil {
+		sec.auth.CertCheck = sec.tls.Recheck
+	}
 	return err
 }
 

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -60,8 +62,63 @@ func (s *Server) guard(rt route) http.Handler {
 				return
 			}
 		}
-		rt.handler(w, r)
+		ctx, release := s.holdCredentials(r, rt.need(r))
+		defer release()
+		rt.handler(w, r.WithContext(ctx))
 	})
+}
+
+// DefaultRecheck is how often a request still running checks that its
+// caller's credentials hold.
+const DefaultRecheck = time.Second
+
+// holdCredentials returns the request's context, cancelled as soon as
+// the caller's credentials stop granting need: a token revoked, its key
+// rotated or expired, a client certificate revoked by a new CRL or no
+// longer chaining to a reloaded CA bundle. Only requests that run longer
+// than the recheck interval (event streams, profiles) ever check; the
+// rest only pay for a stopped timer.
+func (s *Server) holdCredentials(r *http.Request, need auth.Role) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	if s.Auth == nil || need == auth.None {
+		return ctx, func() { cancel(nil) }
+	}
+	every := s.Recheck
+	if every <= 0 {
+		every = DefaultRecheck
+	}
+	var mu sync.Mutex
+	var timer *time.Timer
+	var check func()
+	check = func() {
+		id, err := s.Auth.Authenticate(r)
+		if err == nil {
+			if aerr := auth.Authorize(id, need); aerr != nil {
+				err = aerr
+			}
+		}
+		if err != nil {
+			if s.Logger != nil {
+				s.Logger.Info("ending a request: the caller's credentials no longer hold", "path", r.URL.Path, "error", err.Error())
+			}
+			cancel(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() == nil {
+			timer.Reset(every)
+		}
+	}
+	mu.Lock()
+	timer = time.AfterFunc(every, check)
+	mu.Unlock()
+	return ctx, func() {
+		mu.Lock()
+		timer.Stop()
+		mu.Unlock()
+		cancel(nil)
+	}
 }
 
 // expensive reads walk every repository or a whole map: they spend from

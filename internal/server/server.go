@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
@@ -43,6 +44,9 @@ type Server struct {
 	Ready func() bool
 	// Done closes when leafd shuts down, ending event streams.
 	Done <-chan struct{}
+	// Recheck is how often a running request re-checks its caller's
+	// credentials (DefaultRecheck when zero).
+	Recheck time.Duration
 }
 
 // Handler returns the API: every route of the table in routes.go behind

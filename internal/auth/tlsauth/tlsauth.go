@@ -157,6 +157,35 @@ func requireClientAuth(c *x509.Certificate) error {
 	return fmt.Errorf("client certificate %q has no clientAuth extended key usage", c.Subject)
 }
 
+// Recheck verifies a client certificate chain the handshake accepted
+// against the material in force now: the CA bundle and CRL as reloaded
+// since, the clientAuth usage, the validity period. It lets a request on
+// a kept-alive connection, or a long stream, end when the certificate no
+// longer holds.
+func (s *Server) Recheck(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return errors.New("no client certificate")
+	}
+	m := s.current()
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := chain[0].Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return fmt.Errorf("client certificate no longer verifies: %w", err)
+	}
+	if err := requireClientAuth(chain[0]); err != nil {
+		return err
+	}
+	for _, c := range chains {
+		if err := checkRevoked(m.crls, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // current returns the material, reloading it first if a file changed.
 func (s *Server) current() *material {
 	s.mu.Lock()

@@ -150,8 +150,13 @@ func (s *Service) Verify(raw string) (auth.Identity, error) {
 	if rec.RevokedAt != nil {
 		return auth.Identity{}, fmt.Errorf("token rejected: token %s was revoked at %s", rec.ID, rec.RevokedAt.Format(time.RFC3339))
 	}
+	// The record's expiry rules, whatever the token says: a token leafd
+	// signed cannot claim a longer life than leafd recorded.
+	if !s.now().Before(rec.ExpiresAt) {
+		return auth.Identity{}, fmt.Errorf("token rejected: token %s expired at %s", rec.ID, rec.ExpiresAt.Format(time.RFC3339))
+	}
 	role, err := auth.ParseRole(c.Role)
-	if err != nil || rec.Role != c.Role || rec.Subject != c.Subject {
+	if err != nil || rec.Role != c.Role || rec.Subject != c.Subject || c.ExpiresAt == nil || c.ExpiresAt.Unix() != rec.ExpiresAt.Unix() {
 		return auth.Identity{}, fmt.Errorf("token rejected: claims of token %s do not match leafd's record", rec.ID)
 	}
 	return auth.Identity{Via: auth.ViaToken, Subject: c.Subject, Role: role, Key: "token:" + c.ID, TokenID: c.ID}, nil

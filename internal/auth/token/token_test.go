@@ -253,3 +253,35 @@ func TestAlgorithmConfusion(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiryFromTheRecord: the token's exp claim is compared with leafd's
+// record of it. A token re-signed with the key (stolen, or a rotation
+// gone wrong) claiming a longer life than leafd recorded is refused, and
+// so is any token past the record's expiry, whatever it claims.
+func TestExpiryFromTheRecord(t *testing.T) {
+	s, _, st := newService(t)
+	key, _ := s.Keys.Current()
+	tok, err := s.Issue(v1.TokenRequest{Subject: "ci", Role: "reader", TTL: "1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	longer := claims{Role: "reader", RegisteredClaims: jwt.RegisteredClaims{Issuer: issuer, Subject: "ci", ID: tok.Info.ID,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(365 * 24 * time.Hour))}}
+	j := jwt.NewWithClaims(jwt.SigningMethodEdDSA, longer)
+	j.Header["kid"] = key.ID
+	signed, _ := j.SignedString(key.Private)
+	if _, err := s.Verify(signed); err == nil || !strings.Contains(err.Error(), "do not match leafd's record") {
+		t.Errorf("token claiming a year when leafd recorded a minute: %v", err)
+	}
+	// The record ended already; the token claims another hour.
+	st.PutToken(store.TokenRecord{ID: "ended", Subject: "ci", Role: "reader", KeyID: key.ID, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Second)})
+	late := claims{Role: "reader", RegisteredClaims: jwt.RegisteredClaims{Issuer: issuer, Subject: "ci", ID: "ended",
+		IssuedAt: jwt.NewNumericDate(now.Add(-time.Hour)), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}}
+	j = jwt.NewWithClaims(jwt.SigningMethodEdDSA, late)
+	j.Header["kid"] = key.ID
+	signed, _ = j.SignedString(key.Private)
+	if _, err := s.Verify(signed); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("token past its recorded expiry: %v", err)
+	}
+}
