@@ -391,3 +391,43 @@ func TestStreamsEndWhenCredentialsGo(t *testing.T) {
 		t.Error("leafd did not log why it ended the streams")
 	}
 }
+
+// TestProbeDryRunHidesRootOnlyFiles: an operator's dry run of a uprobe
+// used to tell a root-only file from a missing one (leafd opens it as
+// root). Below admin both get the same answer; an admin still learns
+// which; a binary anyone can read plans as before.
+func TestProbeDryRunHidesRootOnlyFiles(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	s := startSecureLeafd(t, "")
+	hidden := t.TempDir() // 0700, root's
+	secret := filepath.Join(hidden, "secret-tool")
+	self, _ := os.ReadFile("/bin/true")
+	os.WriteFile(secret, self, 0o755)
+	missing := filepath.Join(hidden, "no-such-tool")
+	body := func(binary string) string {
+		return string(doc("name: probe\npackage: callcount@1.0.0\nprogram: count_uprobe\nhook: {type: uprobe, binary: " + binary + ", function: main}"))
+	}
+	operator := cred(2001, 2001, socketGroup)
+	answer := func(binary string) testenv.PeerAnswer {
+		return testenv.AsUser(t, operator, s.d.Socket, "PUT", "/v1/state?dryRun=true", body(binary), "")
+	}
+	a, b := answer(secret), answer(missing)
+	if a.Code != 422 || b.Code != 422 {
+		t.Fatalf("operator dry runs: %d %s / %d %s, want 422 for both", a.Code, a.Body, b.Code, b.Body)
+	}
+	if strings.ReplaceAll(a.Body, secret, "X") != strings.ReplaceAll(b.Body, missing, "X") {
+		t.Errorf("an operator tells a root-only file from a missing one:\n%s\n%s", a.Body, b.Body)
+	}
+	// An admin (root on the socket) learns which.
+	hc := apiHTTP(s.d.Socket)
+	ra := apiRequest(t, hc, "PUT", "/v1/state?dryRun=true", []byte(body(secret)))
+	rb := apiRequest(t, hc, "PUT", "/v1/state?dryRun=true", []byte(body(missing)))
+	if strings.ReplaceAll(string(ra.Body), secret, "X") == strings.ReplaceAll(string(rb.Body), missing, "X") {
+		t.Errorf("admin dry runs answer alike (%d %s), want the real reasons", ra.Code, ra.Body)
+	}
+	// Anyone may plan a probe on a binary anyone can read.
+	if c := answer("/bin/true"); c.Code == 422 && strings.Contains(c.Body, "readable by every user") {
+		t.Errorf("operator probing /bin/true: %d %s", c.Code, c.Body)
+	}
+}

@@ -95,6 +95,10 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if err := checkProbeTargets(&st, auth.IdentityFrom(r.Context())); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err)
+		return
+	}
 	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
 	if err != nil {
 		s.applyError(w, err)

@@ -35,12 +35,20 @@ type Service struct {
 	DefaultTTL, MaxTTL time.Duration
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// KeyProblem, if set, learns why the signing key is unusable (its
+	// path, mode, owner): that is for leafd's log, never for the caller
+	// of a 401.
+	KeyProblem func(error)
 }
 
 type claims struct {
 	Role string `json:"role"`
 	jwt.RegisteredClaims
 }
+
+// ErrKeyUnavailable is what a token caller learns when leafd cannot use
+// its signing key; the reason goes to leafd's log only.
+var ErrKeyUnavailable = errors.New("token rejected: leafd cannot use its token signing key now (its log says why)")
 
 // ErrBadRequest marks a token request that cannot be honoured (bad role,
 // subject or TTL): the caller's fault, a 400.
@@ -127,7 +135,10 @@ func newID() string {
 func (s *Service) Verify(raw string) (auth.Identity, error) {
 	key, err := s.Keys.Current()
 	if err != nil {
-		return auth.Identity{}, fmt.Errorf("token signing key unavailable: %w", err)
+		if s.KeyProblem != nil {
+			s.KeyProblem(err)
+		}
+		return auth.Identity{}, ErrKeyUnavailable
 	}
 	var c claims
 	_, err = jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {

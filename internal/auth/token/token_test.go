@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,7 +223,7 @@ func TestRotationInvalidatesOlderTokens(t *testing.T) {
 	}
 	// A key file made readable by others stops all tokens (fail closed).
 	os.Chmod(path, 0o644)
-	if _, err := s.Verify(fresh.Token); err == nil || !strings.Contains(err.Error(), "group or others") {
+	if _, err := s.Verify(fresh.Token); !errors.Is(err, ErrKeyUnavailable) {
 		t.Errorf("key readable by others: %v", err)
 	}
 }
@@ -283,5 +284,26 @@ func TestExpiryFromTheRecord(t *testing.T) {
 	signed, _ = j.SignedString(key.Private)
 	if _, err := s.Verify(signed); err == nil || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("token past its recorded expiry: %v", err)
+	}
+}
+
+// TestKeyProblemStaysInTheLog: when the key file turns unusable (made
+// readable by others), a token caller's 401 says only that the key is
+// unusable; the path and mode go to leafd's log.
+func TestKeyProblemStaysInTheLog(t *testing.T) {
+	s, path, _ := newService(t)
+	tok, err := s.Issue(v1.TokenRequest{Subject: "a", Role: "reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged error
+	s.KeyProblem = func(err error) { logged = err }
+	os.Chmod(path, 0o644)
+	_, err = s.Verify(tok.Token)
+	if err == nil || strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "0644") {
+		t.Errorf("caller is told %v, want no path or mode", err)
+	}
+	if logged == nil || !strings.Contains(logged.Error(), path) || !strings.Contains(logged.Error(), "0644") {
+		t.Errorf("log got %v, want the path and mode", logged)
 	}
 }
