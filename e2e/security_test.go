@@ -240,7 +240,11 @@ func TestCertificateExpiryAndReload(t *testing.T) {
 		}
 	}
 	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "server", "subject": "leafd"}), (10 * 24 * time.Hour).Seconds(), "server")
-	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "client", "subject": "reader-3.leaf.test"}), (5 * 24 * time.Hour).Seconds(), "client")
+	near(metricValue(t, m, "leaf_tls_client_cert_expiry_min_seconds", nil), (5 * 24 * time.Hour).Seconds(), "client")
+	// /metrics answers anyone: no client identity in it.
+	if raw := string(scrapeRaw(t, s.metrics)); strings.Contains(raw, "reader-3.leaf.test") || strings.Contains(raw, "spiffe://") {
+		t.Errorf("client identities in /metrics")
+	}
 	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "ca", "subject": "leaf e2e CA"}), time.Until(s.ca.Cert.NotAfter).Seconds(), "ca")
 	near(metricValue(t, m, "leaf_tls_cert_warning_window_seconds", map[string]string{}), (30 * 24 * time.Hour).Seconds(), "window")
 

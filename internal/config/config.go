@@ -32,6 +32,10 @@ type TLSConfig struct {
 	ClientCAFile string `json:"clientCAFile"`
 	// CRLFile is an optional CRL signed by a CA of the bundle.
 	CRLFile string `json:"crlFile,omitempty"`
+	// RefuseStaleCRL refuses every client certificate while the CRL's
+	// nextUpdate has passed; by default a stale CRL is still used, with a
+	// warning and the leaf_tls_crl_next_update_seconds metric below 0.
+	RefuseStaleCRL bool `json:"refuseStaleCRL,omitempty"`
 	// MinVersion is 1.2 or 1.3 (default).
 	MinVersion string `json:"minVersion,omitempty"`
 	// Subjects map client certificate SANs to roles. Empty: every

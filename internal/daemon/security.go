@@ -95,7 +95,7 @@ func (sec *security) setupTLS(cfg config.Config, log *slog.Logger) error {
 	}
 	sec.watcher = &tlsauth.Watcher{Window: time.Duration(cfg.CertWarningWindow), Logger: log}
 	sec.tls, err = tlsauth.New(tlsauth.Config{
-		CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, CRLFile: t.CRLFile,
+		CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, CRLFile: t.CRLFile, RefuseStaleCRL: t.RefuseStaleCRL,
 		MinVersion: minVersion,
 		// With tokens on, a client may come without a certificate and
 		// present a token instead; any certificate sent must still verify.

@@ -27,6 +27,10 @@ type Config struct {
 	// CRLFile, if set, is a PEM or DER CRL (or several, PEM) signed by a CA
 	// of the bundle; certificates it lists are refused at the handshake.
 	CRLFile string
+	// RefuseStaleCRL refuses every client certificate while a CRL's
+	// nextUpdate has passed (fail closed); without it a stale CRL is still
+	// used, with a warning and a metric.
+	RefuseStaleCRL bool
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinVersion uint16
 	// RequireClientCert refuses the handshake without a client
@@ -132,6 +136,9 @@ func (s *Server) verifyPeer(m *material, chains [][]*x509.Certificate) error {
 	if err := requireClientAuth(chains[0][0]); err != nil {
 		return err
 	}
+	if err := s.checkFresh(m); err != nil {
+		return err
+	}
 	for _, chain := range chains {
 		if err := checkRevoked(m.crls, chain); err != nil {
 			return err
@@ -178,9 +185,27 @@ func (s *Server) Recheck(chain []*x509.Certificate) error {
 	if err := requireClientAuth(chain[0]); err != nil {
 		return err
 	}
+	if err := s.checkFresh(m); err != nil {
+		return err
+	}
 	for _, c := range chains {
 		if err := checkRevoked(m.crls, c); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkFresh refuses client certificates while a CRL is stale, if so
+// configured.
+func (s *Server) checkFresh(m *material) error {
+	if !s.cfg.RefuseStaleCRL {
+		return nil
+	}
+	now := time.Now()
+	for _, c := range m.crls {
+		if stale(c, now) {
+			return fmt.Errorf("the CRL of %q is stale (nextUpdate %s passed) and refuseStaleCRL is set", c.Issuer, c.NextUpdate.Format(time.RFC3339))
 		}
 	}
 	return nil
@@ -232,6 +257,7 @@ func (s *Server) installLocked(m *material) {
 	s.mat = m
 	if s.cfg.Watcher != nil {
 		s.cfg.Watcher.SetServer(m.leaf, m.cas)
+		s.cfg.Watcher.SetCRLs(m.crls)
 	}
 }
 

@@ -160,10 +160,17 @@ func (ca *CA) Issue(t testing.TB, o Options) *Leaf {
 	return l
 }
 
-// CRL returns a PEM CRL of ca revoking the given certificates.
+// CRL returns a PEM CRL of ca revoking the given certificates, valid for
+// a day.
 func (ca *CA) CRL(t testing.TB, revoked ...*Leaf) []byte {
 	t.Helper()
-	tmpl := &x509.RevocationList{Number: big.NewInt(serial.Add(1)), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour)}
+	return ca.CRLUntil(t, time.Now().Add(24*time.Hour), revoked...)
+}
+
+// CRLUntil is CRL with the given nextUpdate (in the past: a stale CRL).
+func (ca *CA) CRLUntil(t testing.TB, next time.Time, revoked ...*Leaf) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(serial.Add(1)), ThisUpdate: next.Add(-48 * time.Hour), NextUpdate: next}
 	for _, l := range revoked {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: l.Cert.SerialNumber, RevocationTime: time.Now()})
 	}
