@@ -133,16 +133,8 @@ func (s *Server) verifyPeer(m *material, chains [][]*x509.Certificate) error {
 	if len(chains) == 0 {
 		return nil // no certificate (allowed only when tokens may be used)
 	}
-	if err := requireClientAuth(chains[0][0]); err != nil {
+	if err := s.checkChains(m, chains); err != nil {
 		return err
-	}
-	if err := s.checkFresh(m); err != nil {
-		return err
-	}
-	for _, chain := range chains {
-		if err := checkRevoked(m.crls, chain); err != nil {
-			return err
-		}
 	}
 	if s.cfg.Watcher != nil {
 		s.cfg.Watcher.SeenClient(chains[0][0])
@@ -182,7 +174,14 @@ func (s *Server) Recheck(chain []*x509.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("client certificate no longer verifies: %w", err)
 	}
-	if err := requireClientAuth(chain[0]); err != nil {
+	return s.checkChains(m, chains)
+}
+
+// checkChains is what leafd adds to crypto/x509's verification of a
+// client's chains, at the handshake and on every recheck: the clientAuth
+// usage, a fresh CRL if required, and revocation.
+func (s *Server) checkChains(m *material, chains [][]*x509.Certificate) error {
+	if err := requireClientAuth(chains[0][0]); err != nil {
 		return err
 	}
 	if err := s.checkFresh(m); err != nil {
