@@ -51,6 +51,33 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	att := fmt.Sprintf("pktmon-tail-%d", os.Getpid())
 	apply(t, d, doc(fmt.Sprintf("name: %s\npackage: pktmon@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}\ncompanion: {args: [-interval, 200ms]}", att, p.IfB, p.NsB)))
 
+	// The tail starts before the load, so that it is still waiting for
+	// records when a second tail of the map is tried (and refused).
+	// A probe may take the map before the first tail does; the first
+	// then ends refused and starts again.
+	const want = 5000
+	var res chan cliResult
+	start := func() {
+		res = make(chan cliResult, 1)
+		go func() {
+			res <- runCLI(t, d.Socket, nil, "tail", att, "events", "--max", fmt.Sprint(want), "--for", "60s", "-o", "json")
+		}()
+	}
+	start()
+	waitUntil(t, "a second tail refused while the first runs", func() bool {
+		select {
+		case r := <-res:
+			if !strings.Contains(r.Stderr, "being tailed already") {
+				t.Fatalf("the first tail ended before any load: exit %d, %s", r.Code, r.Stderr)
+			}
+			start()
+			return false
+		default:
+		}
+		r := runCLI(t, d.Socket, nil, "tail", att, "events", "--max", "1", "--for", "1ms")
+		return r.Code != 0 && strings.Contains(r.Stderr, "being tailed already")
+	})
+
 	// Load: datagrams as fast as one sender goes, for the whole tail.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -71,16 +98,6 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
-	const want = 5000
-	res := make(chan cliResult, 1)
-	go func() {
-		res <- runCLI(t, d.Socket, nil, "tail", att, "events", "--max", fmt.Sprint(want), "--for", "60s", "-o", "json")
-	}()
-	// While it runs, a second tail of the map is refused.
-	waitUntil(t, "the first tail to start", func() bool {
-		r := runCLI(t, d.Socket, nil, "tail", att, "events", "--max", "1", "--for", "1s")
-		return r.Code != 0 && strings.Contains(r.Stderr, "being tailed already")
-	})
 	r := <-res
 	if r.Code != 0 {
 		t.Fatalf("leaf tail: exit %d: %s", r.Code, r.Stderr)
