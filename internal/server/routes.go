@@ -46,6 +46,9 @@ func (s *Server) routes() []route {
 		{"GET", v1.PathTokens, A, auth.None, s.listTokens},
 		{"POST", v1.PathTokens, A, auth.None, s.issueToken},
 		{"DELETE", v1.PathTokens + "/{id}", A, auth.None, s.revokeToken},
+		// The web console's files; what it shows and changes goes through
+		// the endpoints above, with the caller's role.
+		{"GET", v1.PathConsole, R, auth.None, s.console},
 		// Profiles expose memory contents and cost CPU: admin only.
 		{"", v1.PathDebug, A, auth.None, pprof.Index},
 		{"", v1.PathDebug + "cmdline", A, auth.None, pprof.Cmdline},
