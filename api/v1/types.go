@@ -115,6 +115,9 @@ const (
 	StateAttached = "attached"
 	StateDetached = "detached"
 	StateMissing  = "missing"
+	// StateInterfaceMissing: the hook's interface or network namespace
+	// does not exist (yet or any more); leafd attaches when it appears.
+	StateInterfaceMissing = "interface-missing"
 )
 
 // Package is a package version a repository offers.

@@ -130,7 +130,7 @@ var (
 
 var (
 	hookTypes = []string{"xdp", "tc", "tracepoint", "kprobe", "uprobe", "cgroup_skb"}
-	states    = []string{v1.StateAttached, v1.StateDetached, v1.StateMissing}
+	states    = []string{v1.StateAttached, v1.StateDetached, v1.StateMissing, v1.StateInterfaceMissing}
 )
 
 // statusCollector reads the kernel's view at scrape time, so the numbers

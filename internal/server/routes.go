@@ -33,7 +33,9 @@ func (s *Server) routes() []route {
 		{"GET", v1.PathHealth, auth.None, auth.None, s.health},
 		{"GET", v1.PathReady, auth.None, auth.None, s.getReady},
 		{"GET", v1.PathEvents, R, auth.None, s.getEvents},
-		{"GET", v1.PathWhoami, R, auth.None, s.whoami},
+		// Anyone who reaches leafd may ask how it sees them, even with no
+		// role: that is how a caller finds out why everything else is 403.
+		{"GET", v1.PathWhoami, auth.None, auth.None, s.whoami},
 		{"GET", v1.PathState, R, auth.None, s.getState},
 		{"PUT", v1.PathState, A, O, s.putState},
 		{"GET", v1.PathStatus, R, auth.None, s.getStatus},
