@@ -27,6 +27,13 @@ have npm           || need+=(npm)
 have promtool      || need+=(prometheus)
 have rpm           || need+=(rpm)
 have systemd-analyze || need+=(systemd)
+# The package library's tests and leafbench firewall: tshark and text2pcap
+# decode the exported IPFIX; iptables-legacy and nft hold the rule sets
+# the firewall is compared with (in throwaway namespaces only).
+have tshark          || need+=(tshark)
+have text2pcap       || need+=(wireshark-common)
+have iptables-legacy || need+=(iptables)
+have nft             || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
