@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -224,27 +223,11 @@ spec:
 	if out, err := leaf("status"); err != nil || !strings.Contains(out, "attached") {
 		t.Errorf("leaf status: %v\n%s", err, out)
 	}
-	if id := xdpProgID(t, p.NsB, p.IfB); id == 0 {
+	if id := testenv.XDPProgID(t, p.NsB, p.IfB); id == 0 {
 		t.Error("no XDP program on the interface after apply")
 	}
 	// Tokens work: the key came in as a credential.
 	if out, err := leaf("token", "issue", "--subject", "pkgtest", "--role", "reader"); err != nil {
 		t.Errorf("leaf token issue: %v\n%s", err, out)
 	}
-}
-
-func xdpProgID(t *testing.T, netns, ifname string) uint32 {
-	h, err := netnsutil.Handle(testenv.NetnsPath(netns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		return x.ProgId
-	}
-	return 0
 }
