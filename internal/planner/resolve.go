@@ -134,6 +134,11 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 		errs = append(errs, desired.Error{Field: field, Message: err.Error()})
 	}
 	r.Target = target
+	if target != nil {
+		// The hook as resolved: an interface named by an altname is keyed
+		// by its main name, so both name one chain.
+		r.Attachment.Hook = target.Hook
+	}
 	if a.Hook.Chained() && len(errs) == 0 {
 		cfg, field, err := resolveChain(a, prog, spec, opts)
 		if err != nil {

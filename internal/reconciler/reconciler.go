@@ -161,6 +161,10 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 	if err != nil {
 		return nil, fmt.Errorf("settle pins of an interrupted apply: %w", err)
 	}
+	// Whatever happens below, the committed state's packages end up
+	// admitted when they can be, so drift repair (which never asks a
+	// repository) can restore it even if this first apply fails.
+	defer r.admitCommitted(ctx)
 	if doc != nil {
 		return r.admitAndApply(ctx, doc)
 	}
@@ -177,6 +181,20 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 		r.cfg.Logger.Error("start-up: the interrupted apply cannot be finished; restoring the last recorded state", "error", err)
 	}
 	return r.admitAndApply(ctx, r.desired)
+}
+
+// admitCommitted admits the committed desired state's packages if no
+// apply did; callers hold mu.
+func (r *Reconciler) admitCommitted(ctx context.Context) {
+	if len(r.packages) > 0 || len(r.desired.Spec.Attachments) == 0 {
+		return
+	}
+	adm, err := admission.Admit(ctx, r.desired, r.limits(), r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	if err != nil {
+		r.cfg.Logger.Error("start-up: cannot admit the recorded state's packages; drift repair waits for the next apply", "error", err)
+		return
+	}
+	r.packages = adm.Packages
 }
 
 // admitAndApply admits st and applies it; callers hold mu (start-up only:
