@@ -32,6 +32,10 @@ type TLSConfig struct {
 	ClientCAFile string `json:"clientCAFile"`
 	// CRLFile is an optional CRL signed by a CA of the bundle.
 	CRLFile string `json:"crlFile,omitempty"`
+	// RefuseStaleCRL refuses every client certificate while the CRL's
+	// nextUpdate has passed; by default a stale CRL is still used, with a
+	// warning and the leaf_tls_crl_next_update_seconds metric below 0.
+	RefuseStaleCRL bool `json:"refuseStaleCRL,omitempty"`
 	// MinVersion is 1.2 or 1.3 (default).
 	MinVersion string `json:"minVersion,omitempty"`
 	// Subjects map client certificate SANs to roles. Empty: every
@@ -165,6 +169,11 @@ type Config struct {
 	// CompanionDir is where companion executables are unpacked from
 	// their packages; default /run/leaf/companions.
 	CompanionDir string `json:"companionDir,omitempty"`
+	// CompanionCgroup is this leafd's cgroup subtree below the cgroup2
+	// mount, the only one it creates, sweeps and removes companions'
+	// cgroups in; default "leaf/" and the state directory with "/"
+	// turned into "-" (leaf/var-lib-leaf).
+	CompanionCgroup string `json:"companionCgroup,omitempty"`
 }
 
 // ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.

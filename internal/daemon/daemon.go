@@ -79,7 +79,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if companionDir == "" {
 		companionDir = config.DefaultCompanionDir
 	}
-	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }})
+	cgroup := cfg.CompanionCgroup
+	if cgroup == "" {
+		cgroup = companion.CgroupName(cfg.StateDir)
+	}
+	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }, Cgroup: cgroup})
 	defer companions.Close()
 	enf := enforcer.New(enforcer.Config{BPFFS: cfg.BPFFS, Interval: time.Duration(cfg.DriftScanInterval), Logger: log})
 	stats := &reconciler.Stats{}

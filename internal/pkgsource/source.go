@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -37,10 +38,16 @@ type Origin interface {
 	List(ctx context.Context) ([]Listed, error)
 }
 
-// Listed is a package an origin offers.
+// Listed is a package an origin offers: either its descriptor in a store
+// (origins that list what they hold: a layout, a registry), or, for
+// origins whose packages are archives (an HTTP index, a KFaaS tree), a
+// Summary of what the origin's index or directory names say. Listing
+// never downloads or unpacks an archive: that waits for a resolution,
+// which is bounded and rate-limited.
 type Listed struct {
-	Desc  ocispec.Descriptor
-	Store content.ReadOnlyGraphStorage
+	Desc    ocispec.Descriptor
+	Store   content.ReadOnlyGraphStorage
+	Summary *manifest.Manifest
 }
 
 // Repo is a repository over an origin.
@@ -127,6 +134,10 @@ func (r *Repo) Packages() ([]*repository.Package, error) {
 	listed, firstErr := r.origin.List(ctx)
 	var out []*repository.Package
 	for _, l := range listed {
+		if l.Summary != nil {
+			out = append(out, repository.NewPackage(l.Summary, string(l.Desc.Digest), r.name, nil, nil))
+			continue
+		}
 		p, err := ocipkg.ReadManifest(ctx, l.Store, l.Desc)
 		if err != nil {
 			if firstErr == nil {

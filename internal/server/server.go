@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
@@ -44,6 +45,9 @@ type Server struct {
 	Ready func() bool
 	// Done closes when leafd shuts down, ending event streams.
 	Done <-chan struct{}
+	// Recheck is how often a running request re-checks its caller's
+	// credentials (DefaultRecheck when zero).
+	Recheck time.Duration
 }
 
 // Handler returns the API: every route of the table in routes.go behind
@@ -89,6 +93,10 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 	var st desired.State
 	if err := yamljson.Decode(body, &st); err != nil {
 		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := checkProbeTargets(&st, auth.IdentityFrom(r.Context())); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err)
 		return
 	}
 	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
