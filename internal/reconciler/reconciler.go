@@ -326,9 +326,13 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 		}
 	}()
 	pinned := admission.Pinned(adm.Packages, r.repoNames())
-	resolved, err := planner.Resolve(without(st, hold), pinned, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
-	if err != nil {
-		return nil, err
+	opts := planner.Options{CountRuns: r.cfg.Stats.Enabled()}
+	resolved := adm.Resolved
+	if resolved == nil || len(hold) > 0 || adm.Options != opts {
+		resolved, err = planner.Resolve(without(st, hold), pinned, opts)
+		if err != nil {
+			return nil, err
+		}
 	}
 	allRecords, err := r.cfg.Store.Records()
 	if err != nil {
