@@ -9,7 +9,9 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -223,6 +225,16 @@ func (r *Reconciler) limits() desired.Limits {
 	return l
 }
 
+// sameJSON reports whether a and b encode alike.
+func sameJSON(a, b any) bool {
+	ja, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	jb, err := json.Marshal(b)
+	return err == nil && bytes.Equal(ja, jb)
+}
+
 // repoNames lists the configured repositories in order.
 func (r *Reconciler) repoNames() []string {
 	out := make([]string, 0, len(r.cfg.Repos))
@@ -403,8 +415,12 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.BeforeCommit)
 	}
-	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
-		return nil, fmt.Errorf("record applied state: %w", cerr)
+	// A no-op re-apply writes nothing: the store already says exactly
+	// this, and a commit is a disk sync.
+	if plan.Changes() || !sameJSON(st, r.desired) || !sameJSON(newRecords, allRecords) {
+		if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
+			return nil, fmt.Errorf("record applied state: %w", cerr)
+		}
 	}
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.AfterCommit)
