@@ -149,7 +149,9 @@ func TestFusedMatchesTailCalls(t *testing.T) {
 	}
 }
 
-func equalOutcome(a, b outcome) bool { return a.verdict == b.verdict && slices.Equal(a.counts, b.counts) }
+func equalOutcome(a, b outcome) bool {
+	return a.verdict == b.verdict && slices.Equal(a.counts, b.counts)
+}
 
 // TestFusedTC: TC members, proceeding on TC_ACT_OK and TC_ACT_UNSPEC, end
 // with TC_ACT_UNSPEC (TCX's "next") like the tail-call chain.
