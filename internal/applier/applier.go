@@ -143,7 +143,7 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 // prepare loads the programs of every create, replace and reattach.
 func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 	out := map[string]*loaded{}
-	var errs desired.Errors
+	errs := ap.prepareFused(plan, out)
 	for _, act := range plan.Actions {
 		if !needsLoad(act) {
 			continue
@@ -161,6 +161,9 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 // needsLoad reports whether an action needs a new program instance: a
 // create or replace, or a chain member among its chain's fresh ones.
 func needsLoad(act *planner.Action) bool {
+	if act.Chain != nil && act.Chain.Fused {
+		return false // prepareFused loads the hook's one program
+	}
 	if act.Chain != nil {
 		for i, r := range act.Chain.Members {
 			if r == act.Desired {
@@ -188,44 +191,15 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 			ps.AttachType = ebpf.AttachCGroupInetEgress
 		}
 	}
-	for pname, v := range r.ConstParams {
-		p := r.Package.Manifest.Param(pname)
-		typ, _ := manifest.ParseType(p.Type)
-		gv, err := typ.GoValue(v)
-		if err != nil {
-			return nil, fmt.Errorf("parameter %s: %w", pname, err)
-		}
-		if err := spec.Variables[p.Const].Set(gv); err != nil {
-			return nil, fmt.Errorf("parameter %s: set %s: %w", pname, p.Const, err)
-		}
+	if err := setConstParams(spec, r); err != nil {
+		return nil, err
 	}
-	replacements := map[string]*ebpf.Map{}
-	defer func() {
-		for _, m := range replacements {
-			m.Close()
-		}
-	}()
 	chainMap := ""
 	if r.Chain != nil {
 		chainMap = r.Chain.Map
 	}
-	for mname, ms := range spec.Maps {
-		// leaf pins maps itself, under its own layout, whatever pinning
-		// the object asks of libbpf.
-		ms.Pinning = ebpf.PinNone
-		if strings.HasPrefix(mname, ".") || mname == chainMap {
-			continue
-		}
-		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
-		if err != nil {
-			continue
-		}
-		if ms.Compatible(pinned) != nil {
-			pinned.Close()
-			continue
-		}
-		replacements[mname] = pinned
-	}
+	replacements := ap.pinnedReplacements(name, spec, chainMap)
+	defer closeMaps(replacements)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
 		return nil, explainLoadError(r, err)
@@ -247,6 +221,47 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	coll.Maps = nil
 	coll.Close()
 	return l, nil
+}
+
+// setConstParams writes the attachment's load-time parameters into the
+// spec's variables.
+func setConstParams(spec *ebpf.CollectionSpec, r *planner.Resolved) error {
+	for pname, v := range r.ConstParams {
+		p := r.Package.Manifest.Param(pname)
+		typ, _ := manifest.ParseType(p.Type)
+		gv, err := typ.GoValue(v)
+		if err != nil {
+			return fmt.Errorf("parameter %s: %w", pname, err)
+		}
+		if err := spec.Variables[p.Const].Set(gv); err != nil {
+			return fmt.Errorf("parameter %s: set %s: %w", pname, p.Const, err)
+		}
+	}
+	return nil
+}
+
+// pinnedReplacements opens the attachment's pinned maps that the spec can
+// use as they are, so that counters and parameters survive a new load.
+// It also stops libbpf-style pinning: leaf pins maps itself, under its own
+// layout, whatever the object asks.
+func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, chainMap string) map[string]*ebpf.Map {
+	replacements := map[string]*ebpf.Map{}
+	for mname, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+		if strings.HasPrefix(mname, ".") || mname == chainMap {
+			continue
+		}
+		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
+		if err != nil {
+			continue
+		}
+		if ms.Compatible(pinned) != nil {
+			pinned.Close()
+			continue
+		}
+		replacements[mname] = pinned
+	}
+	return replacements
 }
 
 // explainLoadError keeps the verifier's words: the cause and the end of

@@ -1,0 +1,123 @@
+package applier
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/leaf-ebpf/leaf/internal/chain"
+	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/planner"
+)
+
+// prepareFused loads the one program of every fused chain the plan
+// builds: every member's code in order, each member's maps reused from its
+// pins (so their contents survive a switch between fused versions or from
+// tail calls). Each member's prepared entry then holds a handle of the
+// fused program and its own maps, and the chain commits like a tail-call
+// chain whose members are all fresh, minus the wiring.
+//
+// When the kernel refuses the fused program and the hook does not insist
+// on it, the chain falls back to tail calls: the plan is changed to say so
+// and why, and prepare loads the members one by one.
+func (ap *Applier) prepareFused(plan *planner.Plan, out map[string]*loaded) desired.Errors {
+	var errs desired.Errors
+	for _, cp := range plan.Chains {
+		if !cp.Fused || cp.Kind != planner.ChainSwitch {
+			continue
+		}
+		ls, err := ap.loadFused(cp)
+		if err == nil {
+			for name, l := range ls {
+				out[name] = l
+			}
+			continue
+		}
+		if cp.ForceFused {
+			errs = append(errs, desired.Error{Attachment: cp.Members[0].Attachment.Name, Field: "hook.chainMode", Message: err.Error()})
+			continue
+		}
+		cp.Fused, cp.FuseRefused = false, refusal(err)
+		cp.ModeReason = "the verifier refused the chain fused: " + cp.FuseRefused
+	}
+	return errs
+}
+
+// loadFused builds and loads the fused program of a chain.
+func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) {
+	members := make([]chain.Member, len(cp.Members))
+	replacements := map[string]*ebpf.Map{}
+	defer closeMaps(replacements)
+	for i, r := range cp.Members {
+		spec := r.Chain.FuseSpec.Copy()
+		fn := r.Program.Function
+		spec.Programs = map[string]*ebpf.ProgramSpec{fn: spec.Programs[fn]}
+		if err := setConstParams(spec, r); err != nil {
+			return nil, fmt.Errorf("%s: %w", r.Attachment.Name, err)
+		}
+		for mname, m := range ap.pinnedReplacements(r.Attachment.Name, spec, "") {
+			replacements[chain.MemberMap(i, mname)] = m
+		}
+		members[i] = chain.Member{Spec: spec, Function: fn, ProceedOn: r.Chain.ProceedOn}
+	}
+	opts := chain.FuseOptions{CountRuns: cp.Members[0].Chain.CountRuns}
+	if cp.Hook.Type == manifest.HookTC {
+		// As in a tail-call chain: let TCX go on to the programs attached
+		// after leaf's link.
+		next := int32(-1)
+		opts.EndVerdict = &next
+	}
+	spec, err := chain.Fuse(members, opts)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
+	if err != nil {
+		return nil, fmt.Errorf("load the fused chain of %d members: %w", len(members), err)
+	}
+	defer coll.Close()
+	out := map[string]*loaded{}
+	var failed error
+	for _, r := range cp.Members {
+		p, err := coll.Programs[chain.FusedProgram].Clone()
+		if err != nil {
+			failed = err
+			break
+		}
+		out[r.Attachment.Name] = &loaded{prog: p, maps: map[string]*ebpf.Map{}, fresh: map[string]bool{}}
+	}
+	for key, m := range coll.Maps {
+		i, mname, ok := chain.SplitMemberMap(key)
+		if !ok || i >= len(cp.Members) || out[cp.Members[i].Attachment.Name] == nil || strings.HasPrefix(mname, ".") {
+			continue // closed with the collection; the program holds its own reference
+		}
+		l := out[cp.Members[i].Attachment.Name]
+		l.maps[mname] = m
+		l.fresh[mname] = replacements[key] == nil
+		delete(coll.Maps, key)
+	}
+	if failed != nil {
+		for _, l := range out {
+			l.close()
+		}
+		return nil, failed
+	}
+	return out, nil
+}
+
+// refusal is the one-line reason the kernel gave for refusing a program:
+// the verifier's cause and the last line of its log.
+func refusal(err error) string {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		msg := ve.Cause.Error()
+		if n := len(ve.Log); n > 0 {
+			msg += ": " + ve.Log[n-1]
+		}
+		return msg
+	}
+	return err.Error()
+}
