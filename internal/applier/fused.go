@@ -41,7 +41,7 @@ func (ap *Applier) prepareFused(plan *planner.Plan, out map[string]*loaded) desi
 			continue
 		}
 		cp.Fused, cp.FuseRefused = false, refusal(err)
-		cp.ModeReason = "the verifier refused the chain fused: " + cp.FuseRefused
+		cp.ModeReason = "the fused chain was refused: " + cp.FuseRefused
 	}
 	return errs
 }

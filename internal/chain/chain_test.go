@@ -26,6 +26,7 @@ const (
 	idxBigstack
 	idxCoop
 	idxRuncfg
+	idxDeepcall
 )
 
 const (

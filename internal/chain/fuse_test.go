@@ -311,6 +311,15 @@ func TestFusedSubprogramsAndStack(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "stack") {
 		t.Errorf("the kernel refused the chain, but not for its stack: %v", err)
 	}
+	// The same with a compiled member: xdp_deepcall's subprogram has a
+	// 128-byte frame.
+	members = []Member{fuseMember(t, spec, "xdp_bigstack", pass, nil), fuseMember(t, spec, "xdp_deepcall", pass, nil)}
+	if _, err := Fuse(members, FuseOptions{}); !errors.Is(err, ErrCannotChain) || !strings.Contains(err.Error(), "stack") {
+		t.Fatalf("bigstack + deepcall: got %v, want ErrCannotChain about the stack", err)
+	}
+	if err := loadUnchecked(members, FuseOptions{}); err == nil || !strings.Contains(err.Error(), "stack") {
+		t.Errorf("bigstack + deepcall unchecked: the kernel says %v, want a refusal for the stack", err)
+	}
 	// Alone with a small member it loads: BTF-less and BTF members mix.
 	sh = newShared(t)
 	coll = loadFused(t, []Member{deepSubprogram(), fuseMember(t, spec, "xdp_count_c", pass, nil)}, FuseOptions{}, sh)

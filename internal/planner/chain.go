@@ -214,7 +214,7 @@ func chooseMode(cp *ChainPlan, records map[string]*store.Record, observed map[st
 	}
 	if refused := refusedBefore(cp, records, observed, old); refused != "" && !cp.ForceFused {
 		cp.FuseRefused = refused
-		cp.ModeReason = "the verifier refused the chain fused: " + refused
+		cp.ModeReason = "the fused chain was refused: " + refused
 		return
 	}
 	cp.Fused = true
