@@ -133,7 +133,7 @@ func (c *chainBenchmark) startLeafd(ctx context.Context) error {
 	if c.entries, err = bench.LeafdChains(ctx, c.d.Client, c.sb.NsB, c.sb.Ifaces, bench.ChainSizes); err != nil {
 		return err
 	}
-	c.r.Note("for each hook: the status's link ID -> the link's program (checked: following leaf_chain_next from it visits N programs)")
+	c.r.Note("for each hook: the status's link ID -> the link's program (checked: all N members fused into it, or for a tail-call chain, following leaf_chain_next from it visits N programs)")
 	c.cb.AddLeafd(c.entries)
 	return nil
 }
