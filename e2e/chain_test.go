@@ -664,3 +664,50 @@ func chainRunCounts(t *testing.T, mode string) {
 		t.Fatalf("chain after statistics off: %v", got)
 	}
 }
+
+// TestParallelLoadsAllOrNothing applies programs on four independent
+// hooks at once (their loads run in parallel), one of which the verifier
+// refuses: the apply fails naming it, and nothing is attached or pinned.
+// The three good ones then apply together.
+func TestParallelLoadsAllOrNothing(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata}})
+	att := func(name, pkg, netns, ifname string) string {
+		mode := "native"
+		if ifname == "lo" {
+			mode = "generic"
+		}
+		return fmt.Sprintf("name: %s\npackage: %s\nhook: {type: xdp, interface: %s, netns: %s, mode: %s}", name, pkg, ifname, netns, mode)
+	}
+	good := []string{
+		att("g1", "portfilter@1.0.0", p.NsA, "lo"),
+		att("g2", "portfilter@1.0.0", p.NsB, "lo"),
+		att("g3", "portfilter@1.0.0", p.NsB, p.IfB),
+	}
+	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsA, p.IfA))...), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "rejected by the verifier") {
+		t.Fatalf("want 422 naming the verifier's refusal, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Attachment != "bad" {
+		t.Fatalf("details %+v, want one, for bad", apiErr.Body.Details)
+	}
+	for _, h := range [][2]string{{p.NsA, "lo"}, {p.NsB, "lo"}, {p.NsB, p.IfB}, {p.NsA, p.IfA}} {
+		if id := xdpProgID(t, h[0], h[1]); id != 0 {
+			t.Errorf("%s in %s runs program %d after a refused apply", h[1], h[0], id)
+		}
+	}
+	for _, pin := range pinTree(t, d.BPFFS) {
+		if strings.HasPrefix(pin, "/attachments/") || strings.HasPrefix(pin, "/hooks/") {
+			t.Errorf("pin %s left after a refused apply", pin)
+		}
+	}
+	apply(t, d, doc(good...))
+	for name, a := range status(t, d) {
+		if a.State != "attached" {
+			t.Errorf("%s is %s: %s", name, a.State, a.Problem)
+		}
+	}
+}

@@ -140,29 +140,17 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	return records, errs.Err()
 }
 
-// prepare loads the programs of every create, replace and reattach.
+// prepare loads the programs of every create, replace and reattach
+// (parallel.go).
 func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
-	out := map[string]*loaded{}
-	errs := ap.prepareFused(plan, out)
-	for _, act := range plan.Actions {
-		if !needsLoad(act) {
-			continue
-		}
-		l, err := ap.load(act.Name, act.Desired)
-		if err != nil {
-			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error()})
-			continue
-		}
-		out[act.Name] = l
-	}
-	return out, errs.Err()
+	return ap.prepareParallel(plan)
 }
 
 // needsLoad reports whether an action needs a new program instance: a
 // create or replace, or a chain member among its chain's fresh ones.
 func needsLoad(act *planner.Action) bool {
 	if act.Chain != nil && act.Chain.Fused {
-		return false // prepareFused loads the hook's one program
+		return false // prepareFusedChain loads the hook's one program
 	}
 	if act.Chain != nil {
 		for i, r := range act.Chain.Members {

@@ -13,7 +13,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/planner"
 )
 
-// prepareFused loads the one program of every fused chain the plan
+// prepareFusedChain loads the one program of a fused chain the plan
 // builds: every member's code in order, each member's maps reused from its
 // pins (so their contents survive a switch between fused versions or from
 // tail calls). Each member's prepared entry then holds a handle of the
@@ -22,28 +22,28 @@ import (
 //
 // When the kernel refuses the fused program and the hook does not insist
 // on it, the chain falls back to tail calls: the plan is changed to say so
-// and why, and prepare loads the members one by one.
-func (ap *Applier) prepareFused(plan *planner.Plan, out map[string]*loaded) desired.Errors {
-	var errs desired.Errors
-	for _, cp := range plan.Chains {
-		if !cp.Fused || cp.Kind != planner.ChainSwitch {
-			continue
-		}
-		ls, err := ap.loadFused(cp)
-		if err == nil {
-			for name, l := range ls {
-				out[name] = l
-			}
-			continue
-		}
-		if cp.ForceFused {
-			errs = append(errs, desired.Error{Attachment: cp.Members[0].Attachment.Name, Field: "hook.chainMode", Message: err.Error()})
-			continue
-		}
-		cp.Fused, cp.FuseRefused = false, refusal(err)
-		cp.ModeReason = "the fused chain was refused: " + cp.FuseRefused
+// and why, and the members load one by one, as tail-call members.
+func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
+	ls, err := ap.loadFused(cp)
+	if err == nil {
+		return loadResult{loaded: ls}
 	}
-	return errs
+	if cp.ForceFused {
+		return loadResult{errs: desired.Errors{{Attachment: cp.Members[0].Attachment.Name, Field: "hook.chainMode", Message: err.Error()}}}
+	}
+	cp.Fused, cp.FuseRefused = false, refusal(err)
+	cp.ModeReason = "the fused chain was refused: " + cp.FuseRefused
+	res := loadResult{loaded: map[string]*loaded{}}
+	for _, r := range cp.Members[:cp.Fresh] {
+		name := r.Attachment.Name
+		l, err := ap.load(name, r)
+		if err != nil {
+			res.errs = append(res.errs, desired.Error{Attachment: name, Field: "package", Message: err.Error()})
+			continue
+		}
+		res.loaded[name] = l
+	}
+	return res
 }
 
 // loadFused builds and loads the fused program of a chain.
