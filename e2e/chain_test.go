@@ -652,6 +652,16 @@ func chainRunCounts(t *testing.T, mode string) {
 			t.Errorf("%s run count %v, want %d like r1", m, c, *n)
 		}
 	}
+	// Switching to the other mode keeps the counters (the same maps).
+	other := desired.ChainModeFused
+	if mode == other {
+		other = desired.ChainModeTailCall
+	}
+	apply(t, d, chainDoc(p, member{name: "r1", priority: 1, chainMode: other}, member{name: "r2", priority: 2, chainMode: other}, member{name: "r3", priority: 3, chainMode: other}))
+	checkMode(t, status(t, d), []string{"r1", "r2", "r3"}, other)
+	if c := status(t, d)["r2"].RunCount; c == nil || *c < *n {
+		t.Errorf("after switching to %s, r2 run count %v, want at least %d", other, c, *n)
+	}
 	if _, err := d.Client.SetStats(ctx(t), false); err != nil {
 		t.Fatal(err)
 	}

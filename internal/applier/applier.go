@@ -236,20 +236,32 @@ func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, ch
 	replacements := map[string]*ebpf.Map{}
 	for mname, ms := range spec.Maps {
 		ms.Pinning = ebpf.PinNone
-		if strings.HasPrefix(mname, ".") || mname == chainMap {
+		if mname == chainMap {
 			continue
 		}
-		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
-		if err != nil {
-			continue
+		if m := ap.compatiblePin(name, mname, ms); m != nil {
+			replacements[mname] = m
 		}
-		if ms.Compatible(pinned) != nil {
-			pinned.Close()
-			continue
-		}
-		replacements[mname] = pinned
 	}
 	return replacements
+}
+
+// compatiblePin opens the attachment's pinned map mname if ms can use it
+// as it is. Global data sections (".rodata", ...) are never reused: they
+// hold the new program's constants.
+func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map {
+	if strings.HasPrefix(mname, ".") {
+		return nil
+	}
+	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
+	if err != nil {
+		return nil
+	}
+	if ms.Compatible(pinned) != nil {
+		pinned.Close()
+		return nil
+	}
+	return pinned
 }
 
 // explainLoadError keeps the verifier's words: the cause and the end of

@@ -58,9 +58,6 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 		if err := setConstParams(spec, r); err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Attachment.Name, err)
 		}
-		for mname, m := range ap.pinnedReplacements(r.Attachment.Name, spec, "") {
-			replacements[chain.MemberMap(i, mname)] = m
-		}
 		members[i] = chain.Member{Spec: spec, Function: fn, ProceedOn: r.Chain.ProceedOn}
 	}
 	opts := chain.FuseOptions{CountRuns: cp.Members[0].Chain.CountRuns}
@@ -73,6 +70,16 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 	spec, err := chain.Fuse(members, opts)
 	if err != nil {
 		return nil, err
+	}
+	// Every member's maps, its run counter included, are those pinned
+	// for it where they fit.
+	for key, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+		if i, mname, ok := chain.SplitMemberMap(key); ok && i < len(cp.Members) {
+			if m := ap.compatiblePin(cp.Members[i].Attachment.Name, mname, ms); m != nil {
+				replacements[key] = m
+			}
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
