@@ -361,15 +361,7 @@ func loadUnchecked(members []Member, opts FuseOptions) error {
 // TestFusedThirdPartyObject puts Debian's xdp-filter, compiled by someone
 // else and unaware of chains, between two members of a fused chain.
 func TestFusedThirdPartyObject(t *testing.T) {
-	path := xdpFilterObject(t)
-	filt, err := ebpf.LoadCollectionSpec(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fn := xdpProgram(t, filt)
-	for _, m := range filt.Maps {
-		m.Pinning = ebpf.PinNone
-	}
+	filt, fn, _ := loadXDPFilter(t)
 	cfg, _, err := RunConfig(filt, fn)
 	if err != nil {
 		t.Fatal(err)
