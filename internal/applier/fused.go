@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/leaf-ebpf/leaf/internal/chain"
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
@@ -26,6 +27,7 @@ import (
 func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 	ls, err := ap.loadFused(cp)
 	if err == nil {
+		crashpoint.Hit(crashpoint.Loaded)
 		return loadResult{loaded: ls}
 	}
 	if cp.ForceFused {
@@ -42,6 +44,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 			continue
 		}
 		res.loaded[name] = l
+		crashpoint.Hit(crashpoint.Loaded)
 	}
 	return res
 }

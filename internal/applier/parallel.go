@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 )
@@ -92,6 +93,7 @@ func (ap *Applier) runLoad(j loadJob) loadResult {
 	if err != nil {
 		return loadResult{errs: desired.Errors{{Attachment: j.act.Name, Field: "package", Message: err.Error()}}}
 	}
+	crashpoint.Hit(crashpoint.Loaded)
 	return loadResult{loaded: map[string]*loaded{j.act.Name: l}}
 }
 
