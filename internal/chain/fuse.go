@@ -92,12 +92,12 @@ type fusePart struct {
 // fused (see CanFuse), the members differ in program type, attach type,
 // flags or licence, or their stacks cannot fit in one frame together.
 func Fuse(members []Member, opts FuseOptions) (*ebpf.CollectionSpec, error) {
-	return fuse(members, opts, checkFusedStack)
+	return fuse(members, opts, checkLimits)
 }
 
-// fuse is Fuse with the stack estimate given (nil: leave it to the
-// verifier).
-func fuse(members []Member, opts FuseOptions, checkStack func([]fusePart, int) error) (*ebpf.CollectionSpec, error) {
+// fuse is Fuse with the check of the kernel's limits given (nil: leave
+// them to the kernel).
+func fuse(members []Member, opts FuseOptions, check func([]fusePart, int, FuseOptions) error) (*ebpf.CollectionSpec, error) {
 	if len(members) == 0 {
 		return nil, cannot("no members to fuse")
 	}
@@ -141,8 +141,8 @@ func fuse(members []Member, opts FuseOptions, checkStack func([]fusePart, int) e
 	if frame > maxStack {
 		return nil, cannot("no free stack slot: the members together use %d of %d bytes of stack", frame-8, maxStack)
 	}
-	if checkStack != nil {
-		if err := checkStack(parts[:reached], frame); err != nil {
+	if check != nil {
+		if err := check(parts[:reached], frame, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -183,6 +183,28 @@ func fuse(members []Member, opts FuseOptions, checkStack func([]fusePart, int) e
 		}
 	}
 	return spec, nil
+}
+
+// maxUsedMaps is the most maps one program may use (MAX_USED_MAPS).
+const maxUsedMaps = 64
+
+// usedMaps counts the maps the fused program will reference: each
+// member's own, global data sections included, and its run counter.
+func usedMaps(parts []fusePart, countRuns bool) int {
+	n := 0
+	for _, p := range parts {
+		seen := map[string]bool{}
+		for _, ins := range p.insns {
+			if ins.IsLoadFromMap() && ins.Reference() != "" && !seen[ins.Reference()] {
+				seen[ins.Reference()] = true
+				n++
+			}
+		}
+		if countRuns {
+			n++
+		}
+	}
+	return n
 }
 
 // fusedBlock returns member i's part of the main function: its entry
@@ -323,6 +345,15 @@ func fusedLicense(parts []fusePart) (string, error) {
 		return "GPL", nil
 	}
 	return "", cannot("members have different licences, not all GPL compatible")
+}
+
+// checkLimits refuses a chain that the kernel would refuse for its stack
+// or its number of maps, saying so before the verifier does.
+func checkLimits(parts []fusePart, frame int, opts FuseOptions) error {
+	if n := usedMaps(parts, opts.CountRuns); n > maxUsedMaps {
+		return cannot("the members use %d maps together, the kernel allows %d per program", n, maxUsedMaps)
+	}
+	return checkFusedStack(parts, frame)
 }
 
 // checkFusedStack refuses a chain whose shared main frame plus a member's

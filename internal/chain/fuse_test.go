@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -500,4 +501,35 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestFuseMapLimit: the kernel allows 64 maps per program; a chain whose
+// members use more together is not fused, and says why.
+func TestFuseMapLimit(t *testing.T) {
+	spec := loadSpec(t)
+	pass := []int32{xdpPass}
+	// xdp_count_a uses counters and .rodata: 2 maps, 3 with its run counter.
+	var members []Member
+	for range 21 {
+		members = append(members, fuseMember(t, spec, "xdp_count_a", pass, nil))
+	}
+	if _, err := Fuse(members, FuseOptions{CountRuns: true}); err != nil {
+		t.Fatalf("21 members with 63 maps: %v", err)
+	}
+	members = append(members, fuseMember(t, spec, "xdp_count_a", pass, nil))
+	if os.Geteuid() == 0 {
+		// The kernel agrees: 22 members with 66 maps, unchecked, fail...
+		err := loadUnchecked(members, FuseOptions{CountRuns: true})
+		if err == nil || !strings.Contains(err.Error(), "maps per program") {
+			t.Errorf("the kernel loaded 66 maps in one program, or refused it for another reason: %v", err)
+		}
+		// ...and 21 with 63 load.
+		loadFused(t, members[:21], FuseOptions{CountRuns: true}, nil)
+	}
+	members = members[:21]
+	members = append(members, fuseMember(t, spec, "xdp_count_a", pass, nil))
+	_, err := Fuse(members, FuseOptions{CountRuns: true})
+	if !errors.Is(err, ErrCannotChain) || !strings.Contains(err.Error(), "66 maps") {
+		t.Fatalf("22 members with 66 maps: got %v, want ErrCannotChain about 66 maps", err)
+	}
 }
