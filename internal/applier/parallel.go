@@ -41,7 +41,7 @@ type loadResult struct {
 func (ap *Applier) prepareParallel(plan *planner.Plan) (map[string]*loaded, error) {
 	var jobs []loadJob
 	for _, cp := range plan.Chains {
-		if cp.Fused && cp.Kind == planner.ChainSwitch {
+		if cp.Fused && cp.Kind == planner.ChainSwitch && cp.Fresh > 0 {
 			jobs = append(jobs, loadJob{chain: cp})
 		}
 	}
