@@ -98,27 +98,8 @@ func Fuse(members []Member, opts FuseOptions) (*ebpf.CollectionSpec, error) {
 // fuse is Fuse with the check of the kernel's limits given (nil: leave
 // them to the kernel).
 func fuse(members []Member, opts FuseOptions, check func([]fusePart, int, FuseOptions) error) (*ebpf.CollectionSpec, error) {
-	if len(members) == 0 {
-		return nil, cannot("no members to fuse")
-	}
-	parts := make([]fusePart, len(members))
-	slot := int16(0)
-	for i, m := range members {
-		prog, err := chainable(m.Spec, m.Function)
-		if err == nil {
-			parts[i].info, err = analyze(prog.Instructions)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("member %d (%s): %w", i, m.Function, err)
-		}
-		if opts.CountRuns && m.Spec.Maps[RunsMap] != nil {
-			return nil, cannot("member %d (%s): the collection already has a map named %s", i, m.Function, RunsMap)
-		}
-		parts[i].prog = prog
-		parts[i].insns = renameMember(prog.Instructions, i)
-		slot = min(slot, parts[i].info.Slot)
-	}
-	if err := sameKind(parts); err != nil {
+	parts, slot, err := fuseParts(members, opts)
+	if err != nil {
 		return nil, err
 	}
 	license, err := fusedLicense(parts)
@@ -157,15 +138,46 @@ func fuse(members []Member, opts FuseOptions, check func([]fusePart, int, FuseOp
 		subprogs = append(subprogs, parts[i].insns[parts[i].info.MainLen:]...)
 	}
 	out = fixFuncMetadata(append(out, subprogs...))
+	return fusedCollection(members, parts[0].prog, out, license, opts), nil
+}
 
-	first := parts[0].prog
+// fuseParts checks that every member can be fused and that they can share
+// one program, and returns them renamed apart, with the stack slot below
+// all of them.
+func fuseParts(members []Member, opts FuseOptions) ([]fusePart, int16, error) {
+	if len(members) == 0 {
+		return nil, 0, cannot("no members to fuse")
+	}
+	parts := make([]fusePart, len(members))
+	slot := int16(0)
+	for i, m := range members {
+		prog, err := chainable(m.Spec, m.Function)
+		if err == nil {
+			parts[i].info, err = analyze(prog.Instructions)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("member %d (%s): %w", i, m.Function, err)
+		}
+		if opts.CountRuns && m.Spec.Maps[RunsMap] != nil {
+			return nil, 0, cannot("member %d (%s): the collection already has a map named %s", i, m.Function, RunsMap)
+		}
+		parts[i].prog = prog
+		parts[i].insns = renameMember(prog.Instructions, i)
+		slot = min(slot, parts[i].info.Slot)
+	}
+	return parts, slot, sameKind(parts)
+}
+
+// fusedCollection holds the fused program and every member's maps and
+// variables under MemberMap keys.
+func fusedCollection(members []Member, first *ebpf.ProgramSpec, insns asm.Instructions, license string, opts FuseOptions) *ebpf.CollectionSpec {
 	spec := &ebpf.CollectionSpec{
 		Maps:      map[string]*ebpf.MapSpec{},
 		Variables: map[string]*ebpf.VariableSpec{},
 		Programs: map[string]*ebpf.ProgramSpec{FusedProgram: {
 			Name: FusedProgram, Type: first.Type, AttachType: first.AttachType,
 			SectionName: first.SectionName, Flags: first.Flags, License: license,
-			ByteOrder: first.ByteOrder, Instructions: out,
+			ByteOrder: first.ByteOrder, Instructions: insns,
 		}},
 		ByteOrder: members[0].Spec.ByteOrder,
 	}
@@ -182,7 +194,7 @@ func fuse(members []Member, opts FuseOptions, check func([]fusePart, int, FuseOp
 			spec.Maps[MemberMap(i, RunsMap)] = runsMapSpec()
 		}
 	}
-	return spec, nil
+	return spec
 }
 
 // maxUsedMaps is the most maps one program may use (MAX_USED_MAPS).
