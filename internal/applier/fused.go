@@ -40,7 +40,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 		name := r.Attachment.Name
 		l, err := ap.load(name, r)
 		if err != nil {
-			res.errs = append(res.errs, desired.Error{Attachment: name, Field: "package", Message: err.Error()})
+			res.errs = append(res.errs, desired.Error{Attachment: name, Field: "package", Message: err.Error(), Kind: loadErrorKind(err)})
 			continue
 		}
 		res.loaded[name] = l

@@ -1,6 +1,7 @@
 package applier
 
 import (
+	"errors"
 	"os"
 	"runtime"
 	"sync"
@@ -91,10 +92,26 @@ func (ap *Applier) runLoad(j loadJob) loadResult {
 	}
 	l, err := ap.load(j.act.Name, j.act.Desired)
 	if err != nil {
-		return loadResult{errs: desired.Errors{{Attachment: j.act.Name, Field: "package", Message: err.Error()}}}
+		return loadResult{errs: desired.Errors{{Attachment: j.act.Name, Field: "package", Message: err.Error(), Kind: loadErrorKind(err)}}}
 	}
 	crashpoint.Hit(crashpoint.Loaded)
 	return loadResult{loaded: map[string]*loaded{j.act.Name: l}}
+}
+
+// loadErrorKind tells running out of file descriptors (leafd's limit)
+// from a program the kernel refuses (the document's).
+func loadErrorKind(err error) string {
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		return desired.KindLimit
+	}
+	return ""
+}
+
+// fusedLoad reports whether an action's member is loaded as part of its
+// chain's new fused program.
+func fusedLoad(act *planner.Action) bool {
+	cp := act.Chain
+	return cp != nil && cp.Fused && cp.Kind == planner.ChainSwitch && cp.Fresh > 0 && act.Desired != nil && act.Desired.Chain != nil && act.Desired.Chain.FuseSpec != nil
 }
 
 // loadWorkers is how many loads run at once: one per CPU leafd may use,
