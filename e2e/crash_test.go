@@ -322,7 +322,7 @@ func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, cg string
 	if got := cgroupPrograms(t, cg); !slices.Equal(got, []uint32{st["cg"].ProgramID}) || st["cg"].Package != "pktcount@"+want.cgVersion {
 		t.Fatalf("document %s: the cgroup runs %v; status says %s program %d", want.name, got, st["cg"].Package, st["cg"].ProgramID)
 	}
-	if got := rodataUint(t, st["ex"].ProgramID, "packages/execcount/execcount.bpf.o", "only_uid"); got != uint64(want.exUID) {
+	if got := rodataUint(t, st["ex"].ProgramID, 0, "packages/execcount/execcount.bpf.o", "only_uid"); got != uint64(want.exUID) {
 		t.Fatalf("document %s: ex runs with only_uid %d, want %d", want.name, got, want.exUID)
 	}
 	if got := pinnedLinkProgID(t, d, "ex"); got != st["ex"].ProgramID {
