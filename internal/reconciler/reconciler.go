@@ -340,7 +340,7 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	pinned := admission.Pinned(adm.Packages, r.repoNames())
 	opts := planner.Options{CountRuns: r.cfg.Stats.Enabled()}
 	resolved := adm.Resolved
-	if resolved == nil || len(hold) > 0 || adm.Options != opts {
+	if resolved == nil || len(hold) > 0 || adm.Options.CountRuns != opts.CountRuns {
 		resolved, err = planner.Resolve(without(st, hold), pinned, opts)
 		if err != nil {
 			return nil, err
