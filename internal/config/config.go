@@ -154,6 +154,12 @@ type Config struct {
 	// besides the netlink and pin events that wake a check at once; 0
 	// turns the scan off.
 	DriftScanInterval Duration `json:"driftScanInterval,omitempty"`
+	// MaxAttachments is the most attachments one desired-state document
+	// may hold; a larger one is refused at validation (default 1000).
+	MaxAttachments int `json:"maxAttachments,omitempty"`
+	// MaxChainLength is the most programs on one XDP or TC hook (default
+	// and upper bound 32, the kernel's tail-call limit).
+	MaxChainLength int `json:"maxChainLength,omitempty"`
 	// Secure turns secure mode on for every XDP and TC hook leaf manages:
 	// programs leaf does not own are removed from them.
 	Secure bool `json:"secure,omitempty"`
@@ -237,6 +243,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DriftScanInterval < 0 {
 		errs = append(errs, errors.New("driftScanInterval must not be negative"))
+	}
+	if c.MaxAttachments < 0 {
+		errs = append(errs, errors.New("maxAttachments must not be negative"))
+	}
+	if c.MaxChainLength < 0 || c.MaxChainLength > 32 {
+		errs = append(errs, errors.New("maxChainLength must be between 1 and 32 (0: the default, 32)"))
 	}
 	if c.CertWarningWindow < 0 {
 		errs = append(errs, errors.New("certWarningWindow must not be negative"))

@@ -71,7 +71,12 @@ func (r *Repo) Name() string { return r.name }
 
 // Resolve fetches name@version with its signatures.
 func (r *Repo) Resolve(name, version string) (*repository.Package, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
+	return r.ResolveContext(context.Background(), name, version)
+}
+
+// ResolveContext is Resolve, given up when ctx is (or after Timeout).
+func (r *Repo) ResolveContext(ctx context.Context, name, version string) (*repository.Package, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	desc, store, err := r.origin.Resolve(ctx, name, version)
 	if err != nil {

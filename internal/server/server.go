@@ -125,15 +125,20 @@ func (s *Server) deleteAttachment(w http.ResponseWriter, r *http.Request) {
 // document are 422 (404 for an unknown attachment, 409 when the hook is
 // held by someone else); only leafd's own failures are 500.
 func (s *Server) applyError(w http.ResponseWriter, err error) {
-	var se *reconciler.StageError
 	var de desired.Errors
 	switch {
 	case errors.Is(err, reconciler.ErrUnknownAttachment):
 		writeError(w, http.StatusNotFound, err)
 	case errors.As(err, &de):
 		code := http.StatusUnprocessableEntity
-		if errors.As(err, &se) && se.Stage == reconciler.StageAttach {
+		switch de.Worst() {
+		case desired.KindConflict:
 			code = http.StatusConflict
+		case desired.KindLimit:
+			code = http.StatusRequestEntityTooLarge
+		case desired.KindInternal:
+			s.Logger.Error("apply failed", "error", err)
+			code = http.StatusInternalServerError
 		}
 		writeError(w, code, err)
 	default:
@@ -271,6 +276,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// maxErrorDetails caps the details in one error body.
+const maxErrorDetails = 50
+
 func writeError(w http.ResponseWriter, code int, err error) {
 	body := v1.Error{Error: err.Error()}
 	var de desired.Errors
@@ -279,7 +287,13 @@ func writeError(w http.ResponseWriter, code int, err error) {
 		if len(de) == 1 {
 			body.Error = de[0].Error()
 		}
-		for _, e := range de {
+		// Bounded: a document with thousands of problems gets the first
+		// maxErrorDetails and the count.
+		for i, e := range de {
+			if i == maxErrorDetails {
+				body.Error += fmt.Sprintf(" (the first %d are listed)", maxErrorDetails)
+				break
+			}
 			body.Details = append(body.Details, v1.ErrorDetail{Attachment: e.Attachment, Field: e.Field, Message: e.Message})
 		}
 	}
