@@ -171,8 +171,8 @@ type Config struct {
 	CompanionDir string `json:"companionDir,omitempty"`
 	// CompanionCgroup is this leafd's cgroup subtree below the cgroup2
 	// mount, the only one it creates, sweeps and removes companions'
-	// cgroups in; default "leaf/" and the state directory with "/"
-	// turned into "-" (leaf/var-lib-leaf).
+	// cgroups in; default "leaf-" and the state directory with "/"
+	// turned into "-" (leaf-var-lib-leaf).
 	CompanionCgroup string `json:"companionCgroup,omitempty"`
 }
 
