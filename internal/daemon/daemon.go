@@ -24,6 +24,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/enforcer"
 	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/metrics"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
@@ -58,6 +59,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hints := &l3af.Catalog{}
+	l3afRepos := withL3AFHints(&cfg, hints)
 	repos, err := openRepositories(cfg, cache, log)
 	if err != nil {
 		return err
@@ -95,6 +98,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	enf.SetTarget(rec)
+	l3afSvc, err := newL3AF(cfg, l3afRepos, rec, repos, hints)
+	if err != nil {
+		return err
+	}
+	m.Registry.MustRegister(l3afSvc.Collector())
 	if cfg.BPFStats {
 		if err := stats.Set(true); err != nil {
 			return err
@@ -110,7 +118,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var ready atomic.Bool
 	done := make(chan struct{})
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
-		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, L3AF: l3afSvc}
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err
@@ -138,6 +146,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ready.Store(true)
 	go pruneCache(ctx, cache, st, log)
+	go l3afSvc.Run(ctx)
 	go pruneTokens(ctx, st, log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()

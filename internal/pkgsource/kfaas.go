@@ -24,20 +24,27 @@ import (
 // <root>/<name>/<version>/<platform>/<artifact>, the artifact a .tar.gz
 // whose files sit in one top-level directory. leaf reads leaf.yaml and
 // the objects from it and builds the package the same way `leaf pkg
-// build` would, so its digest (and what signs it) is the same.
+// build` would, so its digest (and what signs it) is the same. An
+// archive without leaf.yaml (as L3AF's build makes them) gets one derived
+// from its object and the package's hint (see DeriveManifest).
 // Signatures sit beside the artifact as <artifact>.author.sigstore.json
 // and <artifact>.repository.sigstore.json.
 type KFaaS struct {
 	g        getter
 	platform string
 	artifact string
+	// repo and hints give l3afd's per-package artifact names, version
+	// path segments and object details (nil: none).
+	repo  string
+	hints KFaaSHints
 }
 
 // NewKFaaS makes a KFaaS origin at root (URL or directory). artifact may
-// use {name} and {version}.
+// use {name} and {version}. The platform segment defaults to the host's
+// distribution codename, as l3afd takes it.
 func NewKFaaS(root, platform, artifact string, client *http.Client) *KFaaS {
 	if platform == "" {
-		platform = "linux"
+		platform = HostCodename()
 	}
 	if artifact == "" {
 		artifact = "{name}.tar.gz"
@@ -45,14 +52,34 @@ func NewKFaaS(root, platform, artifact string, client *http.Client) *KFaaS {
 	return &KFaaS{g: getter{base: strings.TrimSuffix(root, "/"), client: client}, platform: platform, artifact: artifact}
 }
 
+// hint is the package's hint, or none.
+func (k *KFaaS) hint(name, version string) KFaaSHint {
+	if k.hints == nil {
+		return KFaaSHint{}
+	}
+	h, _ := k.hints.KFaaSHint(k.repo, name, version)
+	return h
+}
+
 func (k *KFaaS) path(name, version string) (string, error) {
+	h := k.hint(name, version)
+	segment, artifact := version, k.artifact
+	if h.Version != "" {
+		segment = h.Version
+	}
+	if h.Artifact != "" {
+		artifact = h.Artifact
+	}
 	// Names and versions come from desired state, but check here too:
 	// they become path components.
-	if !safeComponent(name) || !safeComponent(version) {
-		return "", fmt.Errorf("%s@%s cannot name a KFaaS path", name, version)
+	if !safeComponent(name) || !safeComponent(segment) {
+		return "", fmt.Errorf("%s@%s cannot name a KFaaS path", name, segment)
 	}
-	a := strings.NewReplacer("{name}", name, "{version}", version).Replace(k.artifact)
-	return k.g.join(name, version, k.platform, a), nil
+	a := strings.NewReplacer("{name}", name, "{version}", segment).Replace(artifact)
+	if !safeComponent(a) {
+		return "", fmt.Errorf("artifact %q cannot name a KFaaS file", a)
+	}
+	return k.g.join(name, segment, k.platform, a), nil
 }
 
 func safeComponent(s string) bool {
@@ -75,6 +102,9 @@ func (k *KFaaS) Resolve(ctx context.Context, name, version string) (ocispec.Desc
 	}
 	files, err = archive.StripTop(files)
 	if err != nil {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
+	}
+	if files, err = withDerivedManifest(name, version, files, k.hint(name, version)); err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
 	}
 	store := memory.New()
@@ -139,4 +169,25 @@ func WriteKFaaS(w *bytes.Buffer, name string, files archive.Files) error {
 		prefixed[name+"/"+p] = d
 	}
 	return archive.WriteGzip(w, prefixed)
+}
+
+// HostCodename is the distribution codename from /etc/os-release
+// (VERSION_CODENAME, as l3afd reads it), or "linux" when there is none.
+func HostCodename() string {
+	return codenameFrom("/etc/os-release")
+}
+
+func codenameFrom(file string) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "linux"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "VERSION_CODENAME="); ok {
+			if v = strings.Trim(v, `"'`); safeComponent(v) {
+				return v
+			}
+		}
+	}
+	return "linux"
 }

@@ -158,6 +158,22 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 	return res, err
 }
 
+// Modify applies change(current desired state) under the lock, so that a
+// change built from the current state (the L3AF API's add and delete)
+// never overwrites one applied in between. change must not block: do
+// network work before calling Modify.
+func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, err := change(r.desired.Clone())
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.apply(ctx, next, dryRun, nil)
+	r.recordApply(res, err, dryRun)
+	return res, err
+}
+
 // apply validates, resolves, observes, plans, applies and records st.
 // Attachments in hold are left exactly as they are — not resolved, not
 // planned, their records kept — so that a repair can proceed while one

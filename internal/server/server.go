@@ -17,6 +17,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/auth/token"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/events"
+	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
@@ -43,6 +44,8 @@ type Server struct {
 	Ready func() bool
 	// Done closes when leafd shuts down, ending event streams.
 	Done <-chan struct{}
+	// L3AF serves l3afd's API; nil: those routes answer 404.
+	L3AF *l3af.Service
 }
 
 // Handler returns the API: every route of the table in routes.go behind
