@@ -236,6 +236,24 @@ func TestL3AFReorderUnderTraffic(t *testing.T) {
 	}
 	mustL3AF(t, d, "POST", "/l3af/configs/v1/update", payload(2, 3))
 	time.Sleep(150 * time.Millisecond)
+	// A restart (even kill -9) detaches nothing and reloads nothing: the
+	// stored L3AF configuration tells the start-up reconcile where its
+	// packages come from.
+	ids := status(t, d)
+	d.Kill()
+	time.Sleep(100 * time.Millisecond)
+	d.Restart()
+	for n, a := range status(t, d) {
+		if a.ProgramID != ids[n].ProgramID || a.State != "attached" {
+			t.Errorf("restart: %s %s program %d → %d", n, a.State, ids[n].ProgramID, a.ProgramID)
+		}
+	}
+	var all []map[string]any
+	json.Unmarshal(mustL3AF(t, d, "GET", "/l3af/configs/v1", "").Body, &all)
+	if len(all) != 1 || len(all[0]["bpf_programs"].(map[string]any)["xdp_ingress"].([]any)) != 3 {
+		t.Errorf("GET after restart: %v", all)
+	}
+	time.Sleep(100 * time.Millisecond)
 	sent, lost, dup := stream.Stop()
 	if len(lost) > 0 || len(dup) > 0 {
 		t.Fatalf("receiver: %d lost, %d duplicated of %d", len(lost), len(dup), sent)
