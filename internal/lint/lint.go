@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -76,9 +77,16 @@ func checkLicense(spec *ebpf.CollectionSpec, fn string) error {
 	return nil
 }
 
-// load loads the program through the verifier and closes it at once.
+// load loads the program through the verifier and closes it at once,
+// the way apply loads it: only this program, and no map pinned by the
+// object's own request (leaf pins maps itself; libbpf's pin-by-name
+// would otherwise need a pin path and fail).
 func load(spec *ebpf.CollectionSpec, fn string) error {
 	spec = spec.Copy()
+	spec.Programs = map[string]*ebpf.ProgramSpec{fn: spec.Programs[fn]}
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", fn, err)
@@ -103,6 +111,13 @@ func checkParams(p *repository.Package) error {
 				}
 			} else if _, ok := spec.Maps[param.Map.Name]; ok {
 				found = true
+			}
+			if found {
+				// Sizes and key types as apply checks them.
+				if err := planner.CheckParam(param, spec); err != nil {
+					errs = append(errs, fmt.Errorf("parameter %s: %w", param.Name, err))
+				}
+				break
 			}
 		}
 		if !found {

@@ -241,6 +241,16 @@ func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.Col
 	return consts, maps, errs
 }
 
+// CheckParam checks a parameter's map or constant against the object as
+// apply will (sizes, key types), for a value of one item (lint).
+func CheckParam(p manifest.Param, spec *ebpf.CollectionSpec) error {
+	typ, err := manifest.ParseType(p.Type)
+	if err != nil {
+		return err
+	}
+	return checkTarget(p, typ, 1, spec)
+}
+
 // checkTarget verifies that the parameter's map or variable exists in the
 // object with a matching size, and that a key list fits the map.
 func checkTarget(p manifest.Param, typ manifest.Type, n int, spec *ebpf.CollectionSpec) error {

@@ -28,12 +28,14 @@ struct {
 	__type(value, __u8);
 } portdrop_ports SEC(".maps");
 
-// map_args "portdrop_config": "1": key 0 switches dropping on.
+// map_args "portdrop_config": "1": key 0 switches dropping on. Pinned by
+// name, as L3AF's programs pin the maps their user programs share.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } portdrop_config SEC(".maps");
 
 // monitor_maps: drops, under key 0 once it exists.
