@@ -381,3 +381,81 @@ func promtoolCheck(t *testing.T, body []byte) {
 		t.Errorf("promtool check metrics without l3afd's names: exit %d\n%s", code, out)
 	}
 }
+
+// TestL3AFImportRoundTrip: `leaf l3af import` turns an l3afd config and
+// its persisted programs into leafd's config and desired state; leafd
+// started from them runs the programs (traffic shows it) and answers GET
+// with the configuration l3afd had persisted.
+func TestL3AFImportRoundTrip(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	p := testenv.NewPair(t)
+	root := t.TempDir()
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata"))
+	l3afArtifact(t, root, "portdrop", "latest", "l3af_portdrop.tar.gz", filepath.Join(testdata, "l3af", "portdrop", "portdrop.bpf.o"))
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "l3afd.cfg")
+	store := filepath.Join(dir, "l3af-config.json")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`[DEFAULT]
+
+[l3afd]
+pid-file: /var/run/l3afd.pid
+bpf-chaining-enabled: true
+shutdown-timeout: 25s
+
+[ebpf-repo]
+url: file://%s
+
+[web]
+metrics-addr: 127.0.0.1:0
+ebpf-poll-interval: 100ms
+n-metric-samples: 5
+
+[xdp-root]
+package-name: xdp-root
+artifact: l3af_xdp_root.tar.gz
+
+[l3af-configs]
+restapi-addr: localhost:7080
+
+[l3af-config-store]
+filename: %s
+
+[mtls]
+enabled: false
+`, root, store)), 0o644)
+	persisted := portdropPayload(p.IfB, 1)
+	os.WriteFile(store, []byte(persisted), 0o644)
+	out := filepath.Join(dir, "leaf")
+	r := runCLI(t, "/nonexistent.sock", nil, "l3af", "import", "--config", cfg, "--out", out, "--netns", p.NsB)
+	if r.Code != 0 {
+		t.Fatalf("import: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, want := range []string{"1 attachment(s)", "[xdp-root]: not needed", "restapi-addr localhost:7080: not carried over", "[l3afd] pid-file: not carried over"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("import report lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--config", filepath.Join(out, "leafd.yaml")}})
+	var got, want l3af.Config
+	json.Unmarshal(mustL3AF(t, d, "GET", "/l3af/configs/v1", "").Body, &got)
+	json.Unmarshal([]byte(persisted), &want)
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	// l3afd answers a hook without programs with null, whatever it was given.
+	w = bytes.ReplaceAll(bytes.ReplaceAll(w, []byte(`"tc_ingress":[]`), []byte(`"tc_ingress":null`)), []byte(`"tc_egress":[]`), []byte(`"tc_egress":null`))
+	if !bytes.Equal(g, w) {
+		t.Errorf("GET after import:\n%s\nl3afd persisted:\n%s", g, w)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	n := -1
+	for time.Now().Before(deadline) && n != 0 {
+		n = p.Delivered(t, 7002, 10, 300*time.Millisecond)
+	}
+	if n != 0 {
+		t.Errorf("port 7002 (in the imported map_args): %d of 10 delivered, want 0", n)
+	}
+	if n := p.Delivered(t, 7003, 10, 2*time.Second); n != 10 {
+		t.Errorf("port 7003: %d of 10 delivered", n)
+	}
+}

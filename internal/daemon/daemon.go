@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		os.Remove(cfg.Socket)
 	}
-	if err := startState(ctx, cfg, rec, log); err != nil {
+	if err := startState(ctx, cfg, rec, l3afSvc, log); err != nil {
 		stop()
 		return err
 	}
@@ -218,7 +218,7 @@ func tlsAddress(cfg Config) string {
 
 // startState applies the configured desired-state file, or adopts the
 // stored state: same programs, same IDs, stale pins removed.
-func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log *slog.Logger) error {
+func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, l3afSvc *l3af.Service, log *slog.Logger) error {
 	if cfg.DesiredState != "" {
 		data, err := os.ReadFile(cfg.DesiredState)
 		if err != nil {
@@ -226,6 +226,9 @@ func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log
 		}
 		doc, err := desired.Parse(data)
 		if err != nil {
+			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
+		}
+		if err := l3afSvc.Learn(doc); err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
 		res, err := rec.Apply(ctx, doc, false)

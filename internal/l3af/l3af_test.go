@@ -174,3 +174,34 @@ func TestAggregators(t *testing.T) {
 		t.Errorf("max-rate %v avg %v scalar %v", rate.value, avg.value, scalar.value)
 	}
 }
+
+// TestMigrateTLS: l3afd's mTLS listener becomes leafd's TLS listener,
+// its SAN rules subject rules, with the difference reported.
+func TestMigrateTLS(t *testing.T) {
+	ini, err := ParseINI([]byte(`[l3af-configs]
+restapi-addr: 0.0.0.0:7080
+[mtls]
+enabled: true
+min-tls-version: TLS_1_2
+cert-dir: /etc/l3af/certs
+cacert-filename: ca.pem
+server-crt-filename: server.crt
+server-key-filename: server.key
+san-match-rules: .+l3afd.l3af.io, ^l3afd.l3af.io$
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Migration{Daemon: map[string]any{}}
+	migrateTLS(m, func(s, k string) string { return ini[s][k] }, func(f string, a ...any) { m.Report = append(m.Report, f) })
+	tls := m.Daemon["tls"].(map[string]any)
+	if tls["address"] != "0.0.0.0:7080" || tls["certFile"] != "/etc/l3af/certs/server.crt" || tls["clientCAFile"] != "/etc/l3af/certs/ca.pem" || tls["minVersion"] != "1.2" {
+		t.Errorf("tls: %v", tls)
+	}
+	if subj := tls["subjects"].([]map[string]any); len(subj) != 2 || subj[1]["regex"] != "^l3afd.l3af.io$" || len(m.Report) != 1 {
+		t.Errorf("subjects %v, report %v", subj, m.Report)
+	}
+	if _, err := ParseINI([]byte("key: outside a section\n")); err == nil {
+		t.Error("a key outside a section was accepted")
+	}
+}

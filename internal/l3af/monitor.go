@@ -128,7 +128,10 @@ func (s *Service) intervals() int {
 	return DefaultIntervals
 }
 
-// Run samples the monitored maps every poll interval until ctx ends.
+// Run samples the monitored maps every poll interval until ctx ends. It
+// first creates monitored keys that are missing, as l3afd does when it
+// loads a program: after leafd starts from a stored or imported state,
+// or after a program was put back, the program counts again.
 func (s *Service) Run(ctx context.Context) {
 	every := s.opts.PollInterval
 	if every <= 0 {
@@ -137,6 +140,9 @@ func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if cfg, err := configOf(s.engine.Desired()); err == nil {
+			s.ensureMonitorKeys(cfg)
+		}
 		s.Sample()
 		select {
 		case <-ctx.Done():

@@ -81,16 +81,21 @@ func New(opts Options, engine Engine, repos repository.Set, hints *Catalog) *Ser
 
 // Load reads the hints of the stored L3AF configuration, so that the
 // start-up reconcile finds its packages. Call it before that reconcile.
-func (s *Service) Load() error {
-	cfg, err := configOf(s.engine.Desired())
-	if err != nil {
+func (s *Service) Load() error { return s.Learn(s.engine.Desired()) }
+
+// Learn adds the package hints of the L3AF configuration a desired-state
+// document carries (one applied at start or through PUT /v1/state, such
+// as `leaf l3af import` writes), so that its packages resolve.
+func (s *Service) Learn(st *desired.State) error {
+	cfg, err := configOf(st)
+	if err != nil || len(cfg) == 0 {
 		return err
 	}
 	hints, _, err := s.hints(cfg)
 	if err != nil {
 		return err
 	}
-	s.Hints.Replace(hints)
+	s.Hints.Add(hints)
 	return nil
 }
 
@@ -377,6 +382,20 @@ func (c *Catalog) KFaaSHint(repo, name, version string) (pkgsource.KFaaSHint, bo
 	defer c.mu.RUnlock()
 	h, ok := c.hints[hintKey{repo, name, version}]
 	return h, ok
+}
+
+// Add adds hints, replacing those of the same packages.
+func (c *Catalog) Add(h map[hintKey]pkgsource.KFaaSHint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := map[hintKey]pkgsource.KFaaSHint{}
+	for k, v := range c.hints {
+		next[k] = v
+	}
+	for k, v := range h {
+		next[k] = v
+	}
+	c.hints = next
 }
 
 // Replace sets the hints and returns the previous ones.

@@ -93,6 +93,14 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if s.L3AF != nil {
+		// A document carrying an L3AF configuration names its packages
+		// the way l3afd's payloads do.
+		if err := s.L3AF.Learn(&st); err != nil {
+			writeError(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+	}
 	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
 	if err != nil {
 		s.applyError(w, err)
