@@ -231,14 +231,14 @@ func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, l3a
 		if err := l3afSvc.Learn(doc); err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
-		res, err := rec.Apply(ctx, doc, false)
+		res, err := rec.Start(ctx, doc)
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", cfg.DesiredState, err)
 		}
 		log.Info("applied desired state at start", "file", cfg.DesiredState, "changed", res.Changed)
 		return nil
 	}
-	res, err := rec.Reconcile(ctx)
+	res, err := rec.Start(ctx, nil)
 	if err != nil {
 		// Keep serving: what runs stays running and the operator can fix
 		// the state through the API.
