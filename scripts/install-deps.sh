@@ -15,6 +15,9 @@ have ping          || need+=(iputils-ping)
 # xdp-tools ships BPF objects built by someone else (xdp-filter's); the
 # chain tests run one, unmodified, in the middle of a chain.
 ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
+# Debian's docker-registry is distribution 2.8 (no referrers API): the
+# registry tests run it on loopback with a generated config.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

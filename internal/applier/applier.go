@@ -194,7 +194,7 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	}
 	for pname, v := range r.ConstParams {
 		p := r.Package.Manifest.Param(pname)
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		gv, err := typ.GoValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("parameter %s: %w", pname, err)

@@ -23,7 +23,7 @@ func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[
 		if mp == nil {
 			return fmt.Errorf("parameter %s: map %s not loaded", name, p.Map.Name)
 		}
-		typ, err := manifest.ParseType(p.Type)
+		typ, err := p.TypeOf()
 		if err != nil {
 			return err
 		}

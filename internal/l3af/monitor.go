@@ -155,7 +155,7 @@ func (s *Service) Run(ctx context.Context) {
 // readMap reads one key of an attachment's pinned map as an unsigned
 // integer, summed over CPUs for per-CPU maps.
 func (s *Service) readMap(att, name string, key uint64) (float64, error) {
-	m, err := ebpf.LoadPinnedMap(s.opts.Layout.Map(att, name), &ebpf.LoadPinOptions{ReadOnly: true})
+	m, err := ebpf.LoadPinnedMap(s.opts.MapPin(att, name), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return 0, err
 	}
@@ -203,7 +203,7 @@ func (s *Service) ensureMonitorKeys(cfg Config) []string {
 }
 
 func (s *Service) ensureKey(att, name string, key uint64) error {
-	m, err := ebpf.LoadPinnedMap(s.opts.Layout.Map(att, name), nil)
+	m, err := ebpf.LoadPinnedMap(s.opts.MapPin(att, name), nil)
 	if err != nil {
 		return fmt.Errorf("no such map in the program's object: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
-	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -42,8 +41,9 @@ type Options struct {
 	// Repos are the KFaaS repositories, the first being the default
 	// (l3afd's ebpf-repo-url).
 	Repos []Repo
-	// Layout is leaf's bpffs layout, where attachments pin their maps.
-	Layout bpffs.Layout
+	// MapPin is where an attachment's map is pinned (leafd's bpffs
+	// layout).
+	MapPin func(attachment, mapName string) string
 	// PollInterval and Intervals shape monitor_maps sampling (defaults
 	// DefaultPollInterval, DefaultIntervals).
 	PollInterval time.Duration

@@ -15,16 +15,21 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
+// MaxSeriesWarning is the number of series one metric may export per
+// attachment before lint warns: past it a scrape grows large and slow.
+const MaxSeriesWarning = 1024
+
 // Summary is the outcome of a lint run.
 type Summary struct {
 	Passed bool    `json:"passed"`
 	Checks []Check `json:"checks"`
 }
 
-// Check is one check.
+// Check is one check. A warning passes but says what to look at.
 type Check struct {
 	Name    string `json:"name"`
 	Passed  bool   `json:"passed"`
+	Warning bool   `json:"warning,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
@@ -54,6 +59,15 @@ func Run(p *repository.Package, opts Options) Summary {
 		}
 		add("btf:"+prog.Name, checkBTF(spec))
 		add("license:"+prog.Name, checkLicense(spec, prog.Function))
+		// Apply's own checks, so lint refuses first what apply would.
+		if errs := planner.CheckPackage(p, spec); len(errs) > 0 {
+			add("apply:"+prog.Name, errs)
+		} else {
+			add("apply:"+prog.Name, nil)
+		}
+		for _, w := range warnings(p, spec) {
+			s.Checks = append(s.Checks, Check{Name: "warning:" + prog.Name, Passed: true, Warning: true, Message: w})
+		}
 		if opts.Load {
 			add("verifier:"+prog.Name, load(spec, prog.Function))
 		}
@@ -112,13 +126,6 @@ func checkParams(p *repository.Package) error {
 			} else if _, ok := spec.Maps[param.Map.Name]; ok {
 				found = true
 			}
-			if found {
-				// Sizes and key types as apply checks them.
-				if err := planner.CheckParam(param, spec); err != nil {
-					errs = append(errs, fmt.Errorf("parameter %s: %w", param.Name, err))
-				}
-				break
-			}
 		}
 		if !found {
 			what := "constant " + param.Const
@@ -129,4 +136,18 @@ func checkParams(p *repository.Package) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// warnings are what passes apply but hurts in production: metrics whose
+// label sets can explode.
+func warnings(p *repository.Package, spec *ebpf.CollectionSpec) []string {
+	var out []string
+	for i, m := range p.Manifest.Metrics {
+		ms, ok := spec.Maps[m.Map]
+		if !ok || m.ByKey == "" || ms.MaxEntries <= MaxSeriesWarning {
+			continue
+		}
+		out = append(out, fmt.Sprintf("metrics[%d] (%s): byKey over map %s exports up to %d series per attachment (more than %d); read one key, sum the map, or look keys up with leaf maps", i, m.Name, m.Map, ms.MaxEntries, MaxSeriesWarning))
+	}
+	return out
 }

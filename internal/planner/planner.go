@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -185,7 +184,7 @@ func paramsEqual(pkg *repository.Package, a, b map[string]any) bool {
 		if p == nil {
 			return false
 		}
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		ea, errA := typ.Encode(va)
 		eb, errB := typ.Encode(vb)
 		if errA != nil || errB != nil || !sameSet(ea, eb) {
