@@ -201,6 +201,9 @@ func TestL3AFDeployThroughAPI(t *testing.T) {
 	if id := xdpProgID(t, p.NsB, p.IfB); id != 0 {
 		t.Errorf("after delete, XDP program %d is attached", id)
 	}
+	if pins := pinTree(t, d.BPFFS); len(pins) > 0 {
+		t.Errorf("after delete, pins remain: %v", pins)
+	}
 	if n := p.Delivered(t, 7001, 20, 2*time.Second); n != 20 {
 		t.Errorf("after delete, port 7001: %d of 20 delivered", n)
 	}
