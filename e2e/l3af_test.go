@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
@@ -184,6 +187,11 @@ func TestL3AFDeployThroughAPI(t *testing.T) {
 		t.Errorf("l3afd_BPFMonitorMap%v = %v, want 20 drops", labels, got)
 	}
 	m := scrapeMetrics(t, addr)
+	// The per-CPU counter of datagrams seen, summed over CPUs: 40 so far,
+	// so some sample window saw it grow.
+	if v := l3afMetric(m, "l3afd_BPFMonitorMap", map[string]string{"ebpf_program": "portdrop", "map_name": "portdrop_recv_count_0_max-rate"}); v <= 0 || v > 40 {
+		t.Errorf("l3afd_BPFMonitorMap{map_name=portdrop_recv_count_0_max-rate} = %v, want in (0, 40]", v)
+	}
 	run := map[string]string{"ebpf_program": "portdrop", "version": "latest", "direction": "xdpingress", "interface_name": p.IfB}
 	if v := l3afMetric(m, "l3afd_BPFRunning", run); v != 1 {
 		t.Errorf("l3afd_BPFRunning%v = %v, want 1", run, v)
@@ -201,8 +209,10 @@ func TestL3AFDeployThroughAPI(t *testing.T) {
 	if id := xdpProgID(t, p.NsB, p.IfB); id != 0 {
 		t.Errorf("after delete, XDP program %d is attached", id)
 	}
-	if pins := pinTree(t, d.BPFFS); len(pins) > 0 {
-		t.Errorf("after delete, pins remain: %v", pins)
+	for _, pin := range pinTree(t, d.BPFFS) {
+		if strings.Contains(pin, att) {
+			t.Errorf("after delete, %s remains", pin)
+		}
 	}
 	if n := p.Delivered(t, 7001, 20, 2*time.Second); n != 20 {
 		t.Errorf("after delete, port 7001: %d of 20 delivered", n)
@@ -461,4 +471,75 @@ enabled: false
 	if n := p.Delivered(t, 7003, 10, 2*time.Second); n != 10 {
 		t.Errorf("port 7003: %d of 10 delivered", n)
 	}
+}
+
+// TestL3AFUserProgram: a program's user program (cmd_start with
+// user_program_daemon, start_args, cpu and memory) runs as a leaf
+// companion: unprivileged but for CAP_BPF, in its own cgroup with l3afd's
+// limits, reading its program's map; deleting the program stops it.
+func TestL3AFUserProgram(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	root := t.TempDir()
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata"))
+	user := filepath.Join(t.TempDir(), "portdrop_user")
+	if out, err := exec.Command("go", "build", "-o", user, "../testdata/companions/mapreader").CombinedOutput(); err != nil {
+		t.Fatalf("build the user program: %v: %s", err, out)
+	}
+	l3afArtifact(t, root, "portdrop", "latest", "l3af_portdrop.tar.gz", filepath.Join(testdata, "l3af", "portdrop", "portdrop.bpf.o"), user)
+	os.Chmod(filepath.Join(root, "portdrop"), 0o755)
+	cfg := filepath.Join(t.TempDir(), "leafd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
+kind: DaemonConfig
+repositories: [{name: kfaas, type: kfaas, url: "file://%s", trust: {allowUnsigned: true}}]
+l3af: {hostName: leaf-l3af-test, netns: %s}
+`, root, p.NsB)), 0o644)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--config", cfg, "--companion-dir", companionDir(t)}})
+	payload := strings.Replace(portdropPayload(p.IfB, 1), `"cmd_start": "", "version": "latest",
+      "user_program_daemon": false,`, `"cmd_start": "portdrop_user", "version": "latest", "cpu": 25, "memory": 32,
+      "start_args": {"map": "portdrop_recv_count", "interval": "50ms"}, "user_program_daemon": true,`, 1)
+	if payload == portdropPayload(p.IfB, 1) {
+		t.Fatal("payload not rewritten")
+	}
+	mustL3AF(t, d, "POST", "/l3af/configs/v1/add", payload)
+	att := l3af.AttachmentName(p.IfB, l3af.HookXDPIngress, "portdrop")
+	ev := waitEvent(t, d, 0, v1.EventCompanion, "started")
+	pid := ev.PID
+	if pid == 0 || !alive(pid) || ev.Attachment != att {
+		t.Fatalf("companion started event %+v", ev)
+	}
+	if uid := procField(t, pid, "status", "Uid:"); strings.Fields(uid)[0] != "65534" {
+		t.Errorf("user program runs as uid %s, want 65534", uid)
+	}
+	if eff := procField(t, pid, "status", "CapEff:"); eff != fmt.Sprintf("%016x", uint64(1)<<39) {
+		t.Errorf("user program's capabilities %s, want CAP_BPF alone", eff)
+	}
+	cg := procField(t, pid, "cgroup", "0::")
+	if cg != "/leaf/"+att {
+		t.Errorf("user program in cgroup %q", cg)
+	}
+	for file, want := range map[string]string{"memory.max": fmt.Sprint(32 << 20), "cpu.max": "25000 100000"} {
+		for _, base := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+			if b, err := os.ReadFile(filepath.Join(base, cg, file)); err == nil {
+				if got := strings.TrimSpace(string(b)); got != want {
+					t.Errorf("%s = %q, want %q (l3afd's cpu 25%%, memory 32 MiB)", file, got, want)
+				}
+				break
+			}
+		}
+	}
+	if n := p.Delivered(t, 7003, 10, 2*time.Second); n != 10 {
+		t.Fatalf("%d of 10 arrived", n)
+	}
+	line := regexp.MustCompile(`portdrop_recv_count=(\d+)`)
+	waitUntil(t, "the user program reads its program's counter", func() bool {
+		for _, m := range line.FindAllStringSubmatch(d.Logs(), -1) {
+			if n, _ := strconv.Atoi(m[1]); n >= 10 {
+				return true
+			}
+		}
+		return false
+	})
+	mustL3AF(t, d, "POST", "/l3af/configs/v1/delete", fmt.Sprintf(`[{"host_name": "leaf-l3af-test", "iface": %q, "bpf_programs": {"xdp_ingress": ["portdrop"]}}]`, p.IfB))
+	waitUntil(t, "user program stopped", func() bool { return !alive(pid) })
 }

@@ -46,9 +46,9 @@ struct {
 	__type(value, __u64);
 } portdrop_drop_count SEC(".maps");
 
-// monitor_maps: UDP datagrams seen.
+// monitor_maps: UDP datagrams seen, per CPU.
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -69,7 +69,7 @@ int _xdp_portdrop(struct xdp_md *ctx)
 		goto next;
 	__u64 *recv = bpf_map_lookup_elem(&portdrop_recv_count, &zero);
 	if (recv)
-		__sync_fetch_and_add(recv, 1);
+		*recv += 1;
 	__u32 *on = bpf_map_lookup_elem(&portdrop_config, &zero);
 	if (!on || !*on)
 		goto next;
