@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/leaf-ebpf/leaf/internal/archive"
+	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
+	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
 // TestMapArgsShapes: both shapes l3afd has used decode, and encode back in
@@ -203,5 +205,32 @@ san-match-rules: .+l3afd.l3af.io, ^l3afd.l3af.io$
 	}
 	if _, err := ParseINI([]byte("key: outside a section\n")); err == nil {
 		t.Error("a key outside a section was accepted")
+	}
+}
+
+// TestAttachmentHooks: l3afd's hook lists map to leaf's hooks, seq_id to
+// priority, and the package is pinned by digest in the repository named.
+func TestAttachmentHooks(t *testing.T) {
+	obj, err := os.ReadFile(filepath.Join("..", "..", "testdata", "l3af", "portdrop", "portdrop.bpf.o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := pkgsource.DeriveManifest("portdrop", "0.0.0-latest", archive.Files{"portdrop.bpf.o": obj}, pkgsource.KFaaSHint{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkg := repository.NewPackage(m, "sha256:"+strings.Repeat("a", 64), "kfaas", nil, nil)
+	for hook, want := range map[string]desired.Hook{
+		HookXDPIngress: {Type: "xdp", Interface: "eth0", Netns: "ns"},
+		HookTCIngress:  {Type: "tc", Interface: "eth0", Netns: "ns", Direction: "ingress"},
+		HookTCEgress:   {Type: "tc", Interface: "eth0", Netns: "ns", Direction: "egress"},
+	} {
+		a, err := attachment(entry{iface: "eth0", hook: hook, prog: &Program{Name: "portdrop", SeqID: 3}}, target{"kfaas", "portdrop", "0.0.0-latest"}, pkg, "ns")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a.Hook, want) || *a.Priority != 3 || a.Repository != "kfaas" || a.Package != "portdrop@0.0.0-latest@"+pkg.Digest {
+			t.Errorf("%s: %+v", hook, a)
+		}
 	}
 }
