@@ -66,8 +66,9 @@ type Service struct {
 var (
 	// ErrUnknownProgram: a delete names a program not configured.
 	ErrUnknownProgram = errors.New("no such L3AF program")
-	// ErrConflict: the desired state changed while the call was admitted.
-	ErrConflict = errors.New("desired state changed during the call; retry")
+	// ErrConflict: the L3AF configuration changed while the call was
+	// admitted.
+	ErrConflict = errors.New("L3AF configuration changed during the call; retry")
 )
 
 // New makes the service; hints must be the catalog the KFaaS

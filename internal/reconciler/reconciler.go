@@ -6,7 +6,9 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -212,20 +214,34 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 	return res, err
 }
 
-// Modify applies change(current desired state) under the lock, so that a
-// change built from the current state (the L3AF API's add and delete)
-// never overwrites one applied in between. change must not block: do
-// network work before calling Modify.
+// ErrConflict is returned by Modify when the desired state changed
+// between the change being built and being applied.
+var ErrConflict = errors.New("desired state changed during the call; retry")
+
+// Modify applies change(current desired state), unless the state changed
+// in between (ErrConflict), so that a change built from the current state
+// (the L3AF API's add and delete) never overwrites one applied meanwhile.
+// change must be quick and must not block: do network work before.
 func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	next, err := change(r.desired.Clone())
+	base := r.Desired()
+	next, err := change(base.Clone())
 	if err != nil {
 		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !sameState(r.desired, base) {
+		return nil, ErrConflict
 	}
 	res, err := r.apply(ctx, next, dryRun, nil)
 	r.recordApply(res, err, dryRun)
 	return res, err
+}
+
+func sameState(a, b *desired.State) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
 }
 
 // apply validates, resolves, observes, plans, applies and records st.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/leaf-ebpf/leaf/internal/l3af"
+	"github.com/leaf-ebpf/leaf/internal/reconciler"
 )
 
 // The L3AF API: l3afd's routes and payloads (see internal/l3af). Every
@@ -57,7 +58,7 @@ func l3afChange[T any](s *Server, apply func(*l3af.Service, *http.Request, T, bo
 		switch {
 		case errors.Is(err, l3af.ErrUnknownProgram):
 			writeError(w, http.StatusNotFound, err)
-		case errors.Is(err, l3af.ErrConflict):
+		case errors.Is(err, l3af.ErrConflict), errors.Is(err, reconciler.ErrConflict):
 			writeError(w, http.StatusConflict, err)
 		case err != nil:
 			s.applyError(w, err)
