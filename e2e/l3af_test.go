@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	dto "github.com/prometheus/client_model/go"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -542,4 +543,54 @@ l3af: {hostName: leaf-l3af-test, netns: %s}
 	})
 	mustL3AF(t, d, "POST", "/l3af/configs/v1/delete", fmt.Sprintf(`[{"host_name": "leaf-l3af-test", "iface": %q, "bpf_programs": {"xdp_ingress": ["portdrop"]}}]`, p.IfB))
 	waitUntil(t, "user program stopped", func() bool { return !alive(pid) })
+}
+
+// TestL3AFTCHooks: tc_ingress and tc_egress programs (pktcount's count_tc,
+// an object with several programs, so entry_function_name picks one)
+// attach on their TCX hooks and count the traffic each direction sees.
+func TestL3AFTCHooks(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	p := testenv.NewPair(t)
+	d, _, fileRepo := l3afDaemon(t, p, "")
+	// The file:// tree of l3afDaemon gets pktcount beside seqa and seqb.
+	root := strings.TrimPrefix(fileRepo, "file://")
+	obj, _ := filepath.Abs(filepath.Join("..", "packages", "pktcount", "pktcount.bpf.o"))
+	l3afArtifact(t, root, "pktcount", "1.0", "l3af_pktcount.tar.gz", obj)
+	prog := func(seq int) string {
+		return fmt.Sprintf(`{"name": "pktcount", "seq_id": %d, "artifact": "l3af_pktcount.tar.gz", "version": "1.0", "admin_status": "enabled",
+  "prog_type": "tc", "ebpf_package_repo_url": %q, "object_file": "pktcount.bpf.o", "entry_function_name": "count_tc"}`, seq, fileRepo)
+	}
+	mustL3AF(t, d, "POST", "/l3af/configs/v1/add", fmt.Sprintf(`[{"host_name": "leaf-l3af-test", "iface": %q, "bpf_programs": {"tc_ingress": [%s], "tc_egress": [%s]}}]`, p.IfB, prog(1), prog(1)))
+	st := status(t, d)
+	for _, hook := range []string{l3af.HookTCIngress, l3af.HookTCEgress} {
+		if a := st[l3af.AttachmentName(p.IfB, hook, "pktcount")]; a.State != "attached" {
+			t.Fatalf("%s: %+v", hook, a)
+		}
+	}
+	if n := p.Delivered(t, 7005, 10, 2*time.Second); n != 10 {
+		t.Fatalf("%d of 10 delivered", n)
+	}
+	count := func(hook string) uint64 {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(d.BPFFS, "attachments", l3af.AttachmentName(p.IfB, hook, "pktcount"), "maps", "counters"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		var vals []uint64
+		if err := m.Lookup(uint32(0), &vals); err != nil {
+			t.Fatal(err)
+		}
+		var sum uint64
+		for _, v := range vals {
+			sum += v
+		}
+		return sum
+	}
+	if n := count(l3af.HookTCIngress); n < 10 {
+		t.Errorf("tc_ingress counted %d packets, want at least the 10 datagrams", n)
+	}
+	if n := count(l3af.HookTCEgress); n == 0 {
+		t.Errorf("tc_egress counted nothing (B answers ARP at least)")
+	}
 }
