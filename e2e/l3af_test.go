@@ -516,8 +516,8 @@ l3af: {hostName: leaf-l3af-test, netns: %s}
 		t.Errorf("user program's capabilities %s, want CAP_BPF alone", eff)
 	}
 	cg := procField(t, pid, "cgroup", "0::")
-	if cg != "/leaf/"+att {
-		t.Errorf("user program in cgroup %q", cg)
+	if !strings.HasPrefix(cg, "/leaf/") || !strings.HasSuffix(cg, "/"+att) {
+		t.Errorf("user program in cgroup %q, want leafd's subtree for %s", cg, att)
 	}
 	for file, want := range map[string]string{"memory.max": fmt.Sprint(32 << 20), "cpu.max": "25000 100000"} {
 		for _, base := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
