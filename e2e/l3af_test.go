@@ -188,11 +188,24 @@ func TestL3AFDeployThroughAPI(t *testing.T) {
 		t.Errorf("l3afd_BPFMonitorMap%v = %v, want 20 drops", labels, got)
 	}
 	m := scrapeMetrics(t, addr)
-	// The per-CPU counter of datagrams seen, summed over CPUs: 40 so far,
-	// so some sample window saw it grow.
-	if v := l3afMetric(m, "l3afd_BPFMonitorMap", map[string]string{"ebpf_program": "portdrop", "map_name": "portdrop_recv_count_0_max-rate"}); v <= 0 || v > 40 {
-		t.Errorf("l3afd_BPFMonitorMap{map_name=portdrop_recv_count_0_max-rate} = %v, want in (0, 40]", v)
+	// The per-CPU counter of datagrams seen, summed over CPUs, as the
+	// largest growth between two samples of the window: positive while
+	// traffic flows, never more than what was sent (40 so far).
+	rate := map[string]string{"ebpf_program": "portdrop", "map_name": "portdrop_recv_count_0_max-rate"}
+	var v float64
+	sent := 40.0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		p.Delivered(t, 7003, 10, 100*time.Millisecond)
+		sent += 10
+		time.Sleep(250 * time.Millisecond) // two samples
+		if v = l3afMetric(scrapeMetrics(t, addr), "l3afd_BPFMonitorMap", rate); v > 0 {
+			break
+		}
 	}
+	if v <= 0 || v > sent {
+		t.Errorf("l3afd_BPFMonitorMap%v = %v, want in (0, %v]", rate, v, sent)
+	}
+	m = scrapeMetrics(t, addr)
 	run := map[string]string{"ebpf_program": "portdrop", "version": "latest", "direction": "xdpingress", "interface_name": p.IfB}
 	if v := l3afMetric(m, "l3afd_BPFRunning", run); v != 1 {
 		t.Errorf("l3afd_BPFRunning%v = %v, want 1", run, v)
