@@ -205,7 +205,7 @@ func attachmentDrifts(rec *store.Record, o *observer.Attachment) []Drift {
 	if o.ProgramID == 0 {
 		out = append(out, d(ProgPinMissing, "the program pin is gone"))
 	}
-	if rec.Chain != nil && !o.HasNext {
+	if rec.Chain != nil && !rec.Chain.Fused && !o.HasNext {
 		out = append(out, d(NextPinMissing, "the next-member map pin is gone (the kernel empties an unpinned PROG_ARRAY)"))
 	}
 	if rec.Chain == nil {

@@ -377,6 +377,13 @@ func (b *benchmark) report() {
 	}
 	w.Flush()
 	fmt.Println()
+	apply50, ok1 := b.median("apply 50 programs")
+	direct50, ok2 := b.median("reference: ")
+	if ok1 && ok2 && direct50 > 0 {
+		r := float64(apply50) / float64(direct50)
+		fmt.Printf("target: apply 50 programs (leafd, loads in parallel) at most 0.7x of the sequential reference (cilium/ebpf loading and attaching the same 50 one after another), same run: %s / %s = %.2fx: %s\n\n",
+			ms(apply50), ms(direct50), r, verdict(r <= 0.7, "not met"))
+	}
 	if len(b.rss) > 0 { // not measured by every subcommand
 		fmt.Fprintf(w, "| leafd RSS (VmRSS after %s idle)\t RSS\t\n", b.settle)
 		fmt.Fprintln(w, "|---\t---\t")
@@ -404,6 +411,17 @@ func (b *benchmark) report() {
 	for _, c := range b.r.Log {
 		fmt.Println("  " + strings.ReplaceAll(c, "\n", "\n    "))
 	}
+}
+
+// median returns the median of the first row whose description starts
+// with prefix.
+func (b *benchmark) median(prefix string) (time.Duration, bool) {
+	for _, r := range b.rows {
+		if strings.HasPrefix(r.what, prefix) {
+			return r.s.Median, true
+		}
+	}
+	return 0, false
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
