@@ -320,6 +320,43 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 	return res, err
 }
 
+// ErrConflict is returned by Modify when the desired state changed
+// between the change being built and being applied.
+var ErrConflict = errors.New("desired state changed during the call; retry")
+
+// Modify applies change(current desired state), unless the state changed
+// in between (ErrConflict), so that a change built from the current state
+// (the L3AF API's add and delete) never overwrites one applied meanwhile.
+// change must be quick: it only edits the document.
+func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
+	base := r.Desired()
+	next, err := change(base.Clone())
+	if err != nil {
+		return nil, err
+	}
+	// Admission (packages fetched and verified) without the lock, as
+	// Apply does.
+	adm, err := r.admit(ctx, next, dryRun)
+	if err != nil {
+		r.recordApply(nil, err, dryRun)
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !sameState(r.desired, base) {
+		return nil, ErrConflict
+	}
+	res, err := r.apply(ctx, adm, dryRun, nil)
+	r.recordApply(res, err, dryRun)
+	return res, err
+}
+
+func sameState(a, b *desired.State) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
+}
+
 // apply reconciles: it resolves adm against its admitted packages only,
 // observes, plans, applies and records. Attachments in hold are left
 // exactly as they are — not resolved, not planned, their records kept —
