@@ -28,9 +28,10 @@ import (
 const docsSkip = "# docs-test: skip:"
 
 type shBlock struct {
-	file string
-	line int
-	text string
+	file   string
+	line   int
+	indent string // the fence's indentation (a block inside a list item)
+	text   string
 }
 
 func shBlocks(t *testing.T) []shBlock {
@@ -48,12 +49,13 @@ func shBlocks(t *testing.T) []shBlock {
 			line := sc.Text()
 			switch {
 			case cur == nil && strings.TrimSpace(line) == "```sh":
-				cur = &shBlock{file: strings.TrimPrefix(f, "../"), line: n + 1}
+				indent := line[:len(line)-len(strings.TrimLeft(line, " "))]
+				cur = &shBlock{file: strings.TrimPrefix(f, "../"), line: n + 1, indent: indent}
 			case cur != nil && strings.TrimSpace(line) == "```":
 				out = append(out, *cur)
 				cur = nil
 			case cur != nil:
-				cur.text += line + "\n"
+				cur.text += strings.TrimPrefix(line, cur.indent) + "\n"
 			}
 		}
 	}
