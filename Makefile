@@ -9,11 +9,11 @@ ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -fno-ident \
 	-fdebug-prefix-map=$(CURDIR)=. -I$(ARCH_INCLUDE)
 
-BPF_SOURCES := $(wildcard packages/*/*.bpf.c examples/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
+BPF_SOURCES := $(wildcard packages/*/*.bpf.c examples/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/l3af/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build docs generate check-generate test vet fmt-check demo bench clean deps cross-build
+.PHONY: all build docs package generate check-generate test vet fmt-check demo bench clean deps cross-build
 
 all: build
 
@@ -40,6 +40,11 @@ cross-build:
 	@for os in $(CROSS_OS); do ext=; [ $$os = windows ] && ext=.exe; \
 		GOOS=$$os GOARCH=amd64 CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o $(BIN)/cross/leaf-$$os-amd64$$ext ./cmd/leaf || exit 1; done
 	@ls -l $(BIN)/cross
+
+# The .deb and .rpm (leafd, leaf, systemd unit, sysusers, tmpfiles,
+# config, completions) into bin/pkg: docs/install.md.
+package:
+	scripts/package.sh bin/pkg
 
 # Compile every BPF source to an object next to it. Objects are committed.
 generate: $(BPF_OBJECTS)

@@ -18,6 +18,15 @@ ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
 # Debian's docker-registry is distribution 2.8 (no referrers API): the
 # registry tests run it on loopback with a generated config.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+# The console's browser test: Debian's Chromium driven by playwright-core
+# (npm); promtool for the alerting rules; dpkg, rpm and systemd-analyze
+# for the package test.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+have node          || need+=(nodejs)
+have npm           || need+=(npm)
+have promtool      || need+=(prometheus)
+have rpm           || need+=(rpm)
+have systemd-analyze || need+=(systemd)
 # The package library's tests and leafbench firewall: tshark and text2pcap
 # decode the exported IPFIX; iptables-legacy and nft hold the rule sets
 # the firewall is compared with (in throwaway namespaces only).
@@ -47,4 +56,12 @@ if [ ! -x "$cosign_dir/cosign" ]; then
 	echo "building cosign $COSIGN_VERSION (a few minutes, once)"
 	(cd /tmp && GOFLAGS= GOBIN="$cosign_dir" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION") ||
 		echo "warning: cosign could not be built; the cosign interoperability tests will skip, saying so" >&2
+fi
+
+# playwright-core for the console's browser test (e2e/console, locked by
+# its package-lock.json); it drives /usr/bin/chromium and never downloads
+# a browser.
+if [ ! -d "$(dirname "$0")/../e2e/console/node_modules/playwright-core" ]; then
+	(cd "$(dirname "$0")/../e2e/console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) ||
+		echo "warning: npm ci failed; the console browser test will skip, saying so" >&2
 fi

@@ -12,6 +12,7 @@ const (
 	PathPackages    = "/v1/packages"    // GET: packages in the repositories
 	PathStats       = "/v1/stats"       // GET, PUT: kernel BPF statistics on or off
 	PathTokens      = "/v1/tokens"      // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
+	PathConsole     = "/console/"       // GET: the web console (files; the page uses the endpoints above)
 	PathWhoami      = "/v1/whoami"      // GET: the caller's identity and role
 	PathDebug       = "/debug/pprof/"   // Go runtime profiles (admin only)
 	PathEvents      = "/v1/events"      // GET: the event log; ?follow=true streams it
@@ -103,8 +104,11 @@ type ChainStatus struct {
 	Length    int      `json:"length"`
 	Priority  int      `json:"priority"`
 	ProceedOn []string `json:"proceedOn"`
-	// Mode is rewrite or cooperative.
+	// Mode is fused (one program built from every member's code), or
+	// rewrite or cooperative (members linked by tail calls).
 	Mode string `json:"mode"`
+	// ModeReason says why the chain is not fused, when it is not.
+	ModeReason string `json:"modeReason,omitempty"`
 	// NextProgramID is the next member's program (0 for the last).
 	NextProgramID uint32 `json:"nextProgramID,omitempty"`
 }
@@ -114,6 +118,9 @@ const (
 	StateAttached = "attached"
 	StateDetached = "detached"
 	StateMissing  = "missing"
+	// StateInterfaceMissing: the hook's interface or network namespace
+	// does not exist (yet or any more); leafd attaches when it appears.
+	StateInterfaceMissing = "interface-missing"
 )
 
 // Package is a package version a repository offers.

@@ -118,3 +118,25 @@ func migrate(old, m *ebpf.Map) error {
 func perCPU(t ebpf.MapType) bool {
 	return t == ebpf.PerCPUArray || t == ebpf.PerCPUHash || t == ebpf.LRUCPUHash
 }
+
+// migrationSources opens the attachment's pinned maps the new program
+// cannot reuse but the package asks to migrate (MapChanges refused those
+// that cannot be): their entries are copied into the new maps.
+func (ap *Applier) migrationSources(name string, spec *ebpf.CollectionSpec, m *manifest.Manifest, chainMap string) map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	for mname, ms := range spec.Maps {
+		if strings.HasPrefix(mname, ".") || mname == chainMap || m.MapPolicy(mname) != manifest.MapMigrate {
+			continue
+		}
+		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			continue
+		}
+		if ms.Compatible(pinned) == nil {
+			pinned.Close() // reused as it is
+			continue
+		}
+		out[mname] = pinned
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -25,6 +26,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/enforcer"
 	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/metrics"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
@@ -60,6 +62,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hints := &l3af.Catalog{}
+	l3afRepos := withL3AFHints(&cfg, hints)
 	repos, err := openRepositories(cfg, cache, log)
 	if err != nil {
 		return err
@@ -102,6 +106,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	enf.SetTarget(rec)
+	l3afSvc, err := newL3AF(cfg, l3afRepos, rec, repos, hints)
+	if err != nil {
+		return err
+	}
+	m.Registry.MustRegister(l3afSvc.Collector())
 	// Restored before the start-up reconcile: chain members count their
 	// runs only while statistics are on, so a restart that forgot them
 	// would rebuild every chain.
@@ -125,7 +134,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var ready atomic.Bool
 	done := make(chan struct{})
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
-		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, Tail: tail.NewStats()}
+		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, L3AF: l3afSvc, Tail: tail.NewStats()}
 	m.Registry.MustRegister(srv.Tail)
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
@@ -140,6 +149,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}(servers[i], listeners[i])
 	}
 	stop := func() {
+		notify(log, sd.SdNotifyStopping)
 		close(done)
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -148,12 +158,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		os.Remove(cfg.Socket)
 	}
-	if err := startState(ctx, cfg, rec, log); err != nil {
+	if err := startState(ctx, cfg, rec, l3afSvc, log); err != nil {
 		stop()
 		return err
 	}
 	ready.Store(true)
 	go pruneCache(ctx, cache, st, log)
+	go l3afSvc.Run(ctx)
 	go pruneTokens(ctx, st, log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -162,6 +173,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	enfDone := make(chan struct{})
 	enf.Watch(rec.Namespaces())
 	go func() { defer close(enfDone); enf.Run(enfCtx) }()
+	go watchdog(enfCtx, func() error { _, err := rec.Status(); return err }, log)
+	notify(log, "READY=1\nSTATUS=first reconciliation done; serving the API")
 	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir,
 		"drift_scan_interval", time.Duration(cfg.DriftScanInterval).String(), "secure", cfg.Secure)
 	select {
@@ -225,7 +238,7 @@ func tlsAddress(cfg config.Config) string {
 
 // startState applies the configured desired-state file, or adopts the
 // stored state: same programs, same IDs, stale pins removed.
-func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconciler, log *slog.Logger) error {
+func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconciler, l3afSvc *l3af.Service, log *slog.Logger) error {
 	if cfg.DesiredState != "" {
 		data, err := os.ReadFile(cfg.DesiredState)
 		if err != nil {
@@ -233,6 +246,9 @@ func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconcil
 		}
 		doc, err := desired.Parse(data)
 		if err != nil {
+			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
+		}
+		if err := l3afSvc.Learn(doc); err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
 		res, err := rec.Start(ctx, doc)
