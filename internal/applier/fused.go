@@ -76,11 +76,15 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 	}
 	// Every member's maps, its run counter included, are those pinned
 	// for it where they fit.
+	migrations := map[string]*ebpf.Map{}
+	defer closeMaps(migrations)
 	for key, ms := range spec.Maps {
 		ms.Pinning = ebpf.PinNone
 		if i, mname, ok := chain.SplitMemberMap(key); ok && i < len(cp.Members) {
 			if m := ap.compatiblePin(cp.Members[i].Attachment.Name, mname, ms); m != nil {
 				replacements[key] = m
+			} else if m := ap.migrationSource(cp.Members[i].Attachment.Name, mname, ms, cp.Members[i].Package.Manifest); m != nil {
+				migrations[key] = m
 			}
 		}
 	}
@@ -108,6 +112,14 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 		l.maps[mname] = m
 		l.fresh[mname] = replacements[key] == nil
 		delete(coll.Maps, key)
+	}
+	for key, old := range migrations {
+		i, mname, _ := chain.SplitMemberMap(key)
+		if l := out[cp.Members[i].Attachment.Name]; l != nil && l.maps[mname] != nil && failed == nil {
+			if err := migrate(old, l.maps[mname]); err != nil {
+				failed = fmt.Errorf("%s: migrate map %s: %w", cp.Members[i].Attachment.Name, mname, err)
+			}
+		}
 	}
 	if failed != nil {
 		for _, l := range out {

@@ -125,18 +125,29 @@ func perCPU(t ebpf.MapType) bool {
 func (ap *Applier) migrationSources(name string, spec *ebpf.CollectionSpec, m *manifest.Manifest, chainMap string) map[string]*ebpf.Map {
 	out := map[string]*ebpf.Map{}
 	for mname, ms := range spec.Maps {
-		if strings.HasPrefix(mname, ".") || mname == chainMap || m.MapPolicy(mname) != manifest.MapMigrate {
+		if mname == chainMap {
 			continue
 		}
-		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), &ebpf.LoadPinOptions{ReadOnly: true})
-		if err != nil {
-			continue
+		if pinned := ap.migrationSource(name, mname, ms, m); pinned != nil {
+			out[mname] = pinned
 		}
-		if ms.Compatible(pinned) == nil {
-			pinned.Close() // reused as it is
-			continue
-		}
-		out[mname] = pinned
 	}
 	return out
+}
+
+// migrationSource opens attachment name's pinned map mname when ms cannot
+// reuse it and the package asks to migrate it.
+func (ap *Applier) migrationSource(name, mname string, ms *ebpf.MapSpec, m *manifest.Manifest) *ebpf.Map {
+	if strings.HasPrefix(mname, ".") || m.MapPolicy(mname) != manifest.MapMigrate {
+		return nil
+	}
+	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil
+	}
+	if ms.Compatible(pinned) == nil {
+		pinned.Close() // reused as it is
+		return nil
+	}
+	return pinned
 }
