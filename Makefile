@@ -13,7 +13,7 @@ BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdat
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build generate check-generate test vet fmt-check demo bench clean deps
+.PHONY: all build generate crds check-generate test vet fmt-check demo bench clean deps
 
 all: build
 
@@ -23,8 +23,12 @@ deps:
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# Compile every BPF source to an object next to it. Objects are committed.
-generate: $(BPF_OBJECTS)
+# Compile every BPF source to an object next to it, and write the CRDs
+# from their Go types. Both are committed.
+generate: $(BPF_OBJECTS) crds
+
+crds:
+	$(GO) run ./internal/kube/crdgen/cmd deploy/kubernetes/crds
 
 %.bpf.o: %.bpf.c
 	cd $(dir $<) && $(CLANG) $(BPF_CFLAGS) -c $(notdir $<) -o $(notdir $@)
@@ -35,6 +39,7 @@ check-generate:
 	touch $(BPF_SOURCES)
 	$(MAKE) --no-print-directory generate
 	git diff --exit-code -- '*.bpf.o' || (echo "generated BPF objects are stale: run make generate" >&2; exit 1)
+	git diff --exit-code -- deploy/kubernetes/crds || (echo "generated CRDs are stale: run make generate" >&2; exit 1)
 
 vet:
 	$(GO) vet ./...

@@ -15,6 +15,8 @@ have ping          || need+=(iputils-ping)
 # xdp-tools ships BPF objects built by someone else (xdp-filter's); the
 # chain tests run one, unmodified, in the middle of a chain.
 ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
+# etcd backs the real kube-apiserver the Kubernetes tests start.
+have etcd          || need+=(etcd-server)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
@@ -38,3 +40,9 @@ if [ ! -x "$cosign_dir/cosign" ]; then
 	(cd /tmp && GOFLAGS= GOBIN="$cosign_dir" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION") ||
 		echo "warning: cosign could not be built; the cosign interoperability tests will skip, saying so" >&2
 fi
+
+# kube-apiserver, for the Kubernetes tests (internal/kube/...): built once
+# from the Go module proxy into the cache directory they look in
+# (internal/kube/kubetest), about 10 minutes and 2 GB the first time.
+"$(dirname "$0")/build-kube-apiserver.sh" ||
+	echo "warning: kube-apiserver could not be built; the Kubernetes tests will skip, saying so" >&2
