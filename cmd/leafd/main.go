@@ -63,6 +63,27 @@ type flagOnly struct {
 	keys, allow             stringList
 	tls                     daemon.TLSConfig
 	tokenFile, tokenCredent string
+	kube                    daemon.KubernetesConfig
+	kubeOn                  bool
+	kubeLabels              labelsFlag
+}
+
+// labelsFlag reads k=v,k2=v2 (repeatable).
+type labelsFlag map[string]string
+
+func (l *labelsFlag) String() string { return "" }
+func (l *labelsFlag) Set(v string) error {
+	if *l == nil {
+		*l = map[string]string{}
+	}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q: want key=value", kv)
+		}
+		(*l)[k] = val
+	}
+	return nil
 }
 
 // bindFlags defines leafd's flags on fs, bound to cfg: each flag's default
@@ -71,6 +92,9 @@ type flagOnly struct {
 func bindFlags(fs *flag.FlagSet, cfg *daemon.Config, x *flagOnly) {
 	if cfg.TLS != nil {
 		x.tls = *cfg.TLS
+	}
+	if cfg.Kubernetes != nil {
+		x.kube, x.kubeOn = *cfg.Kubernetes, true
 	}
 	fs.StringVar(&x.config, "config", "", "config file (YAML or JSON, kind DaemonConfig)")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory of the state store")
@@ -100,6 +124,11 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config, x *flagOnly) {
 	fs.BoolVar(&cfg.Secure, "secure", cfg.Secure, "secure mode on every managed XDP/TC hook: remove programs leaf does not own")
 	fs.Var(&x.allow, "allow-foreign", "foreign program secure mode keeps: name:NAME, tag:TAG or id:ID (repeatable)")
 	fs.StringVar(&cfg.CompanionDir, "companion-dir", cfg.CompanionDir, "where companion executables are unpacked (default /run/leaf/companions)")
+	fs.BoolVar(&x.kubeOn, "kubernetes", x.kubeOn, "take the desired state from LeafPolicy objects (local applies are refused)")
+	fs.StringVar(&x.kube.Kubeconfig, "kubeconfig", x.kube.Kubeconfig, "Kubernetes client configuration (default: in-cluster)")
+	fs.StringVar(&x.kube.NodeName, "kubernetes-node-name", x.kube.NodeName, "this host's Node and LeafNode name (default $NODE_NAME, else the host name)")
+	fs.Var(&x.kubeLabels, "kubernetes-labels", "key=value,... : register as an external host (not a Kubernetes node) with these labels (repeatable)")
+	fs.StringVar(&x.kube.DefaultNetns, "kubernetes-netns", x.kube.DefaultNetns, "network namespace for xdp and tc hooks of policies that name none")
 }
 
 // parseFlags reads the config file first, then lets flags given on the
@@ -156,6 +185,14 @@ func parseFlags(args []string) (daemon.Config, error) {
 			}
 			cfg.AllowForeign = append(cfg.AllowForeign, m)
 		}
+	}
+	if x.kubeOn {
+		if given["kubernetes-labels"] {
+			x.kube.Labels = x.kubeLabels
+		}
+		cfg.Kubernetes = &x.kube
+	} else if given["kubernetes"] {
+		cfg.Kubernetes = nil
 	}
 	if given["drift-scan-interval"] && cfg.DriftScanInterval < 0 {
 		return cfg, fmt.Errorf("--drift-scan-interval must not be negative")

@@ -150,6 +150,25 @@ type Config struct {
 	// CompanionDir is where companion executables are unpacked from
 	// their packages; default /run/leaf/companions.
 	CompanionDir string `json:"companionDir,omitempty"`
+	// Kubernetes, if set, takes the desired state from LeafPolicy objects
+	// (docs/kubernetes.md); local applies are then refused.
+	Kubernetes *KubernetesConfig `json:"kubernetes,omitempty"`
+}
+
+// KubernetesConfig is leafd's Kubernetes mode.
+type KubernetesConfig struct {
+	// Kubeconfig is the client configuration; empty means in-cluster
+	// (the pod's service account).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// NodeName names this host's Node and LeafNode (default: $NODE_NAME,
+	// else the host name).
+	NodeName string `json:"nodeName,omitempty"`
+	// Labels make this host an external one (not a Kubernetes node): its
+	// LeafNode carries them and policies select on them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// DefaultNetns is given to xdp and tc hooks that name no netns, for
+	// an agent that manages one network namespace.
+	DefaultNetns string `json:"defaultNetns,omitempty"`
 }
 
 // ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.
@@ -244,6 +263,9 @@ func (c *Config) Validate() error {
 		if t.DefaultTTL < 0 || t.MaxTTL < 0 || (t.MaxTTL > 0 && t.DefaultTTL > t.MaxTTL) {
 			errs = append(errs, errors.New("tokens: defaultTTL and maxTTL must be positive, defaultTTL at most maxTTL"))
 		}
+	}
+	if k := c.Kubernetes; k != nil && c.DesiredState != "" {
+		errs = append(errs, errors.New("desiredState and kubernetes exclude each other: in Kubernetes mode the desired state comes from LeafPolicy objects"))
 	}
 	return errors.Join(errs...)
 }

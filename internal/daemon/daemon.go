@@ -111,6 +111,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	done := make(chan struct{})
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
 		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+	if cfg.Kubernetes != nil {
+		srv.ManagedBy = ManagedByKubernetes
+	}
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err
@@ -146,6 +149,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	enfDone := make(chan struct{})
 	enf.Watch(rec.Namespaces())
 	go func() { defer close(enfDone); enf.Run(enfCtx) }()
+	kubeDone, err := startKubernetes(enfCtx, cfg.Kubernetes, rec, log)
+	if err != nil {
+		cancelEnf()
+		<-enfDone
+		stop()
+		return err
+	}
 	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir,
 		"drift_scan_interval", time.Duration(cfg.DriftScanInterval).String(), "secure", cfg.Secure)
 	select {
@@ -154,6 +164,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	cancelEnf()
 	<-enfDone
+	<-kubeDone
 	stop()
 	log.Info("leafd stopped; programs stay attached")
 	return err
