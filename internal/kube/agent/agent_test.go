@@ -56,7 +56,9 @@ func waitAdmissionPolicy(t *testing.T, c *kubetest.Cluster) {
 }
 
 // agentIdentity is how a host outside the cluster authenticates.
-func agentIdentity(node string) (string, []string) { return "leaf:node:" + node, []string{"leaf:agents"} }
+func agentIdentity(node string) (string, []string) {
+	return "leaf:node:" + node, []string{"leaf:agents"}
+}
 
 func createNode(t *testing.T, k kubernetes.Interface, name string, labels map[string]string) {
 	t.Helper()
