@@ -30,7 +30,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.Run(ctx, cfg, log); err != nil {
+	run := daemon.Run
+	if k := cfg.Kubernetes; k != nil && k.Controller {
+		run = func(ctx context.Context, cfg daemon.Config, log *slog.Logger) error { return daemon.RunController(ctx, k, log) }
+	}
+	if err := run(ctx, cfg, log); err != nil {
 		log.Error("leafd failed", "error", err)
 		os.Exit(1)
 	}
@@ -128,6 +132,8 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config, x *flagOnly) {
 	fs.StringVar(&x.kube.Kubeconfig, "kubeconfig", x.kube.Kubeconfig, "Kubernetes client configuration (default: in-cluster)")
 	fs.StringVar(&x.kube.NodeName, "kubernetes-node-name", x.kube.NodeName, "this host's Node and LeafNode name (default $NODE_NAME, else the host name)")
 	fs.Var(&x.kubeLabels, "kubernetes-labels", "key=value,... : register as an external host (not a Kubernetes node) with these labels (repeatable)")
+	fs.BoolVar(&x.kube.Controller, "controller", x.kube.Controller, "run the rollout controller (needs no BPF; implies --kubernetes)")
+	fs.StringVar(&x.kube.ControllerNamespace, "controller-namespace", x.kube.ControllerNamespace, "namespace of the controller's lease (default leaf-system)")
 	fs.StringVar(&x.kube.DefaultNetns, "kubernetes-netns", x.kube.DefaultNetns, "network namespace for xdp and tc hooks of policies that name none")
 }
 
@@ -186,7 +192,7 @@ func parseFlags(args []string) (daemon.Config, error) {
 			cfg.AllowForeign = append(cfg.AllowForeign, m)
 		}
 	}
-	if x.kubeOn {
+	if x.kubeOn || x.kube.Controller {
 		if given["kubernetes-labels"] {
 			x.kube.Labels = x.kubeLabels
 		}

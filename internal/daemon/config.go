@@ -169,6 +169,13 @@ type KubernetesConfig struct {
 	// DefaultNetns is given to xdp and tc hooks that name no netns, for
 	// an agent that manages one network namespace.
 	DefaultNetns string `json:"defaultNetns,omitempty"`
+	// Controller runs the rollout controller instead of the agent (no
+	// BPF, no local API): leafd --controller, as the controller
+	// Deployment does.
+	Controller bool `json:"controller,omitempty"`
+	// ControllerNamespace holds the controller's lease (default
+	// leaf-system).
+	ControllerNamespace string `json:"controllerNamespace,omitempty"`
 }
 
 // ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.

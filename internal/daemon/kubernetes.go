@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/leaf-ebpf/leaf/internal/kube/agent"
+	"github.com/leaf-ebpf/leaf/internal/kube/controller"
 )
 
 // ManagedByKubernetes is what the API says owns the desired state in
@@ -41,4 +43,24 @@ func startKubernetes(ctx context.Context, cfg *KubernetesConfig, host agent.Host
 	}
 	go func() { defer close(done); a.Run(ctx) }()
 	return done, nil
+}
+
+// RunController runs the rollout controller until ctx ends (leafd
+// --controller). It touches no BPF and serves no local API.
+func RunController(ctx context.Context, cfg *KubernetesConfig, log *slog.Logger) error {
+	rc, err := agent.RestConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	c, err := controller.New(controller.Config{Rest: rc, Namespace: cfg.ControllerNamespace,
+		Identity: fmt.Sprintf("%s-%d", host, os.Getpid()), Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("leafd controller starting", "namespace", cfg.ControllerNamespace)
+	return c.Run(ctx)
 }

@@ -16,6 +16,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	state   *desired.State
 	applies int
+	seen    map[string]bool
 	// Refuse lists attachment names whose apply fails.
 	Refuse map[string]string
 }
@@ -39,6 +40,12 @@ func (r *Recorder) Apply(_ context.Context, st *desired.State, dryRun bool) (*v1
 	if !dryRun {
 		r.state = st
 		r.applies++
+		if r.seen == nil {
+			r.seen = map[string]bool{}
+		}
+		for _, a := range st.Spec.Attachments {
+			r.seen[a.Name] = true
+		}
 	}
 	return &v1.ApplyResult{DryRun: dryRun, Changed: true}, nil
 }
@@ -63,4 +70,11 @@ func (r *Recorder) State() (*desired.State, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.state, r.applies
+}
+
+// Seen reports whether an attachment of this name was ever applied.
+func (r *Recorder) Seen(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[name]
 }
