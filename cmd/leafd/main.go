@@ -32,7 +32,9 @@ func main() {
 	defer stop()
 	run := daemon.Run
 	if k := cfg.Kubernetes; k != nil && k.Controller {
-		run = func(ctx context.Context, cfg daemon.Config, log *slog.Logger) error { return daemon.RunController(ctx, k, log) }
+		run = func(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
+			return daemon.RunController(ctx, k, log)
+		}
 	}
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("leafd failed", "error", err)
