@@ -99,6 +99,7 @@ type Agent struct {
 	generation int64  // the LeafNode's, for conditions' observedGeneration
 	lastMerge  string // the merged state last tried, as JSON
 	merged     *Merged
+	lastGood   map[string]Taken // per policy, what last applied here
 	applyErr   error
 	lastStatus string // the status last written, as JSON
 	written    kv1.NodeStatus
@@ -223,10 +224,11 @@ func (a *Agent) policyList() []kv1.LeafPolicy {
 }
 
 // converge applies the merged state if it differs from the one last
-// tried. A policy whose attachments the host refuses is left out and the
-// rest applied, so one bad policy does not hold back the others.
+// tried. A policy whose attachments the host refuses keeps running what
+// it ran before (or nothing) and the rest is applied, so one bad policy
+// does not hold back the others.
 func (a *Agent) converge(ctx context.Context, policies []kv1.LeafPolicy, nodeLabels map[string]string) {
-	opts := MergeOptions{Node: a.cfg.Node, Labels: nodeLabels, DefaultNetns: a.cfg.DefaultNetns, Skip: map[string]string{}}
+	opts := MergeOptions{Node: a.cfg.Node, Labels: nodeLabels, DefaultNetns: a.cfg.DefaultNetns, Failed: map[string]string{}, Fallback: a.lastGood}
 	m, err := Merge(policies, opts)
 	if err != nil {
 		a.applyErr = err
@@ -246,16 +248,31 @@ func (a *Agent) converge(ctx context.Context, policies []kv1.LeafPolicy, nodeLab
 			break // not one policy's fault (leafd's own failure): retry later
 		}
 		for _, p := range failed {
-			opts.Skip[p] = err.Error()
+			if _, again := opts.Failed[p]; again {
+				// What ran before fails too now: run nothing of it.
+				opts.Fallback = without(opts.Fallback, p)
+				continue
+			}
+			opts.Failed[p] = err.Error()
 		}
 		a.cfg.Logger.Warn("kubernetes: policy refused on this node", "policies", failed, "error", err)
 		m, _ = Merge(policies, opts)
 	}
 	a.merged, a.applyErr = m, err
 	if err == nil {
-		a.lastMerge = string(key)
+		a.lastMerge, a.lastGood = string(key), m.Taken
 		a.cfg.Logger.Info("kubernetes: applied policies", "policies", m.State.Metadata.Annotations[AnnotationPolicies], "attachments", len(m.State.Spec.Attachments))
 	}
+}
+
+func without(m map[string]Taken, key string) map[string]Taken {
+	out := make(map[string]Taken, len(m))
+	for k, v := range m {
+		if k != key {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // failedPolicies names the policies owning the attachments an apply

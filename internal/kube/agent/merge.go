@@ -28,6 +28,14 @@ type Merged struct {
 	Owner map[string]string
 	// Conflicts are the policies refused for a clash.
 	Conflicts []kv1.Conflict
+	// Taken are the attachments taken from each policy.
+	Taken map[string]Taken
+}
+
+// Taken is what a merge took from one policy.
+type Taken struct {
+	Generation  int64
+	Attachments []desired.Attachment
 }
 
 // MergeOptions shape a merge.
@@ -38,8 +46,10 @@ type MergeOptions struct {
 	Labels map[string]string
 	// DefaultNetns is given to xdp and tc hooks that name no netns.
 	DefaultNetns string
-	// Skip leaves these policies out (they failed to apply here).
-	Skip map[string]string
+	// Failed are policies that failed to apply here, with the error:
+	// their Fallback (what ran before) is taken instead, or nothing.
+	Failed   map[string]string
+	Fallback map[string]Taken
 }
 
 // Merge selects the policies whose selector matches the node and merges
@@ -57,7 +67,7 @@ func Merge(policies []kv1.LeafPolicy, o MergeOptions) (*Merged, error) {
 		}
 		return sorted[i].Name < sorted[j].Name
 	})
-	m := &Merged{State: desired.Empty(), Owner: map[string]string{}}
+	m := &Merged{State: desired.Empty(), Owner: map[string]string{}, Taken: map[string]Taken{}}
 	m.State.Metadata.Name = "kubernetes"
 	byName := map[string]string{}    // attachment name → policy
 	byOrder := map[string][]string{} // hook key + priority → policies
@@ -74,9 +84,16 @@ func Merge(policies []kv1.LeafPolicy, o MergeOptions) (*Merged, error) {
 		}
 		gen, atts := Generation(p, o.Node)
 		atts = withNetns(atts, o.DefaultNetns)
-		if reason, ok := o.Skip[p.Name]; ok {
-			m.Policies = append(m.Policies, kv1.AppliedPolicy{Name: p.Name, Generation: gen, Error: reason})
-			continue
+		applied := kv1.AppliedPolicy{Name: p.Name, Generation: gen}
+		if reason, ok := o.Failed[p.Name]; ok {
+			// Report the generation that failed; run the one before.
+			applied.Error = reason
+			prev, ok := o.Fallback[p.Name]
+			if !ok || prev.Generation == gen {
+				m.Policies = append(m.Policies, applied)
+				continue
+			}
+			atts = prev.Attachments
 		}
 		if c := clash(p.Name, atts, byName, byOrder); c != nil {
 			m.Conflicts = append(m.Conflicts, *c)
@@ -90,7 +107,12 @@ func Merge(policies []kv1.LeafPolicy, o MergeOptions) (*Merged, error) {
 			m.Owner[a.Name] = p.Name
 			m.State.Spec.Attachments = append(m.State.Spec.Attachments, a)
 		}
-		m.Policies = append(m.Policies, kv1.AppliedPolicy{Name: p.Name, Generation: gen})
+		m.Policies = append(m.Policies, applied)
+		if applied.Error == "" {
+			m.Taken[p.Name] = Taken{Generation: gen, Attachments: atts}
+		} else if prev, ok := o.Fallback[p.Name]; ok {
+			m.Taken[p.Name] = prev
+		}
 	}
 	sort.Slice(m.State.Spec.Attachments, func(i, j int) bool {
 		return m.State.Spec.Attachments[i].Name < m.State.Spec.Attachments[j].Name
