@@ -13,15 +13,33 @@ BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdat
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build generate crds check-generate test vet fmt-check demo bench clean deps
+.PHONY: all build docs generate crds check-generate test vet fmt-check demo bench clean deps cross-build
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
 
+# leaf version / leafd --version / leaf_build_info report this.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/leaf-ebpf/leaf/internal/version.Version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Regenerates the config reference in docs/leafd.md from internal/config
+# and leafd's flags (go test ./cmd/leafd fails while it is stale).
+docs:
+	$(GO) test ./cmd/leafd -run TestConfigReference -count=1 -update
+
+# leaf is a client and package manager on Linux, macOS and Windows (leafd
+# is Linux-only): build it for each, stripped, and show the sizes.
+CROSS_OS := linux darwin windows
+cross-build:
+	@mkdir -p $(BIN)/cross
+	@for os in $(CROSS_OS); do ext=; [ $$os = windows ] && ext=.exe; \
+		GOOS=$$os GOARCH=amd64 CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o $(BIN)/cross/leaf-$$os-amd64$$ext ./cmd/leaf || exit 1; done
+	@ls -l $(BIN)/cross
 
 # Compile every BPF source to an object next to it, and write the CRDs
 # from their Go types. Both are committed.
@@ -48,7 +66,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Every test, the real-kernel ones included. Needs root.
-test: deps fmt-check vet check-generate
+test: deps fmt-check vet check-generate cross-build
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 demo: deps build

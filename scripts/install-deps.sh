@@ -17,6 +17,9 @@ have ping          || need+=(iputils-ping)
 ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
 # etcd backs the real kube-apiserver the Kubernetes tests start.
 have etcd          || need+=(etcd-server)
+# Debian's docker-registry is distribution 2.8 (no referrers API): the
+# registry tests run it on loopback with a generated config.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

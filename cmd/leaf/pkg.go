@@ -40,6 +40,20 @@ func (l *location) flags(c *cobra.Command, prefix, what string) {
 	c.Flags().BoolVar(&l.plainHTTP, prefix+"plain-http", false, "talk HTTP to the registry (loopback only)")
 }
 
+// openRegistry opens --registry with the password from --password-file
+// or $LEAF_REGISTRY_PASSWORD.
+func (l *location) openRegistry() (*pkgsource.Registry, error) {
+	password := os.Getenv("LEAF_REGISTRY_PASSWORD")
+	if l.passwordFile != "" {
+		data, err := os.ReadFile(l.passwordFile)
+		if err != nil {
+			return nil, err
+		}
+		password = strings.TrimRight(string(data), "\r\n")
+	}
+	return pkgsource.NewRegistry(pkgsource.RegistryOptions{Base: l.registry, CAFile: l.caFile, Username: l.username, Password: password, PlainHTTP: l.plainHTTP})
+}
+
 // pkgTarget is one package's place: the store and the reference of
 // name@version in it.
 type pkgTarget struct {
@@ -58,15 +72,7 @@ func (l *location) target(name, version string) (*pkgTarget, error) {
 		}
 		return &pkgTarget{store: s, ref: ocipkg.Ref(name, version)}, nil
 	case l.registry != "":
-		password := os.Getenv("LEAF_REGISTRY_PASSWORD")
-		if l.passwordFile != "" {
-			data, err := os.ReadFile(l.passwordFile)
-			if err != nil {
-				return nil, err
-			}
-			password = strings.TrimRight(string(data), "\r\n")
-		}
-		reg, err := pkgsource.NewRegistry(pkgsource.RegistryOptions{Base: l.registry, CAFile: l.caFile, Username: l.username, Password: password, PlainHTTP: l.plainHTTP})
+		reg, err := l.openRegistry()
 		if err != nil {
 			return nil, err
 		}
@@ -264,22 +270,35 @@ func copyBetween(ctx context.Context, g *globals, src, dst *pkgTarget, refArg st
 	if p.Manifest.Name != ref.Name || p.Manifest.Version != ref.Version {
 		return fmt.Errorf("%s holds %s@%s", refArg, p.Manifest.Name, p.Manifest.Version)
 	}
+	srcSigs, err := ocipkg.Signatures(ctx, src.store, p.Desc)
+	if err != nil {
+		return err
+	}
+	// Signatures the destination holds already (a countersignature made
+	// there) must survive the copy as well as those copied.
+	kept, err := ocipkg.Signatures(ctx, dst.store, p.Desc)
+	if err != nil {
+		return err
+	}
 	opts := oras.ExtendedCopyGraphOptions{CopyGraphOptions: oras.CopyGraphOptions{MaxMetadataBytes: ocipkg.MaxManifestSize}}
 	opts.FindPredecessors = func(ctx context.Context, s content.ReadOnlyGraphStorage, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if desc.Digest != p.Desc.Digest {
 			return nil, nil // only the package's own referrers
 		}
-		sigs, err := ocipkg.Signatures(ctx, s, desc)
-		if err != nil {
-			return nil, err
-		}
 		var out []ocispec.Descriptor
-		for _, sg := range sigs {
+		for _, sg := range srcSigs {
 			out = append(out, sg.Desc)
 		}
 		return out, nil
 	}
-	if err := oras.ExtendedCopyGraph(ctx, src.store, dst.store, p.Desc, opts); err != nil {
+	prog := stderrProgress("copy " + refArg)
+	prog.hook(&opts.CopyGraphOptions)
+	err = oras.ExtendedCopyGraph(ctx, src.store, dst.store, p.Desc, opts)
+	prog.finish()
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", refArg, err)
+	}
+	if err := ocipkg.KeptSignatures(ctx, dst.store, p.Desc, append(kept, srcSigs...)); err != nil {
 		return fmt.Errorf("copy %s: %w", refArg, err)
 	}
 	if err := dst.store.Tag(ctx, p.Desc, dst.ref); err != nil {

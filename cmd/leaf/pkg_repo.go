@@ -16,11 +16,12 @@ import (
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/content/oci"
 
-	"github.com/leaf-ebpf/leaf/internal/daemon"
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/lint"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/trust"
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
@@ -42,8 +43,11 @@ func pkgLintCmd(g *globals) *cobra.Command {
 				tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				for _, ch := range s.Checks {
 					status := "ok"
-					if !ch.Passed {
+					switch {
+					case !ch.Passed:
 						status = "FAIL"
+					case ch.Warning:
+						status = "warn"
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", status, ch.Name, firstLine(ch.Message))
 				}
@@ -182,8 +186,8 @@ func (readOnlyTarget) Tag(context.Context, ocispec.Descriptor, string) error {
 func configuredRepos(configFile string, loc *location, builtin bool) (repository.Set, error) {
 	var set repository.Set
 	if configFile != "" {
-		cfg := daemon.Defaults()
-		if err := daemon.LoadFile(configFile, &cfg); err != nil {
+		cfg := config.Defaults()
+		if err := config.LoadFile(configFile, &cfg); err != nil {
 			return nil, err
 		}
 		for _, rc := range cfg.Repositories {
@@ -199,15 +203,14 @@ func configuredRepos(configFile string, loc *location, builtin bool) (repository
 	case loc.layout != "":
 		set = append(set, pkgsource.New(loc.layout, &pkgsource.Layout{Dir: loc.layout}, nil))
 	case loc.registry != "":
-		password := os.Getenv("LEAF_REGISTRY_PASSWORD")
-		reg, err := pkgsource.NewRegistry(pkgsource.RegistryOptions{Base: loc.registry, CAFile: loc.caFile, Username: loc.username, Password: password, PlainHTTP: loc.plainHTTP})
+		reg, err := loc.openRegistry()
 		if err != nil {
 			return nil, err
 		}
 		set = append(set, pkgsource.New(loc.registry, reg, nil))
 	}
 	if builtin {
-		r, err := pkgsource.OpenBuiltin(daemon.BuiltinRepository, packages.FS)
+		r, err := pkgsource.OpenBuiltin(config.BuiltinRepository, packages.FS)
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +234,11 @@ func pkgListCmd(g *globals) *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PACKAGE\tREPOSITORY\tDIGEST\tDESCRIPTION")
-			for _, p := range set.List() {
+			pkgs, err := listAll(set)
+			if err != nil {
+				return err
+			}
+			for _, p := range pkgs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Ref(), p.Repository, p.Digest, p.Manifest.Description)
 			}
 			return tw.Flush()
@@ -261,7 +268,11 @@ func pkgSearchCmd(g *globals) *cobra.Command {
 				repo string
 			}
 			var hits []hit
-			for _, p := range set.List() {
+			pkgs, err := listAll(set)
+			if err != nil {
+				return err
+			}
+			for _, p := range pkgs {
 				if e := pkgsource.EntryFor(p); e.Matches(args[0]) {
 					hits = append(hits, hit{e, p.Repository})
 				}
@@ -296,6 +307,30 @@ func pkgSearchCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&configFile, "config", "", "search the repositories of this leafd config file")
 	c.Flags().StringArrayVar(&indexes, "index", nil, "also search a published index (URL or directory holding leaf-index.json; repeatable)")
 	return c
+}
+
+// listAll lists every repository in set and fails on the first that
+// cannot be listed: an empty table must mean an empty repository.
+func listAll(set repository.Set) ([]*repository.Package, error) {
+	var out []*repository.Package
+	for _, r := range set {
+		if tr, ok := r.(*trust.Repository); ok {
+			r = tr.Inner
+		}
+		lister, ok := r.(interface {
+			Packages() ([]*repository.Package, error)
+		})
+		if !ok {
+			out = append(out, r.List()...)
+			continue
+		}
+		pkgs, err := lister.Packages()
+		if err != nil {
+			return nil, fmt.Errorf("list repository %s: %w", r.Name(), err)
+		}
+		out = append(out, pkgs...)
+	}
+	return out, nil
 }
 
 func signerList(s []pkgsource.IndexSigner) string {

@@ -93,7 +93,7 @@ func pkgSignCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if _, err := ocipkg.AttachSignature(ctx, t.store, p.Desc, bundle, role); err != nil {
+			if _, err := ocipkg.AddSignature(ctx, t.store, p.Desc, bundle, role); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "signed %s@%s %s as %s with %s\n", p.Manifest.Name, p.Manifest.Version, p.Digest(), role, by)

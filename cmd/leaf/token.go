@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
-	"github.com/leaf-ebpf/leaf/internal/auth/token"
 )
 
 // noConnect replaces the root's PersistentPreRunE for commands that do
@@ -38,7 +37,10 @@ func tokenCmd(g *globals) *cobra.Command {
 		Use:   "token",
 		Short: "Issue, list and revoke bearer tokens (admin), or make a signing key",
 	}
-	c.AddCommand(tokenIssueCmd(g), tokenListCmd(g), tokenRevokeCmd(g), tokenKeygenCmd(g))
+	c.AddCommand(tokenIssueCmd(g), tokenListCmd(g), tokenRevokeCmd(g))
+	if kg := tokenKeygenCmd(g); kg != nil {
+		c.AddCommand(kg)
+	}
 	return c
 }
 
@@ -116,24 +118,6 @@ func tokenRevokeCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(g.out, "%s: revoked (subject %s, role %s)\n", info.ID, info.Subject, info.Role)
 			}
-			return nil
-		},
-	}
-}
-
-func tokenKeygenCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "keygen FILE",
-		Short: "Write a new Ed25519 token signing key (mode 0600); replacing leafd's key file rotates the key and invalidates every older token",
-		Args:  cobra.ExactArgs(1),
-		// Runs on leafd's host, as leafd's user; it does not talk to leafd.
-		PersistentPreRunE: noConnect,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := token.GenerateKeyFile(args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.out, "wrote %s (key ID %s)\n", args[0], id)
 			return nil
 		},
 	}

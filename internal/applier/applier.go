@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
@@ -127,14 +128,16 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 			if err := ap.Layout.Remove(act.Name); err != nil {
 				errs = append(errs, desired.Error{Attachment: act.Name, Message: fmt.Sprintf("remove pins: %v", err)})
 			}
+			crashpoint.Hit(crashpoint.Deleted)
 		}
 	}
 	for _, cp := range plan.Chains {
 		if cp.Kind == planner.ChainRemove {
 			detachPinned(ap.Layout.HookLink(cp.HookID))
 			if err := os.RemoveAll(filepath.Dir(ap.Layout.HookLink(cp.HookID))); err != nil {
-				errs = append(errs, desired.Error{Message: fmt.Sprintf("hook %s: remove link pin: %v", cp.Hook, err)})
+				errs = append(errs, desired.Error{Message: fmt.Sprintf("hook %s: remove link pin: %v", cp.HookID, err)})
 			}
+			crashpoint.Hit(crashpoint.Deleted)
 		}
 	}
 	return records, errs.Err()
@@ -154,6 +157,7 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 			continue
 		}
 		out[act.Name] = l
+		crashpoint.Hit(crashpoint.Loaded)
 	}
 	return out, errs.Err()
 }
@@ -190,7 +194,7 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	}
 	for pname, v := range r.ConstParams {
 		p := r.Package.Manifest.Param(pname)
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		gv, err := typ.GoValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("parameter %s: %w", pname, err)

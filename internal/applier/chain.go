@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/store"
 )
@@ -45,6 +46,7 @@ func (ap *Applier) commitChain(cp *planner.ChainPlan, plan *planner.Plan, prepar
 			closeKept()
 			return nil, nil, fmt.Errorf("wire %s to %s: %w", cp.Members[i].Attachment.Name, cp.Members[i+1].Attachment.Name, err)
 		}
+		crashpoint.Hit(crashpoint.ChainWired)
 	}
 	for i, r := range cp.Members {
 		name := r.Attachment.Name
@@ -160,6 +162,7 @@ func (ap *Applier) switchHook(cp *planner.ChainPlan, head *ebpf.Program, undo *u
 			return 0, nil, fmt.Errorf("switch %s to the new chain: %w", cp.Hook, err)
 		}
 		undo.push(func() error { return lk.Update(old) })
+		crashpoint.Hit(crashpoint.HookSwitched)
 		return cp.ObservedHook.LinkID, func() { lk.Close(); old.Close() }, nil
 	}
 	if oh := cp.ObservedHook; oh != nil && oh.Attached {
@@ -177,6 +180,7 @@ func (ap *Applier) switchHook(cp *planner.ChainPlan, head *ebpf.Program, undo *u
 		return 0, nil, fmt.Errorf("attach to %s: %w", cp.Hook, err)
 	}
 	undo.push(lk.Close)
+	crashpoint.Hit(crashpoint.HookSwitched)
 	next := bpffs.Sibling(pin, "next")
 	newDir := !exists(filepath.Dir(pin))
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
@@ -189,6 +193,7 @@ func (ap *Applier) switchHook(cp *planner.ChainPlan, head *ebpf.Program, undo *u
 	if err := lk.Pin(next); err != nil {
 		return 0, nil, fmt.Errorf("pin hook link: %w", err)
 	}
+	crashpoint.Hit(crashpoint.PinStaged)
 	if err := os.Rename(next, pin); err != nil {
 		os.Remove(next)
 		return 0, nil, fmt.Errorf("pin hook link: %w", err)

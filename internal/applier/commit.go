@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -59,6 +60,7 @@ func (ap *Applier) keep(act *planner.Action) (*store.Record, error) {
 	rec.Package.Trust, rec.Package.Signers = trustOf(act.Desired.Package)
 	rec.Metrics = act.Desired.Package.Manifest.Metrics
 	rec.ProgramID = uint32(act.Observed.ProgramID)
+	rec.ProgramTag = act.Observed.Tag
 	rec.LinkID = uint32(act.Observed.LinkID)
 	rec.MapIDs = mapIDs(act.Observed.Maps)
 	return &rec, nil
@@ -75,6 +77,7 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 		return nil, nil, fmt.Errorf("attach to %s: %w", r.Attachment.Hook, err)
 	}
 	undo.push(lk.Close)
+	crashpoint.Hit(crashpoint.Attached)
 	if err := ap.writeParams(act, l.maps, undo); err != nil {
 		return nil, nil, err
 	}
@@ -86,6 +89,7 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 		os.RemoveAll(staging)
 		return nil, nil, err
 	}
+	crashpoint.Hit(crashpoint.PinStaged)
 	retire, err := ap.swapInPins(name, undo)
 	if err != nil {
 		return nil, nil, err
@@ -113,6 +117,7 @@ func (ap *Applier) swapInPins(name string, undo *undoStack) (retire func(), err 
 			os.RemoveAll(staging)
 			return nil, fmt.Errorf("move old pins aside: %w", err)
 		}
+		crashpoint.Hit(crashpoint.PinMovedAside)
 	}
 	if err := os.Rename(staging, final); err != nil {
 		if hadOld {
@@ -121,6 +126,7 @@ func (ap *Applier) swapInPins(name string, undo *undoStack) (retire func(), err 
 		os.RemoveAll(staging)
 		return nil, fmt.Errorf("pin: %w", err)
 	}
+	crashpoint.Hit(crashpoint.PinSwapped)
 	undo.push(func() error {
 		if err := os.RemoveAll(final); err != nil {
 			return err
@@ -135,6 +141,7 @@ func (ap *Applier) swapInPins(name string, undo *undoStack) (retire func(), err 
 			detachPinned(filepath.Join(old, "link"))
 		}
 		os.RemoveAll(old)
+		crashpoint.Hit(crashpoint.Retired)
 	}, nil
 }
 
@@ -198,6 +205,7 @@ func (ap *Applier) replace(act *planner.Action, l *loaded, undo *undoStack) (*st
 		return nil, nil, fmt.Errorf("swap program in link: %w", err)
 	}
 	undo.push(func() error { return lk.Update(oldProg) })
+	crashpoint.Hit(crashpoint.LinkUpdated)
 	// Keep the replaced objects pinned under _prev names until the apply
 	// succeeds, so an undo can put them back.
 	aside := map[string]string{}
@@ -211,10 +219,12 @@ func (ap *Applier) replace(act *planner.Action, l *loaded, undo *undoStack) (*st
 				return nil, nil, err
 			}
 			aside[prev] = final
+			crashpoint.Hit(crashpoint.PinMovedAside)
 		}
 		if err := os.Rename(tmp, final); err != nil {
 			return nil, nil, err
 		}
+		crashpoint.Hit(crashpoint.PinSwapped)
 	}
 	undo.push(func() error {
 		for old, final := range aside {
@@ -263,6 +273,7 @@ func (ap *Applier) reattach(act *planner.Action, undo *undoStack) (*store.Record
 		return nil, nil, fmt.Errorf("attach to %s: %w", act.Desired.Attachment.Hook, err)
 	}
 	undo.push(lk.Close)
+	crashpoint.Hit(crashpoint.Attached)
 	if err := ap.writeParams(act, maps, undo); err != nil {
 		done()
 		return nil, nil, err
@@ -274,6 +285,7 @@ func (ap *Applier) reattach(act *planner.Action, undo *undoStack) (*store.Record
 		done()
 		return nil, nil, fmt.Errorf("pin link: %w", err)
 	}
+	crashpoint.Hit(crashpoint.PinStaged)
 	if err := os.Rename(linkNext, linkPin); err != nil {
 		os.Remove(linkNext)
 		done()
@@ -328,6 +340,9 @@ func (ap *Applier) writeParams(act *planner.Action, maps map[string]*ebpf.Map, u
 	}
 	if err := writeMapParams(m, maps, act.Desired.MapParams); err != nil {
 		return fmt.Errorf("set parameters: %w", err)
+	}
+	if len(act.Desired.MapParams) > 0 {
+		crashpoint.Hit(crashpoint.ParamsWritten)
 	}
 	return nil
 }
@@ -406,6 +421,7 @@ func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[s
 	}
 	id, _ := pinfo.ID()
 	rec.ProgramID = uint32(id)
+	rec.ProgramTag = pinfo.Tag
 	for n, m := range maps {
 		if info, err := m.Info(); err == nil {
 			mid, _ := info.ID()

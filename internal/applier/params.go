@@ -23,7 +23,7 @@ func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[
 		if mp == nil {
 			return fmt.Errorf("parameter %s: map %s not loaded", name, p.Map.Name)
 		}
-		typ, err := manifest.ParseType(p.Type)
+		typ, err := p.TypeOf()
 		if err != nil {
 			return err
 		}
@@ -54,10 +54,12 @@ func setKeys(m *ebpf.Map, keys [][]byte) error {
 		want[string(k)] = true
 	}
 	var stale [][]byte
+	present := map[string]bool{}
 	key := make([]byte, m.KeySize())
 	it := m.Iterate()
 	var discard []byte
 	for it.Next(&key, &discard) {
+		present[string(key)] = true
 		if !want[string(key)] {
 			stale = append(stale, bytes.Clone(key))
 		}
@@ -71,7 +73,11 @@ func setKeys(m *ebpf.Map, keys [][]byte) error {
 	}
 	add := func() error {
 		for _, k := range keys {
-			if err := m.Update(k, value, ebpf.UpdateAny); err != nil {
+			// A kept key keeps its value: the program may count under it.
+			if present[string(k)] {
+				continue
+			}
+			if err := m.Update(k, value, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 				return fmt.Errorf("add key %x: %w", k, err)
 			}
 		}

@@ -120,19 +120,23 @@ func TestSetKeysReplacesFullSet(t *testing.T) {
 	}
 }
 
-// TestSetKeysOverwritesValue checks that a key left with another value
-// (by someone else) is set back to 1.
-func TestSetKeysOverwritesValue(t *testing.T) {
+// TestSetKeysKeepsValues checks that a kept key keeps the value the
+// program holds under it (a counter, say), and only new keys get 1.
+func TestSetKeysKeepsValues(t *testing.T) {
 	requireBPF(t)
 	m := newMap(t, ebpf.Hash, 2, 1, 16)
 	if err := m.Put(uint16(80), uint8(7)); err != nil {
 		t.Fatal(err)
 	}
-	if err := setKeys(m, [][]byte{u16(80)}); err != nil {
+	if err := setKeys(m, [][]byte{u16(80), u16(81)}); err != nil {
 		t.Fatal(err)
 	}
-	if got := keysOf(t, m); !equalKeys(got, 80) {
-		t.Errorf("keys %v", got)
+	var v uint8
+	if err := m.Lookup(uint16(80), &v); err != nil || v != 7 {
+		t.Errorf("kept key 80 holds %d (%v), want its value 7 kept", v, err)
+	}
+	if err := m.Lookup(uint16(81), &v); err != nil || v != 1 {
+		t.Errorf("new key 81 holds %d (%v), want 1", v, err)
 	}
 }
 

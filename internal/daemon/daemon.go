@@ -19,6 +19,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/companion"
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/drift"
 	"github.com/leaf-ebpf/leaf/internal/enforcer"
@@ -36,7 +37,7 @@ import (
 
 // Run starts leafd and serves until ctx is done. Returning never detaches
 // anything: programs stay attached through their pinned links.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	evlog := events.New(events.DefaultCapacity, m.Event)
 	companionDir := cfg.CompanionDir
 	if companionDir == "" {
-		companionDir = DefaultCompanionDir
+		companionDir = config.DefaultCompanionDir
 	}
 	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }})
 	defer companions.Close()
@@ -173,7 +174,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // listen opens the API's unix socket, the TLS listener if configured, and
 // the metrics listener, which serves /metrics only and needs no role: it
 // reveals counts, never state, and changes nothing.
-func listen(cfg Config, srv *server.Server, sec *security, m *metrics.Metrics, log *slog.Logger) ([]*http.Server, []net.Listener, error) {
+func listen(cfg config.Config, srv *server.Server, sec *security, m *metrics.Metrics, log *slog.Logger) ([]*http.Server, []net.Listener, error) {
 	var servers []*http.Server
 	var listeners []net.Listener
 	closeAll := func() {
@@ -211,7 +212,7 @@ func listen(cfg Config, srv *server.Server, sec *security, m *metrics.Metrics, l
 	return servers, listeners, nil
 }
 
-func tlsAddress(cfg Config) string {
+func tlsAddress(cfg config.Config) string {
 	if cfg.TLS == nil {
 		return ""
 	}
@@ -220,7 +221,7 @@ func tlsAddress(cfg Config) string {
 
 // startState applies the configured desired-state file, or adopts the
 // stored state: same programs, same IDs, stale pins removed.
-func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log *slog.Logger) error {
+func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconciler, log *slog.Logger) error {
 	if cfg.DesiredState != "" {
 		data, err := os.ReadFile(cfg.DesiredState)
 		if err != nil {
@@ -230,14 +231,14 @@ func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log
 		if err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
-		res, err := rec.Apply(ctx, doc, false)
+		res, err := rec.Start(ctx, doc)
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", cfg.DesiredState, err)
 		}
 		log.Info("applied desired state at start", "file", cfg.DesiredState, "changed", res.Changed)
 		return nil
 	}
-	res, err := rec.Reconcile(ctx)
+	res, err := rec.Start(ctx, nil)
 	if err != nil {
 		// Keep serving: what runs stays running and the operator can fix
 		// the state through the API.
@@ -252,7 +253,7 @@ func startState(ctx context.Context, cfg Config, rec *reconciler.Reconciler, log
 
 // openRepositories opens the configured repositories, in order, each
 // behind its trust policy, then the built-in one.
-func openRepositories(cfg Config, cache *pkgcache.Cache, log *slog.Logger) (repository.Set, error) {
+func openRepositories(cfg config.Config, cache *pkgcache.Cache, log *slog.Logger) (repository.Set, error) {
 	var set repository.Set
 	seen := map[string]bool{}
 	for _, rc := range cfg.Repositories {
@@ -267,7 +268,7 @@ func openRepositories(cfg Config, cache *pkgcache.Cache, log *slog.Logger) (repo
 		set = append(set, r)
 	}
 	if !cfg.NoBuiltinRepository {
-		r, err := pkgsource.OpenBuiltin(BuiltinRepository, packages.FS)
+		r, err := pkgsource.OpenBuiltin(config.BuiltinRepository, packages.FS)
 		if err != nil {
 			return nil, err
 		}
@@ -275,9 +276,6 @@ func openRepositories(cfg Config, cache *pkgcache.Cache, log *slog.Logger) (repo
 	}
 	return set, nil
 }
-
-// BuiltinRepository names the packages compiled into leafd.
-const BuiltinRepository = "builtin"
 
 // pruneInterval is how often leafd drops cached packages nothing uses.
 const pruneInterval = time.Hour

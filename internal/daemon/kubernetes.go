@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/kube/agent"
 	"github.com/leaf-ebpf/leaf/internal/kube/controller"
 )
@@ -17,7 +18,7 @@ const ManagedByKubernetes = "Kubernetes"
 // startKubernetes starts the Kubernetes agent when configured: it applies
 // the policies selecting this host through host (the reconciler, as PUT
 // /v1/state does) until ctx ends.
-func startKubernetes(ctx context.Context, cfg *KubernetesConfig, host agent.Host, log *slog.Logger) (<-chan struct{}, error) {
+func startKubernetes(ctx context.Context, cfg *config.KubernetesConfig, host agent.Host, log *slog.Logger) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if cfg == nil {
 		close(done)
@@ -47,7 +48,7 @@ func startKubernetes(ctx context.Context, cfg *KubernetesConfig, host agent.Host
 
 // RunController runs the rollout controller until ctx ends (leafd
 // --controller). It touches no BPF and serves no local API.
-func RunController(ctx context.Context, cfg *KubernetesConfig, log *slog.Logger) error {
+func RunController(ctx context.Context, cfg *config.KubernetesConfig, log *slog.Logger) error {
 	rc, err := agent.RestConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err

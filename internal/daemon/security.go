@@ -12,6 +12,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/auth"
 	"github.com/leaf-ebpf/leaf/internal/auth/tlsauth"
 	"github.com/leaf-ebpf/leaf/internal/auth/token"
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/server"
 	"github.com/leaf-ebpf/leaf/internal/store"
 )
@@ -28,7 +29,7 @@ type security struct {
 // newSecurity builds the authenticator, token service and TLS material.
 // Any problem — a key file others can read, a certificate that does not
 // load — stops start-up with a message naming the file.
-func newSecurity(cfg Config, st *store.Store, log *slog.Logger) (*security, error) {
+func newSecurity(cfg config.Config, st *store.Store, log *slog.Logger) (*security, error) {
 	unixPolicy, err := auth.NewUnixPolicy(cfg.SocketRoles, uint32(os.Geteuid()))
 	if err != nil {
 		return nil, err
@@ -53,7 +54,7 @@ func newSecurity(cfg Config, st *store.Store, log *slog.Logger) (*security, erro
 	return sec, nil
 }
 
-func newTokens(tc TokensConfig, st *store.Store) (*token.Service, error) {
+func newTokens(tc config.TokensConfig, st *store.Store) (*token.Service, error) {
 	var ks *token.FileKeyStore
 	var err error
 	if tc.KeyFile != "" {
@@ -75,7 +76,7 @@ func newTokens(tc TokensConfig, st *store.Store) (*token.Service, error) {
 	return svc, nil
 }
 
-func (sec *security) setupTLS(cfg Config, log *slog.Logger) error {
+func (sec *security) setupTLS(cfg config.Config, log *slog.Logger) error {
 	t := cfg.TLS
 	anyRole := t.AnyCertRole
 	if anyRole == auth.None {
@@ -86,7 +87,10 @@ func (sec *security) setupTLS(cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	sec.auth.Subjects = subjects
-	minVersion, _ := tlsauth.ParseMinVersion(t.MinVersion) // checked by Validate
+	minVersion, err := tlsauth.ParseMinVersion(t.MinVersion)
+	if err != nil {
+		return err
+	}
 	sec.watcher = &tlsauth.Watcher{Window: time.Duration(cfg.CertWarningWindow), Logger: log}
 	sec.tls, err = tlsauth.New(tlsauth.Config{
 		CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, CRLFile: t.CRLFile,

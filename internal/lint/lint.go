@@ -11,8 +11,13 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
+
+// MaxSeriesWarning is the number of series one metric may export per
+// attachment before lint warns: past it a scrape grows large and slow.
+const MaxSeriesWarning = 1024
 
 // Summary is the outcome of a lint run.
 type Summary struct {
@@ -20,10 +25,11 @@ type Summary struct {
 	Checks []Check `json:"checks"`
 }
 
-// Check is one check.
+// Check is one check. A warning passes but says what to look at.
 type Check struct {
 	Name    string `json:"name"`
 	Passed  bool   `json:"passed"`
+	Warning bool   `json:"warning,omitempty"`
 	Message string `json:"message,omitempty"`
 }
 
@@ -53,6 +59,15 @@ func Run(p *repository.Package, opts Options) Summary {
 		}
 		add("btf:"+prog.Name, checkBTF(spec))
 		add("license:"+prog.Name, checkLicense(spec, prog.Function))
+		// Apply's own checks, so lint refuses first what apply would.
+		if errs := planner.CheckPackage(p, spec); len(errs) > 0 {
+			add("apply:"+prog.Name, errs)
+		} else {
+			add("apply:"+prog.Name, nil)
+		}
+		for _, w := range warnings(p, spec) {
+			s.Checks = append(s.Checks, Check{Name: "warning:" + prog.Name, Passed: true, Warning: true, Message: w})
+		}
 		if opts.Load {
 			add("verifier:"+prog.Name, load(spec, prog.Function))
 		}
@@ -114,4 +129,18 @@ func checkParams(p *repository.Package) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// warnings are what passes apply but hurts in production: metrics whose
+// label sets can explode.
+func warnings(p *repository.Package, spec *ebpf.CollectionSpec) []string {
+	var out []string
+	for i, m := range p.Manifest.Metrics {
+		ms, ok := spec.Maps[m.Map]
+		if !ok || m.ByKey == "" || ms.MaxEntries <= MaxSeriesWarning {
+			continue
+		}
+		out = append(out, fmt.Sprintf("metrics[%d] (%s): byKey over map %s exports up to %d series per attachment (more than %d); read one key, sum the map, or look keys up with leaf maps", i, m.Name, m.Map, ms.MaxEntries, MaxSeriesWarning))
+	}
+	return out
 }

@@ -5,8 +5,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // Companion is a package's user-space program (L3AF's "user programs"),
@@ -37,13 +35,14 @@ type Resources struct {
 // DefaultCompanionID is the user and group a companion runs as by default.
 const DefaultCompanionID = 65534
 
-// Capabilities leaf knows by name.
+// Capabilities leaf knows by name, with their numbers in the Linux ABI
+// (linux/capability.h). They are spelled out rather than taken from
+// x/sys/unix so that manifests validate the same on every OS the leaf CLI
+// runs on; a Linux test checks them against x/sys/unix.
 var capabilities = map[string]uintptr{
-	"CAP_BPF": unix.CAP_BPF, "CAP_PERFMON": unix.CAP_PERFMON, "CAP_NET_ADMIN": unix.CAP_NET_ADMIN,
-	"CAP_NET_RAW": unix.CAP_NET_RAW, "CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE,
-	"CAP_SYS_ADMIN": unix.CAP_SYS_ADMIN, "CAP_SYS_RESOURCE": unix.CAP_SYS_RESOURCE,
-	"CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH, "CAP_IPC_LOCK": unix.CAP_IPC_LOCK,
-	"CAP_SYS_PTRACE": unix.CAP_SYS_PTRACE,
+	"CAP_DAC_READ_SEARCH": 2, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12,
+	"CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21,
+	"CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39,
 }
 
 // CapabilityValues returns the declared capabilities as numbers.

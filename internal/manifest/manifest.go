@@ -85,6 +85,8 @@ type Param struct {
 	// Type is a scalar type (bool, u8…u64, i8…i64) or list<scalar>.
 	Type    string `json:"type"`
 	Default any    `json:"default,omitempty"`
+	// Values names an enum's values: {NAME: NUMBER}, encoded as u32.
+	Values map[string]uint32 `json:"values,omitempty"`
 	// Exactly one of Map and Const says where the value goes.
 	Map   *MapTarget `json:"map,omitempty"`
 	Const string     `json:"const,omitempty"`
@@ -256,10 +258,18 @@ func (p *Param) validate(field string) []error {
 	if !identRE.MatchString(p.Name) {
 		add("name", "%q is not a valid parameter name", p.Name)
 	}
-	typ, err := ParseType(p.Type)
+	typ, err := p.TypeOf()
 	if err != nil {
 		add("type", "%v", err)
 		return errs
+	}
+	if typ.Scalar != "enum" && len(p.Values) > 0 {
+		add("values", "only an enum has values")
+	}
+	for name := range p.Values {
+		if !identRE.MatchString(name) {
+			add("values", "%q is not a valid enum name", name)
+		}
 	}
 	switch {
 	case p.Map != nil && p.Const != "":

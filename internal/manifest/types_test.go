@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -33,7 +34,7 @@ func TestParseType(t *testing.T) {
 			t.Errorf("ParseType(%q): %v", tc.in, err)
 			continue
 		}
-		if got != tc.want {
+		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ParseType(%q) = %+v, want %+v", tc.in, got, tc.want)
 		}
 		if got.Size() != tc.size {

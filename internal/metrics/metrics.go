@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
+	"github.com/leaf-ebpf/leaf/internal/version"
 )
 
 // StatusSource gives the current status at scrape time.
@@ -65,11 +66,23 @@ func New(src StatusSource, objs ObjectsSource) *Metrics {
 	for _, s := range []string{reconciler.StageValidate, reconciler.StageResolve, reconciler.StageLoad, reconciler.StageAttach, reconciler.StageRecord} {
 		m.applyErrors.WithLabelValues(s)
 	}
-	m.Registry.MustRegister(m.applyDuration, m.applyErrors, m.applies, m.events, m.checkDuration,
+	m.Registry.MustRegister(buildInfo(), m.applyDuration, m.applyErrors, m.applies, m.events, m.checkDuration,
 		&statusCollector{src: src}, &objectsCollector{src: objs},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// buildInfo is leaf_build_info: always 1, its labels say which build runs
+// (join on it to see versions across a fleet).
+func buildInfo() prometheus.Collector {
+	in := version.Get()
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "leaf_build_info",
+		Help: "Always 1; the labels are leafd's version, VCS revision and Go version.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(in.Version, in.Revision, in.GoVersion).Set(1)
+	return g
 }
 
 // ApplyDone records one apply.

@@ -23,7 +23,11 @@ type Attachment struct {
 	// HasPins: the attachment's pin directory exists.
 	HasPins   bool
 	ProgramID ebpf.ProgramID // 0 if the program pin is missing
-	LinkID    link.ID        // 0 if the link pin is missing
+	// Tag is the pinned program's tag (a hash of its instructions).
+	Tag    string
+	LinkID link.ID // 0 if the link pin is missing
+	// LinkProgramID is the program the pinned link runs.
+	LinkProgramID ebpf.ProgramID
 	// Attached: the link still holds its hook.
 	Attached bool
 	// Maps lists the pinned maps by name.
@@ -35,6 +39,9 @@ type Attachment struct {
 	NextProgramID ebpf.ProgramID
 	// Problem says why the attachment is not healthy, if it is not.
 	Problem string
+	// ParamsDrift says how the parameter maps differ from the values
+	// recorded for them ("" when they hold them); see CheckParams.
+	ParamsDrift string
 }
 
 // Healthy reports whether program and link are pinned and attached.
@@ -80,6 +87,7 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 	if prog, err := ebpf.LoadPinnedProgram(layout.Prog(name), nil); err == nil {
 		if info, err := prog.Info(); err == nil {
 			a.ProgramID, _ = info.ID()
+			a.Tag = info.Tag
 		}
 		prog.Close()
 	} else {
@@ -87,7 +95,7 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 	}
 	if l, err := link.LoadPinnedLink(layout.Link(name), nil); err == nil {
 		if info, err := l.Info(); err == nil {
-			a.LinkID = info.ID
+			a.LinkID, a.LinkProgramID = info.ID, info.Program
 			if info.Program != a.ProgramID && a.ProgramID != 0 {
 				a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", info.Program, a.ProgramID)
 			}

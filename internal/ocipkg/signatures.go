@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
@@ -62,25 +64,72 @@ func AttachSignature(ctx context.Context, target content.Pusher, subject ocispec
 	return desc, nil
 }
 
+// ErrSignaturesUnreadable marks signatures that exist (or may) but
+// could not be listed or read: a refusal for that reason is not the
+// same as a package that has none.
+var ErrSignaturesUnreadable = errors.New("signatures unreadable")
+
+// AddSignature attaches a bundle to subject in store and checks that
+// every signature attached before is still there.
+func AddSignature(ctx context.Context, store interface {
+	content.Pusher
+	content.ReadOnlyGraphStorage
+}, subject ocispec.Descriptor, bundle []byte, role string) (ocispec.Descriptor, error) {
+	before, err := Signatures(ctx, store, subject)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc, err := AttachSignature(ctx, store, subject, bundle, role)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return desc, KeptSignatures(ctx, store, subject, append(before, Signature{Role: role, Desc: desc}))
+}
+
 // Signatures returns the bundles attached to subject in src, each checked
-// against its digest and the caps.
+// against its digest and the caps. Errors wrap ErrSignaturesUnreadable.
 func Signatures(ctx context.Context, src content.ReadOnlyGraphStorage, subject ocispec.Descriptor) ([]Signature, error) {
 	refs, err := registry.Referrers(ctx, src, subject, BundleMediaType)
 	if err != nil {
-		return nil, fmt.Errorf("list signatures of %s: %w", subject.Digest, err)
+		return nil, fmt.Errorf("%w: list signatures of %s: %w", ErrSignaturesUnreadable, subject.Digest, err)
 	}
 	if len(refs) > MaxSignatures {
-		return nil, fmt.Errorf("%s has %d signatures, more than %d", subject.Digest, len(refs), MaxSignatures)
+		return nil, fmt.Errorf("%w: %s has %d signatures, more than %d", ErrSignaturesUnreadable, subject.Digest, len(refs), MaxSignatures)
 	}
 	var out []Signature
 	for _, r := range refs {
 		sig, err := readSignature(ctx, src, subject, r)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrSignaturesUnreadable, err)
 		}
 		out = append(out, sig)
 	}
 	return out, nil
+}
+
+// KeptSignatures checks that every signature in before is still attached
+// to subject in store: signing or pushing may only add signatures. A
+// registry that rewrites its referrers index from scratch fails here
+// rather than silently losing the author's signature.
+func KeptSignatures(ctx context.Context, store content.ReadOnlyGraphStorage, subject ocispec.Descriptor, before []Signature) error {
+	after, err := Signatures(ctx, store, subject)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, s := range after {
+		have[s.Desc.Digest.String()] = true
+	}
+	var lost []string
+	for _, s := range before {
+		if !have[s.Desc.Digest.String()] {
+			lost = append(lost, fmt.Sprintf("%s (%s)", s.Desc.Digest, s.Role))
+		}
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("the store dropped %d of %s's signatures: %s", len(lost), subject.Digest, strings.Join(lost, ", "))
+	}
+	return nil
 }
 
 func readSignature(ctx context.Context, src content.Fetcher, subject, r ocispec.Descriptor) (Signature, error) {

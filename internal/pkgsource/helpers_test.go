@@ -56,7 +56,7 @@ func push(t testing.TB, target oras.Target, files archive.Files, tag string) oci
 // sign signs the package desc in store and attaches the bundle.
 func sign(t testing.TB, store interface {
 	content.Pusher
-	content.Fetcher
+	content.ReadOnlyGraphStorage
 }, desc ocispec.Descriptor, s *signature.Signer, role string) []byte {
 	t.Helper()
 	raw, err := content.FetchAll(ctx, store, desc)
@@ -67,7 +67,7 @@ func sign(t testing.TB, store interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ocipkg.AttachSignature(ctx, store, desc, b, role); err != nil {
+	if _, err := ocipkg.AddSignature(ctx, store, desc, b, role); err != nil {
 		t.Fatal(err)
 	}
 	return b

@@ -93,9 +93,19 @@ func (r *Registry) Repository(name string) (*remote.Repository, error) {
 	}
 	repo.Client = r.client
 	repo.PlainHTTP = r.opts.PlainHTTP
+	// Packages and signatures are image manifests; the index is the
+	// referrers tag-schema fallback (sha256-<digest>) that registries
+	// without the referrers API hold. Distribution 2.8 serves that index
+	// only to clients that accept it, and answers others "manifest
+	// unknown", which would read as "no signatures" and make the next
+	// signature replace the index instead of extending it.
+	repo.ManifestMediaTypes = []string{ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex}
 	// Never trust a registry's idea of a manifest's size.
-	repo.ManifestMediaTypes = []string{ocispec.MediaTypeImageManifest}
 	repo.MaxMetadataBytes = ocipkg.MaxManifestSize
+	// Leave the superseded fallback index in place rather than delete it:
+	// signing then needs no delete permission, and works on registries
+	// where deletes are off (distribution's default).
+	repo.SkipReferrersGC = true
 	return repo, nil
 }
 

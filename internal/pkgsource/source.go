@@ -106,22 +106,30 @@ func (r *Repo) Resolve(name, version string) (*repository.Package, error) {
 // List returns the packages the origin offers; an origin that cannot be
 // reached lists nothing (and logs why).
 func (r *Repo) List() []*repository.Package {
-	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
-	defer cancel()
-	listed, err := r.origin.List(ctx)
+	out, err := r.Packages()
 	if err != nil && r.Log != nil {
 		r.Log.Warn("list repository", "repository", r.name, "error", err)
 	}
+	return out
+}
+
+// Packages returns the packages the origin offers and the first error
+// met: an unreachable origin, or a package that cannot be read (the
+// readable ones are returned all the same).
+func (r *Repo) Packages() ([]*repository.Package, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
+	defer cancel()
+	listed, firstErr := r.origin.List(ctx)
 	var out []*repository.Package
 	for _, l := range listed {
 		p, err := ocipkg.ReadManifest(ctx, l.Store, l.Desc)
 		if err != nil {
-			if r.Log != nil {
-				r.Log.Warn("list repository", "repository", r.name, "digest", l.Desc.Digest, "error", err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", l.Desc.Digest, err)
 			}
 			continue
 		}
 		out = append(out, repository.NewPackage(p.Manifest, p.Digest(), r.name, p.Raw, nil))
 	}
-	return out
+	return out, firstErr
 }

@@ -114,20 +114,40 @@ func planChains(want []*Resolved, records map[string]*store.Record, observed map
 	sort.Strings(sorted)
 	var plans []*ChainPlan
 	var actions []*Action
+	planned := map[string]bool{}
 	for _, key := range sorted {
 		cp := planChain(key, desiredChains[key], recorded[key], records, observed, hooks[bpffs.HookID(key)])
+		planned[cp.HookID] = true
 		plans = append(plans, cp)
 		actions = append(actions, memberActions(cp, records, observed)...)
 	}
-	return plans, actions
+	return append(plans, strayHooks(hooks, planned)...), actions
+}
+
+// strayHooks plans the removal of hook pins that no chain, desired or
+// recorded, explains: what an apply killed before it recorded leaves.
+func strayHooks(hooks map[string]*observer.Hook, planned map[string]bool) []*ChainPlan {
+	var out []*ChainPlan
+	for id, oh := range hooks {
+		if !planned[id] {
+			out = append(out, &ChainPlan{HookID: id, Kind: ChainRemove, ObservedHook: oh,
+				Reason: "hook pins of no recorded or desired chain"})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].HookID < out[j].HookID })
+	return out
 }
 
 func planChain(key string, members []*Resolved, old []string, records map[string]*store.Record, observed map[string]*observer.Attachment, oh *observer.Hook) *ChainPlan {
 	cp := &ChainPlan{Key: key, HookID: bpffs.HookID(key), Members: members, Old: old, ObservedHook: oh}
+	var head *store.Record
+	if len(old) > 0 {
+		head = records[old[0]]
+	}
 	if len(members) == 0 {
 		cp.Kind, cp.Reason = ChainRemove, "no programs remain on the hook"
-		if len(old) > 0 {
-			cp.Hook = records[old[0]].Attachment.Hook
+		if head != nil {
+			cp.Hook = head.Attachment.Hook
 		}
 		return cp
 	}
@@ -146,9 +166,13 @@ func planChain(key string, members []*Resolved, old []string, records map[string
 	case !trusted:
 		cp.Reason = fmt.Sprintf("the kernel runs %v, not the recorded chain %v", running, old)
 	}
-	cp.NewLink = oh == nil || oh.LinkID == 0 || !oh.Attached || records[old[0]] == nil || xdpModeChanged(records[old[0]], cp.Hook)
+	// A hook link that is pinned and attached is switched with one
+	// bpf_link_update, whatever it runs (an unrecorded chain left by a
+	// crash included); only a missing or detached link, or an XDP mode the
+	// link cannot change, needs a new one.
+	cp.NewLink = oh == nil || oh.LinkID == 0 || !oh.Attached || (head != nil && xdpModeChanged(head, cp.Hook))
 	if !trusted {
-		cp.Kind, cp.Fresh, cp.NewLink = ChainSwitch, n, true
+		cp.Kind, cp.Fresh = ChainSwitch, n
 		return cp
 	}
 	// Keep the longest tail of the old chain that runs unchanged.
@@ -181,7 +205,7 @@ func xdpModeChanged(rec *store.Record, h desired.Hook) bool {
 // sameInstance reports whether the member's running instance is what is
 // desired, so that it can stay in place.
 func sameInstance(r *Resolved, rec *store.Record, obs *observer.Attachment) bool {
-	if rec == nil || rec.Chain == nil || obs == nil || obs.ProgramID == 0 || !obs.HasNext {
+	if rec == nil || rec.Chain == nil || obs == nil || obs.ProgramID == 0 || !obs.HasNext || kernelDrift(rec, obs) != "" {
 		return false
 	}
 	return rec.Package.Digest == r.Package.Digest &&
@@ -208,6 +232,8 @@ func memberActions(cp *ChainPlan, records map[string]*store.Record, observed map
 			act.Kind, act.Reason = Reattach, cp.Reason
 		case !paramsEqual(r.Package, r.MapParams, rec.MapParams):
 			act.Kind, act.Reason = UpdateParams, "map parameters changed"
+		case observed[name] != nil && observed[name].ParamsDrift != "":
+			act.Kind, act.Reason = UpdateParams, observed[name].ParamsDrift
 		default:
 			act.Kind, act.Reason = Keep, "up to date"
 		}
@@ -230,6 +256,8 @@ func memberReason(r *Resolved, rec *store.Record, obs *observer.Attachment, cp *
 		return "run counting turned on or off with BPF statistics"
 	case obs == nil || obs.ProgramID == 0:
 		return "program no longer pinned"
+	case kernelDrift(rec, obs) != "":
+		return kernelDrift(rec, obs)
 	}
 	return "new instance for the chain change: " + cp.Reason
 }

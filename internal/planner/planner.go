@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -122,6 +121,8 @@ func decide(r *Resolved, rec *store.Record, obs *observer.Attachment) *Action {
 	}
 	reload := ""
 	switch {
+	case kernelDrift(rec, obs) != "":
+		reload = kernelDrift(rec, obs)
 	case r.Package.Digest != rec.Package.Digest:
 		reload = fmt.Sprintf("package %s@%s → %s", rec.Package.Name, rec.Package.Version, r.Package.Ref())
 		if rec.Package.Version == r.Package.Manifest.Version {
@@ -138,13 +139,34 @@ func decide(r *Resolved, rec *store.Record, obs *observer.Attachment) *Action {
 		}
 		return set(Reattach, "%s", obs.Problem)
 	}
+	if reload == "" && obs.LinkProgramID != 0 && obs.LinkProgramID != obs.ProgramID {
+		reload = fmt.Sprintf("the link runs program %d, not the pinned program %d", obs.LinkProgramID, obs.ProgramID)
+	}
 	if reload != "" {
 		return set(Replace, "%s", reload)
 	}
 	if !paramsEqual(r.Package, r.MapParams, rec.MapParams) {
 		return set(UpdateParams, "map parameters changed")
 	}
+	if obs.ParamsDrift != "" {
+		return set(UpdateParams, "%s", obs.ParamsDrift)
+	}
 	return set(Keep, "up to date")
+}
+
+// kernelDrift says how the pinned program differs from the one recorded
+// ("" when it is the same): a record alone proves nothing, so a program
+// is kept only when the kernel runs exactly the instance leaf loaded and
+// recorded. A program's constants live in its frozen .rodata, so the same
+// program ID means the same constants.
+func kernelDrift(rec *store.Record, obs *observer.Attachment) string {
+	switch {
+	case rec.ProgramID != 0 && uint32(obs.ProgramID) != rec.ProgramID:
+		return fmt.Sprintf("the kernel runs program %d, not the recorded %d", obs.ProgramID, rec.ProgramID)
+	case rec.ProgramTag != "" && obs.Tag != rec.ProgramTag:
+		return fmt.Sprintf("program %d has tag %s, not the recorded %s", obs.ProgramID, obs.Tag, rec.ProgramTag)
+	}
+	return ""
 }
 
 // paramsEqual compares parameter values by their encoding; key lists
@@ -162,7 +184,7 @@ func paramsEqual(pkg *repository.Package, a, b map[string]any) bool {
 		if p == nil {
 			return false
 		}
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		ea, errA := typ.Encode(va)
 		eb, errB := typ.Encode(vb)
 		if errA != nil || errB != nil || !sameSet(ea, eb) {

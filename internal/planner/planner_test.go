@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
@@ -131,6 +132,28 @@ func TestMake(t *testing.T) {
 			r.MapParams["ports"] = nums("80", "443", "8080")
 			return rec, obs
 		}, UpdateParams, "map parameters changed"},
+		// The kernel, not the record, says what runs: an apply killed
+		// after swapping pins leaves a program the record does not name.
+		{"kernel runs another program", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
+			obs.ProgramID = 11
+			return rec, obs
+		}, Replace, "the kernel runs program 11, not the recorded 10"},
+		{"program tag differs", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
+			rec.ProgramTag, obs.Tag = "aaaa", "bbbb"
+			return rec, obs
+		}, Replace, "program 10 has tag bbbb, not the recorded aaaa"},
+		{"link runs another program", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
+			obs.LinkProgramID = 12
+			return rec, obs
+		}, Replace, "the link runs program 12, not the pinned program 10"},
+		{"link runs another program, detached", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
+			obs.ProgramID, obs.Attached, obs.Problem = 11, false, "link detached from its hook"
+			return rec, obs
+		}, Create, "link detached from its hook; the kernel runs program 11, not the recorded 10"},
+		{"parameter map differs from the record", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
+			obs.ParamsDrift = "parameter ports: map ports holds key 1f90 that was not written"
+			return rec, obs
+		}, UpdateParams, "parameter ports: map ports holds key 1f90"},
 		{"map param emptied", func(r *Resolved, rec *store.Record, obs *observer.Attachment) (*store.Record, *observer.Attachment) {
 			r.MapParams["ports"] = nums()
 			return rec, obs
@@ -708,5 +731,34 @@ func TestResolveMetricMaps(t *testing.T) {
 				t.Fatalf("got %v, want %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// TestMakeStrayHook checks that a hook link pinned by an apply that was
+// killed before it recorded anything is planned for removal, and that a
+// new chain on a hook whose link is pinned but unrecorded plans without a
+// panic (the records[old[0]] of an empty old chain).
+func TestMakeStrayHook(t *testing.T) {
+	hooks := map[string]*observer.Hook{"xdp-veth9-00000000": {ID: "xdp-veth9-00000000", LinkID: 5, ProgramID: 6, Attached: true}}
+	plan := Make(nil, nil, nil, hooks)
+	if len(plan.Chains) != 1 || plan.Chains[0].Kind != ChainRemove || plan.Chains[0].HookID != "xdp-veth9-00000000" {
+		t.Fatalf("stray hook: chains %+v, want one removal", plan.Chains)
+	}
+	if !plan.Changes() {
+		t.Error("removing a stray hook counts as no change")
+	}
+
+	r, _, _ := portfilter(t)
+	r.Chain = &ChainConfig{Priority: 1, ProceedOn: []int32{2}, Mode: "rewrite"}
+	key := r.Attachment.Hook.Key()
+	id := bpffs.HookID(key)
+	hooks = map[string]*observer.Hook{id: {ID: id, LinkID: 5, ProgramID: 6, Attached: true}}
+	plan = Make([]*Resolved{r}, nil, nil, hooks)
+	if len(plan.Chains) != 1 {
+		t.Fatalf("chains %+v, want one", plan.Chains)
+	}
+	cp := plan.Chains[0]
+	if cp.Kind != ChainSwitch || cp.NewLink || cp.Fresh != 1 {
+		t.Errorf("new chain over an unrecorded attached link: kind %s newLink %v fresh %d, want a switch of the pinned link with one fresh member", cp.Kind, cp.NewLink, cp.Fresh)
 	}
 }

@@ -7,6 +7,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -106,8 +107,12 @@ func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Reso
 	var errs desired.Errors
 	r.ConstParams, r.MapParams, errs = resolveParams(a, pkg, spec)
 	errs = append(errs, checkMetrics(pkg, spec)...)
-	if a.Companion != nil && pkg.Manifest.Companion == nil {
-		errs = append(errs, desired.Error{Field: "companion", Message: fmt.Sprintf("package %s has no companion program", pkg.Ref())})
+	if a.Companion != nil {
+		if pkg.Manifest.Companion == nil {
+			errs = append(errs, desired.Error{Field: "companion", Message: fmt.Sprintf("package %s has no companion program", pkg.Ref())})
+		} else {
+			errs = append(errs, checkCompanion(pkg, runtime.GOARCH)...)
+		}
 	}
 	target, err := hook.Resolve(a.Hook)
 	if err != nil {
@@ -214,7 +219,7 @@ func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.Col
 		if !given {
 			v = p.Default
 		}
-		typ, _ := manifest.ParseType(p.Type)
+		typ, _ := p.TypeOf()
 		if v == nil {
 			if typ.List {
 				v = []any{}
@@ -261,6 +266,12 @@ func checkTarget(p manifest.Param, typ manifest.Type, n int, spec *ebpf.Collecti
 	if !ok {
 		return fmt.Errorf("object has no map %q", p.Map.Name)
 	}
+	if perCPUMap(ms.Type) {
+		return fmt.Errorf("map %q is per-CPU (%s); a parameter writes one value for all CPUs: use a plain array or hash", p.Map.Name, ms.Type)
+	}
+	if !metricMapTypes[ms.Type] && ms.Type != ebpf.LPMTrie {
+		return fmt.Errorf("map %q is a %s; parameters go into array, hash and LPM trie maps", p.Map.Name, ms.Type)
+	}
 	switch p.Map.As {
 	case "keys":
 		if int(ms.KeySize) != typ.Size() {
@@ -304,6 +315,10 @@ func checkMetrics(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Er
 			if !packageHasMap(pkg, m.Map) {
 				bad(i, "map", "no object of the package has a map %q", m.Map)
 			}
+			continue
+		}
+		if !metricMapTypes[ms.Type] {
+			bad(i, "map", "map %s is a %s; metrics read integer values from array and hash maps (stream ring and perf buffers with leaf tail)", m.Map, ms.Type)
 			continue
 		}
 		if !intSize(ms.KeySize) {

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/applier"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
+	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/drift"
 	"github.com/leaf-ebpf/leaf/internal/events"
@@ -121,6 +122,59 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*v1.ApplyResult, error) {
 	return res, err
 }
 
+// Start brings the kernel in line at start-up. It first settles the pins
+// an apply killed part-way left (applier.RecoverPins); then it applies
+// doc if given (the configured desired-state file), else finishes the
+// journaled apply leafd was killed in, else reconciles the stored state.
+// An intent that cannot be finished (its packages gone, say) is undone by
+// reconciling the last committed state instead: either way the kernel
+// ends up running one whole document, the one the store records.
+func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	did, err := r.applier.RecoverPins()
+	for _, d := range did {
+		r.cfg.Logger.Info("start-up: settled pins of an interrupted apply", "action", d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("settle pins of an interrupted apply: %w", err)
+	}
+	if doc != nil {
+		res, err := r.apply(ctx, doc, false, nil)
+		r.recordApply(res, err, false)
+		return res, err
+	}
+	in, err := r.cfg.Store.OpenIntent()
+	if err != nil {
+		return nil, err
+	}
+	if in != nil && in.Desired != nil {
+		r.cfg.Logger.Warn("start-up: finishing the apply leafd was stopped in", "started", in.Started)
+		res, err := r.apply(ctx, in.Desired, false, nil)
+		r.recordApply(res, err, false)
+		if err == nil {
+			return res, nil
+		}
+		r.cfg.Logger.Error("start-up: the interrupted apply cannot be finished; restoring the last recorded state", "error", err)
+	}
+	res, err := r.apply(ctx, r.desired, false, nil)
+	r.recordApply(res, err, false)
+	return res, err
+}
+
+// checkParams notes, for every attachment kept from a record, whether its
+// parameter maps still hold what the record says leaf wrote there.
+func checkParams(layout bpffs.Layout, want []*planner.Resolved, records map[string]*store.Record, observed map[string]*observer.Attachment) {
+	for _, w := range want {
+		name := w.Attachment.Name
+		rec, obs := records[name], observed[name]
+		if rec == nil || obs == nil || obs.ProgramID == 0 || len(rec.MapParams) == 0 {
+			continue
+		}
+		obs.ParamsDrift = observer.CheckParams(layout, name, w.Package.Manifest, rec.MapParams)
+	}
+}
+
 // Apply makes st the desired state. With dryRun it only plans.
 func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
 	r.mu.Lock()
@@ -210,15 +264,28 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 	for n := range hold {
 		delete(observed, n)
 	}
+	checkParams(r.cfg.Layout, resolved, records, observed)
 	plan := planner.Make(resolved, records, observed, hooks)
 	res = summarize(plan, dryRun)
 	if dryRun {
 		return res, nil
 	}
 	stage = StageLoad
+	if plan.Changes() {
+		// The journal entry goes first: a crash from here on leaves an
+		// intent that start-up finishes (see Start).
+		if err := r.cfg.Store.Begin(store.Intent{Desired: st, Started: time.Now().UTC()}); err != nil {
+			return nil, fmt.Errorf("journal the apply: %w", err)
+		}
+		crashpoint.Hit(crashpoint.IntentWritten)
+	}
 	newRecords, err := r.applier.Apply(plan)
 	if err != nil {
 		if newRecords == nil {
+			// Undone: nothing to finish at start-up.
+			if aerr := r.cfg.Store.Abort(); aerr != nil {
+				r.cfg.Logger.Error("close the journal entry of a failed apply", "error", aerr)
+			}
 			var de desired.Errors
 			if errors.As(err, &de) && attachFailure(plan, de) {
 				stage = StageAttach
@@ -235,8 +302,14 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 			newRecords[n] = rec
 		}
 	}
+	if plan.Changes() {
+		crashpoint.Hit(crashpoint.BeforeCommit)
+	}
 	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
 		return nil, fmt.Errorf("record applied state: %w", cerr)
+	}
+	if plan.Changes() {
+		crashpoint.Hit(crashpoint.AfterCommit)
 	}
 	r.desired = st.Clone()
 	if res.Changed {

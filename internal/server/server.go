@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -233,7 +234,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.Logger.Error("handler panic", "path", r.URL.Path, "panic", v)
+				s.Logger.Error("handler panic", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 				writeError(w, http.StatusInternalServerError, fmt.Errorf("internal error"))
 			}
 		}()

@@ -25,6 +25,7 @@ var (
 	bucketTokens      = []byte("tokens")
 	keyDesired        = []byte("desired")
 	keySchema         = []byte("schema")
+	keyIntent         = []byte("intent")
 )
 
 const schemaVersion = "1"
@@ -58,10 +59,13 @@ type Record struct {
 	// ConstParams were set at load time; changing one needs a reload.
 	ConstParams map[string]any `json:"constParams,omitempty"`
 	// MapParams were written into maps; changing one needs no reload.
-	MapParams map[string]any    `json:"mapParams,omitempty"`
-	ProgramID uint32            `json:"programID"`
-	LinkID    uint32            `json:"linkID"`
-	MapIDs    map[string]uint32 `json:"mapIDs,omitempty"`
+	MapParams map[string]any `json:"mapParams,omitempty"`
+	ProgramID uint32         `json:"programID"`
+	// ProgramTag is the kernel's tag of the program (a hash of its
+	// instructions), compared at every plan with the running program's.
+	ProgramTag string            `json:"programTag,omitempty"`
+	LinkID     uint32            `json:"linkID"`
+	MapIDs     map[string]uint32 `json:"mapIDs,omitempty"`
 	// Metrics are the package's declared metrics, kept with the record so
 	// that a scrape reads them without asking a repository.
 	Metrics []manifest.Metric `json:"metrics,omitempty"`
@@ -177,7 +181,53 @@ func (s *Store) Records() (map[string]*Record, error) {
 	return out, nil
 }
 
-// Commit replaces the desired state and all records in one transaction.
+// Intent is the journal entry of an apply in progress: written before
+// leafd touches the kernel, removed by the commit that records the
+// outcome (or by Abort once a failed apply has been undone). An intent
+// found at start-up means leafd died mid-apply: start-up finishes it by
+// applying Desired again, or falls back to the committed state.
+type Intent struct {
+	// Desired is the document the apply was making true.
+	Desired *desired.State `json:"desired"`
+	Started time.Time      `json:"started"`
+}
+
+// Begin journals an intent. bbolt syncs the transaction to disk before
+// Begin returns, so the intent survives a crash of the apply after it.
+func (s *Store) Begin(in Intent) error {
+	v, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyIntent, v) })
+}
+
+// Abort removes the open intent without recording anything: the apply
+// failed and was undone.
+func (s *Store) Abort() error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyIntent) })
+}
+
+// OpenIntent returns the journaled intent of an apply that never
+// committed, or nil.
+func (s *Store) OpenIntent() (*Intent, error) {
+	var in *Intent
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyIntent)
+		if v == nil {
+			return nil
+		}
+		in = &Intent{}
+		return json.Unmarshal(v, in)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read intent: %w", err)
+	}
+	return in, nil
+}
+
+// Commit replaces the desired state and all records, and closes the open
+// intent, in one transaction.
 func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 	doc, err := json.Marshal(st)
 	if err != nil {
@@ -185,6 +235,9 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keyDesired, doc); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Delete(keyIntent); err != nil {
 			return err
 		}
 		if err := tx.DeleteBucket(bucketAttachments); err != nil {

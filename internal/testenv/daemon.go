@@ -51,6 +51,39 @@ func Binaries(t testing.TB) string {
 	return binDir
 }
 
+var (
+	crashOnce sync.Once
+	crashBin  string
+	crashErr  error
+)
+
+// CrashBinary builds, once per test binary, a leafd with the leafcrash
+// tag: it kills itself at the step named by LEAF_CRASH_AT (see package
+// crashpoint).
+func CrashBinary(t testing.TB) string {
+	t.Helper()
+	crashOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "leaf-crash-bin-")
+		if err != nil {
+			crashErr = err
+			return
+		}
+		args := []string{"build", "-tags", "leafcrash", "-o", dir + "/"}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "github.com/leaf-ebpf/leaf/cmd/leafd")...).CombinedOutput()
+		if err != nil {
+			crashErr = fmt.Errorf("go build -tags leafcrash: %v: %s", err, out)
+		}
+		crashBin = filepath.Join(dir, "leafd")
+	})
+	if crashErr != nil {
+		t.Fatal(crashErr)
+	}
+	return crashBin
+}
+
 // Daemon is a leafd process run by a test.
 type Daemon struct {
 	t        testing.TB
@@ -59,7 +92,9 @@ type Daemon struct {
 	StateDir string
 	Args     []string
 	Env      []string
-	Client   *client.Client
+	// Binary is the leafd to run; empty runs the one Binaries builds.
+	Binary string
+	Client *client.Client
 
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -78,13 +113,16 @@ type DaemonOptions struct {
 	Args []string
 	// Env is extra environment for leafd.
 	Env []string
+	// Binary is the leafd to run (CrashBinary's, say); empty runs the one
+	// Binaries builds.
+	Binary string
 }
 
 // StartDaemon starts leafd on a private socket and waits until it answers.
 func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env}
+	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env, Binary: opts.Binary}
 	if d.Socket == "" {
 		d.Socket = filepath.Join(dir, "leafd.sock")
 	}
@@ -114,7 +152,11 @@ func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 func (d *Daemon) start() {
 	d.t.Helper()
 	d.logs = &syncBuffer{}
-	d.cmd = exec.Command(filepath.Join(Binaries(d.t), "leafd"), d.Args...)
+	bin := d.Binary
+	if bin == "" {
+		bin = filepath.Join(Binaries(d.t), "leafd")
+	}
+	d.cmd = exec.Command(bin, d.Args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if d.Env != nil {
 		d.cmd.Env = append(os.Environ(), d.Env...)

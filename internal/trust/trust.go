@@ -106,10 +106,12 @@ func (p *Policy) Check(digest string, sigs []ocipkg.Signature) (*repository.Trus
 		t.Policy = repository.TrustUnsignedAllowed
 		return t, nil
 	}
-	msg := fmt.Sprintf("no trusted %s signature", strings.Join(missing, " or "))
 	if len(sigs) == 0 {
-		msg += " (the package is unsigned; unsigned packages are refused unless the repository's policy sets allowUnsigned)"
+		// Most often the signatures were lost on the way (pushed without
+		// them, or to a registry that drops referrers), not never made.
+		return nil, fmt.Errorf("no signatures found for %s: needs a trusted %s signature; sign it (leaf pkg sign) and push its signatures with it (leaf pkg push copies them; leaf pkg inspect lists them)", digest, strings.Join(missing, " and "))
 	}
+	msg := fmt.Sprintf("no trusted %s signature", strings.Join(missing, " or "))
 	if len(problems) > 0 {
 		msg += ": " + strings.Join(problems, "; ")
 	}

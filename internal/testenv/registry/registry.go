@@ -59,19 +59,7 @@ func Start(t testing.TB) *Registry {
 	t.Helper()
 	quietOnce.Do(func() { logrus.SetOutput(io.Discard) })
 	dir := t.TempDir()
-	r := &Registry{Username: "leaf", Password: "s3cret-" + t.Name()}
-	hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(r.Username+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.PasswordFile = filepath.Join(dir, "password")
-	if err := os.WriteFile(r.PasswordFile, []byte(r.Password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r, htpasswd := withCredentials(t, dir)
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{"inmemory": configuration.Parameters{}, "delete": configuration.Parameters{"enabled": true}},
 		Auth:    configuration.Auth{"htpasswd": configuration.Parameters{"realm": "leaf-test", "path": htpasswd}},
@@ -82,7 +70,11 @@ func Start(t testing.TB) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
 	app := handlers.NewApp(ctx, cfg)
 	srv := httptest.NewUnstartedServer(r.wrap(app))
-	cert, caPEM := testCert(t)
+	certPEM, keyPEM, caPEM := testCert(t)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	// Tests make handshakes fail on purpose (a client without the CA).
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -94,6 +86,26 @@ func Start(t testing.TB) *Registry {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// withCredentials makes a registry user: an htpasswd file for the
+// server and a password file (mode 0600) for clients, both in dir.
+func withCredentials(t testing.TB, dir string) (r *Registry, htpasswd string) {
+	t.Helper()
+	r = &Registry{Username: "leaf", Password: "s3cret-" + strings.ReplaceAll(t.Name(), "/", "-")}
+	hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd = filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(r.Username+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.PasswordFile = filepath.Join(dir, "password")
+	if err := os.WriteFile(r.PasswordFile, []byte(r.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r, htpasswd
 }
 
 // Requests returns the paths requested so far.
@@ -126,8 +138,8 @@ func (r *Registry) wrap(h http.Handler) http.Handler {
 }
 
 // testCert makes a CA and a server certificate for 127.0.0.1 signed by
-// it, and returns the server certificate and the CA as PEM.
-func testCert(t testing.TB) (tls.Certificate, []byte) {
+// it, and returns the server certificate, its key and the CA as PEM.
+func testCert(t testing.TB) (certPEM, keyPEM, caPEM []byte) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca := &x509.Certificate{
@@ -152,11 +164,7 @@ func testCert(t testing.TB) (tls.Certificate, []byte) {
 		t.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalECPrivateKey(key)
-	cert, err := tls.X509KeyPair(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }

@@ -1,7 +1,8 @@
-// Package daemon wires leafd together: configuration, start-up (mount,
-// open the store, adopt what the kernel holds), the API and metrics
-// listeners, and shutdown that never detaches a program.
-package daemon
+// Package config is leafd's configuration: the config file's schema, its
+// defaults and validation. It is shared by leafd and the leaf CLI (which
+// reads the repositories of a leafd config), so it must stay portable:
+// nothing here may import a Linux-only package.
+package config
 
 import (
 	"encoding/json"
@@ -15,7 +16,6 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 
 	"github.com/leaf-ebpf/leaf/internal/auth"
-	"github.com/leaf-ebpf/leaf/internal/auth/tlsauth"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
 )
@@ -45,6 +45,9 @@ type TLSConfig struct {
 // TokensConfig is where the token signing key comes from: a file only
 // leafd's user can read, or a systemd credential. Exactly one is set.
 type TokensConfig struct {
+	// KeyFile is an Ed25519 key (PKCS #8 PEM, mode 0600, owned by leafd's
+	// user); KeyCredential names a systemd credential holding one
+	// ($CREDENTIALS_DIRECTORY/NAME, set by LoadCredential=).
 	KeyFile       string `json:"keyFile,omitempty"`
 	KeyCredential string `json:"keyCredential,omitempty"`
 	// DefaultTTL (24h) applies when a request gives none; MaxTTL (30 days)
@@ -55,6 +58,7 @@ type TokensConfig struct {
 
 // RateLimitConfig is a token bucket per caller for mutating calls.
 type RateLimitConfig struct {
+	// PerSecond is the refill rate, Burst the bucket size.
 	PerSecond float64 `json:"perSecond,omitempty"`
 	Burst     int     `json:"burst,omitempty"`
 }
@@ -82,6 +86,9 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // String and Set make a Duration a command-line flag value.
 func (d *Duration) String() string { return time.Duration(*d).String() }
 
+// Type names the flag value's kind in --help.
+func (d *Duration) Type() string { return "duration" }
+
 // Set reads a flag value such as "720h".
 func (d *Duration) Set(s string) error {
 	v, err := time.ParseDuration(s)
@@ -95,6 +102,8 @@ func (d *Duration) Set(s string) error {
 // Config is leafd's configuration. A config file (YAML or JSON) holds
 // the same fields; command-line flags override it.
 type Config struct {
+	// APIVersion and Kind, if given, must be leaf.dev/v1alpha1 and
+	// DaemonConfig.
 	APIVersion string `json:"apiVersion,omitempty"`
 	Kind       string `json:"kind,omitempty"`
 	// StateDir holds the state store.
@@ -202,6 +211,9 @@ func ParseProgramMatch(v string) (desired.ProgramMatch, error) {
 	return m, nil
 }
 
+// BuiltinRepository names the packages compiled into leafd.
+const BuiltinRepository = "builtin"
+
 // DefaultCompanionDir is where companion executables are unpacked. It is
 // outside the state directory, which only root may enter: companions run
 // as other users, and exec needs every directory on the way searchable.
@@ -259,8 +271,12 @@ func (c *Config) Validate() error {
 		if t.CertFile == "" || t.KeyFile == "" || t.ClientCAFile == "" {
 			errs = append(errs, errors.New("tls: certFile, keyFile and clientCAFile are all required"))
 		}
-		if _, err := tlsauth.ParseMinVersion(t.MinVersion); err != nil {
-			errs = append(errs, fmt.Errorf("tls.minVersion: %w", err))
+		// tlsauth parses it at start; checked here by value so this
+		// package stays free of the TLS server code the CLI does not need.
+		switch t.MinVersion {
+		case "", "1.2", "1.3":
+		default:
+			errs = append(errs, fmt.Errorf("tls.minVersion %q: want 1.2 or 1.3 (older versions are not supported)", t.MinVersion))
 		}
 	}
 	if t := c.Tokens; t != nil {
