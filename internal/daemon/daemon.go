@@ -207,6 +207,10 @@ func listen(cfg config.Config, srv *server.Server, sec *security, m *metrics.Met
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		// Liveness and readiness too, for probes that cannot reach the
+		// unix socket (a DaemonSet's httpGet); they reveal no state.
+		mux.Handle("GET "+v1.PathHealth, api)
+		mux.Handle("GET "+v1.PathReady, api)
 		servers, listeners = append(servers, newHTTPServer(mux, log)), append(listeners, mln)
 	}
 	return servers, listeners, nil

@@ -68,7 +68,7 @@ func createNode(t *testing.T, k kubernetes.Interface, name string, labels map[st
 	}
 }
 
-func createPolicy(t *testing.T, d dynamic.Interface, doc string) {
+func createPolicy(t testing.TB, d dynamic.Interface, doc string) {
 	t.Helper()
 	var u unstructured.Unstructured
 	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {

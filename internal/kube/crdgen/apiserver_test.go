@@ -2,6 +2,7 @@ package crdgen
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +70,49 @@ spec:
 		err := create(doc)
 		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want 422 saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestDeployManifests applies every manifest kustomization.yaml lists to
+// a real API server (server-side, so every field is validated), and
+// checks that the printer columns answer with a policy's status.
+func TestDeployManifests(t *testing.T) {
+	c := kubetest.Start(t)
+	dir := filepath.Join("..", "..", "..", "deploy", "kubernetes")
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct{ Resources []string }
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, r := range k.Resources {
+		files = append(files, filepath.Join(dir, r))
+	}
+	if len(files) < 7 {
+		t.Fatalf("kustomization lists %v", k.Resources)
+	}
+	c.Apply(t, files...)
+	kc, _ := kubetest.Clients(t, c.Admin)
+	ds, err := kc.AppsV1().DaemonSets("leaf-system").Get(context.Background(), "leaf-agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ds.Spec.Template.Spec.HostNetwork || ds.Spec.Template.Spec.Containers[0].ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Fatalf("agent DaemonSet: %+v", ds.Spec.Template.Spec)
+	}
+	// kubectl get's table: the columns the CRD declares.
+	tbl, err := kc.CoreV1().RESTClient().Get().AbsPath("/apis/leaf.dev/v1alpha1/leafpolicies").
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"Selected", "Converged", "Conflicted", "Rollout"} {
+		if !strings.Contains(string(tbl), `"name":"`+col+`"`) {
+			t.Errorf("kubectl get leafpolicies has no %s column: %s", col, tbl)
 		}
 	}
 }
