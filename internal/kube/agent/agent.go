@@ -19,15 +19,14 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -46,6 +45,9 @@ type Host interface {
 	// Status reports what the kernel runs.
 	Status() (*v1.Status, error)
 }
+
+// NodesResource is Kubernetes' Node resource.
+var NodesResource = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
 
 // FieldManager is the server-side apply manager of what leafd writes.
 const FieldManager = "leafd"
@@ -120,17 +122,15 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, dyn: dyn, wake: make(chan struct{}, 1)}
-	a.policies = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0).ForResource(kv1.PolicyResource).Informer()
+	a.policies = NewInformer(dyn, kv1.PolicyResource, nil)
 	a.policies.AddEventHandler(a.handler())
 	if !cfg.External {
-		kc, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return nil, err
-		}
-		only := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		// Only this host's Node. The dynamic client, not the typed
+		// clientset: that one would add every API group to leafd's binary.
+		only := func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.Node).String()
-		})
-		a.nodes = informers.NewSharedInformerFactoryWithOptions(kc, 0, only).Core().V1().Nodes().Informer()
+		}
+		a.nodes = NewInformer(dyn, NodesResource, only)
 		a.nodes.AddEventHandler(a.handler())
 	}
 	return a, nil
@@ -207,7 +207,7 @@ func (a *Agent) labels() (map[string]string, error) {
 	if !ok {
 		return nil, fmt.Errorf("no Node named %q: keeping what runs until it exists", a.cfg.Node)
 	}
-	return obj.(*corev1.Node).Labels, nil
+	return obj.(*unstructured.Unstructured).GetLabels(), nil
 }
 
 func (a *Agent) policyList() []kv1.LeafPolicy {
@@ -356,4 +356,24 @@ func FromUnstructured(u *unstructured.Unstructured, into any) error {
 		return err
 	}
 	return json.Unmarshal(b, into)
+}
+
+// NewInformer watches one resource through the dynamic client
+// (dynamicinformer would link every typed informer into leafd).
+func NewInformer(dyn dynamic.Interface, gvr schema.GroupVersionResource, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
+	if tweak == nil {
+		tweak = func(*metav1.ListOptions) {}
+	}
+	r := dyn.Resource(gvr)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return r.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return r.Watch(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
 }

@@ -16,19 +16,13 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	kv1 "github.com/leaf-ebpf/leaf/api/kube/v1alpha1"
 	"github.com/leaf-ebpf/leaf/internal/kube/agent"
@@ -59,7 +53,6 @@ type Config struct {
 // Controller watches policies, nodes and LeafNodes.
 type Controller struct {
 	cfg       Config
-	kube      kubernetes.Interface
 	dyn       dynamic.Interface
 	policies  cache.SharedIndexInformer
 	leafNodes cache.SharedIndexInformer
@@ -81,18 +74,13 @@ func New(cfg Config) (*Controller, error) {
 	}
 	rc := rest.CopyConfig(cfg.Rest)
 	rc.UserAgent = "leaf-controller"
-	kc, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, err
 	}
-	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	c := &Controller{cfg: cfg, kube: kc, dyn: dyn, wake: make(chan struct{}, 1), written: map[string]string{},
-		policies: df.ForResource(kv1.PolicyResource).Informer(), leafNodes: df.ForResource(kv1.NodeResource).Informer(),
-		nodes: informers.NewSharedInformerFactory(kc, 0).Core().V1().Nodes().Informer()}
+	c := &Controller{cfg: cfg, dyn: dyn, wake: make(chan struct{}, 1), written: map[string]string{},
+		policies: agent.NewInformer(dyn, kv1.PolicyResource, nil), leafNodes: agent.NewInformer(dyn, kv1.NodeResource, nil),
+		nodes: agent.NewInformer(dyn, agent.NodesResource, nil)}
 	poke := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.poke() },
 		UpdateFunc: func(any, any) { c.poke() },
@@ -114,28 +102,11 @@ func (c *Controller) poke() {
 // Run campaigns for the lease and, while it holds it, drives the
 // policies; it returns when ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName},
-		Client:     c.kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
-	}
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, ReleaseOnCancel: true,
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: c.lead,
-			OnStoppedLeading: func() { c.cfg.Logger.Info("controller: lost the lease") },
-		},
-	})
-	if err != nil {
-		return err
-	}
 	for _, inf := range []cache.SharedIndexInformer{c.policies, c.leafNodes, c.nodes} {
 		go inf.Run(ctx.Done())
 	}
-	for ctx.Err() == nil {
-		le.Run(ctx) // returns when leadership is lost; campaign again
-	}
+	l := &lease{r: c.dyn.Resource(leaseResource).Namespace(c.cfg.Namespace), name: c.cfg.LeaseName, id: c.cfg.Identity}
+	l.runWhileHolding(ctx, c.lead, func() { c.cfg.Logger.Info("controller: lost the lease") })
 	return nil
 }
 
@@ -168,8 +139,8 @@ type host struct {
 func (c *Controller) hosts() map[string]*host {
 	out := map[string]*host{}
 	for _, obj := range c.nodes.GetStore().List() {
-		n := obj.(*corev1.Node)
-		out[n.Name] = &host{labels: n.Labels}
+		n := obj.(*unstructured.Unstructured)
+		out[n.GetName()] = &host{labels: n.GetLabels()}
 	}
 	for _, obj := range c.leafNodes.GetStore().List() {
 		var ln kv1.LeafNode

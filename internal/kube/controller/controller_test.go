@@ -163,3 +163,35 @@ spec:
 		return nil
 	})
 }
+
+// TestLeaseOneHolder takes the controller lease with two identities:
+// only one holds it at a time, and the second takes it once the first
+// releases it.
+func TestLeaseOneHolder(t *testing.T) {
+	c := kubetest.Start(t)
+	c.Apply(t, filepath.Join(deployDir, "namespace.yaml"), filepath.Join(deployDir, "rbac.yaml"))
+	_, d := kubetest.Clients(t, c.Config(t, "leaf:controller", "leaf:controllers"))
+	r := d.Resource(leaseResource).Namespace("leaf-system")
+	a, b := &lease{r: r, name: "leaf-controller", id: "a"}, &lease{r: r, name: "leaf-controller", id: "b"}
+	ctx := context.Background()
+	now := time.Now()
+	if ok, err := a.tryHold(ctx, now); !ok || err != nil {
+		t.Fatalf("a takes a free lease: %v %v", ok, err)
+	}
+	if ok, err := b.tryHold(ctx, now.Add(time.Second)); ok || err != nil {
+		t.Fatalf("b takes a's valid lease: %v %v", ok, err)
+	}
+	if ok, err := a.tryHold(ctx, now.Add(2*time.Second)); !ok || err != nil {
+		t.Fatalf("a renews: %v %v", ok, err)
+	}
+	if ok, err := b.tryHold(ctx, now.Add(2*time.Second+leaseDuration+time.Second)); !ok || err != nil {
+		t.Fatalf("b takes the lease a stopped renewing: %v %v", ok, err)
+	}
+	if ok, _ := a.tryHold(ctx, now.Add(2*time.Second+leaseDuration+2*time.Second)); ok {
+		t.Fatal("a took the lease back while b's is valid")
+	}
+	b.release(ctx)
+	if ok, err := a.tryHold(ctx, now.Add(2*time.Second+leaseDuration+3*time.Second)); !ok || err != nil {
+		t.Fatalf("a takes the released lease: %v %v", ok, err)
+	}
+}
