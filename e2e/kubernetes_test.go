@@ -13,11 +13,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	kv1 "github.com/leaf-ebpf/leaf/api/kube/v1alpha1"
 	"github.com/leaf-ebpf/leaf/internal/kube/agent"
@@ -91,13 +89,7 @@ func waitDrops(t *testing.T, port int, want map[*kubeNode]bool) {
 
 func createPolicy(t *testing.T, d dynamic.Interface, doc string) {
 	t.Helper()
-	var u unstructured.Unstructured
-	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Resource(kv1.PolicyResource).Create(context.Background(), &u, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create policy: %v", err)
-	}
+	kubetest.Create(t, d, kv1.PolicyResource, doc)
 }
 
 func patchPolicy(t *testing.T, d dynamic.Interface, name, patch string) {
@@ -124,9 +116,7 @@ func relabel(t *testing.T, k kubernetes.Interface, node, role string) {
 func TestKubernetesFleet(t *testing.T) {
 	testenv.RequireKernel(t)
 	c := kubetest.Start(t)
-	deploy := filepath.Join("..", "deploy", "kubernetes")
-	c.Apply(t, filepath.Join(deploy, "crds", "leafpolicies.yaml"), filepath.Join(deploy, "crds", "leafnodes.yaml"),
-		filepath.Join(deploy, "namespace.yaml"), filepath.Join(deploy, "rbac.yaml"), filepath.Join(deploy, "admission.yaml"))
+	c.Apply(t, kubetest.LeafManifests(filepath.Join("..", "deploy", "kubernetes"))...)
 	k, d := kubetest.Clients(t, c.Admin)
 	n1 := startKubeNode(t, c, k, "n1", map[string]string{"role": "edge"})
 	n2 := startKubeNode(t, c, k, "n2", map[string]string{"role": "edge"})
@@ -179,9 +169,7 @@ spec:
 func TestKubernetesRolloutRollsBackOnCanary(t *testing.T) {
 	testenv.RequireKernel(t)
 	c := kubetest.Start(t)
-	deploy := filepath.Join("..", "deploy", "kubernetes")
-	c.Apply(t, filepath.Join(deploy, "crds", "leafpolicies.yaml"), filepath.Join(deploy, "crds", "leafnodes.yaml"),
-		filepath.Join(deploy, "namespace.yaml"), filepath.Join(deploy, "rbac.yaml"), filepath.Join(deploy, "admission.yaml"))
+	c.Apply(t, kubetest.LeafManifests(filepath.Join("..", "deploy", "kubernetes"))...)
 	k, d := kubetest.Clients(t, c.Admin)
 	ctrl, err := controller.New(controller.Config{Rest: c.Config(t, "leaf:controller", "leaf:controllers"), Identity: "e2e",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: 200 * time.Millisecond})

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	kv1 "github.com/leaf-ebpf/leaf/api/kube/v1alpha1"
 	"github.com/leaf-ebpf/leaf/internal/kube/kubetest"
@@ -30,8 +29,7 @@ var deployDir = filepath.Join("..", "..", "..", "deploy", "kubernetes")
 func cluster(t *testing.T) (*kubetest.Cluster, kubernetes.Interface, dynamic.Interface) {
 	t.Helper()
 	c := kubetest.Start(t)
-	c.Apply(t, filepath.Join(deployDir, "crds", "leafpolicies.yaml"), filepath.Join(deployDir, "crds", "leafnodes.yaml"),
-		filepath.Join(deployDir, "namespace.yaml"), filepath.Join(deployDir, "rbac.yaml"), filepath.Join(deployDir, "admission.yaml"))
+	c.Apply(t, kubetest.LeafManifests(deployDir)...)
 	k, d := kubetest.Clients(t, c.Admin)
 	waitAdmissionPolicy(t, c)
 	return c, k, d
@@ -70,13 +68,7 @@ func createNode(t *testing.T, k kubernetes.Interface, name string, labels map[st
 
 func createPolicy(t testing.TB, d dynamic.Interface, doc string) {
 	t.Helper()
-	var u unstructured.Unstructured
-	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Resource(kv1.PolicyResource).Create(context.Background(), &u, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create policy: %v", err)
-	}
+	kubetest.Create(t, d, kv1.PolicyResource, doc)
 }
 
 func startAgent(t *testing.T, c *kubetest.Cluster, cfg Config) {

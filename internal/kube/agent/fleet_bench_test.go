@@ -33,8 +33,7 @@ var fleetSize = flag.Int("fleet.agents", 1000, "agents in BenchmarkFleet")
 //	go test -run '^$' -bench Fleet -benchtime 1x ./internal/kube/agent/ -fleet.agents 1000
 func BenchmarkFleet(b *testing.B) {
 	c := kubetest.Start(b)
-	c.Apply(b, deployDir+"/crds/leafpolicies.yaml", deployDir+"/crds/leafnodes.yaml",
-		deployDir+"/namespace.yaml", deployDir+"/rbac.yaml", deployDir+"/admission.yaml")
+	c.Apply(b, kubetest.LeafManifests(deployDir)...)
 	k, d := kubetest.Clients(b, c.Admin)
 	ctx := context.Background()
 	n := *fleetSize
@@ -182,8 +181,12 @@ func memory(b testing.TB, pid int) (rss, hwm int64) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var kb int64
-		if _, err := fmt.Sscanf(strings.Join(strings.Fields(sc.Text())[1:2], ""), "%d", &kb); err != nil {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
 			continue
 		}
 		switch {

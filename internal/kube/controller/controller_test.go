@@ -12,10 +12,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	kv1 "github.com/leaf-ebpf/leaf/api/kube/v1alpha1"
 	"github.com/leaf-ebpf/leaf/internal/kube/agent"
@@ -96,13 +94,7 @@ spec:
   attachments:
   - {name: good1, package: portfilter@1.0.0, hook: {type: xdp, interface: leaf0}}
 `
-	var u unstructured.Unstructured
-	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Resource(kv1.PolicyResource).Create(ctx, &u, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kubetest.Create(t, d, kv1.PolicyResource, doc)
 	waitPhase := func(phase string, gen int64) *kv1.LeafPolicy {
 		var p *kv1.LeafPolicy
 		kubetest.Eventually(t, 2*time.Minute, func(ctx context.Context) error {

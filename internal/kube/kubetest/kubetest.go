@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/leaf-ebpf/leaf/internal/testenv/pki"
 )
@@ -402,4 +403,23 @@ func (c *Cluster) waitEstablished(t testing.TB, dyn dynamic.Interface, name stri
 		}
 		return fmt.Errorf("CRD %s not established: %v", name, conds)
 	})
+}
+
+// LeafManifests lists leaf's CRDs, namespace, RBAC and admission policy
+// under deploy/kubernetes (dir), in the order they apply.
+func LeafManifests(dir string) []string {
+	return []string{filepath.Join(dir, "crds", "leafpolicies.yaml"), filepath.Join(dir, "crds", "leafnodes.yaml"),
+		filepath.Join(dir, "namespace.yaml"), filepath.Join(dir, "rbac.yaml"), filepath.Join(dir, "admission.yaml")}
+}
+
+// Create creates the object a YAML document describes.
+func Create(t testing.TB, d dynamic.Interface, gvr schema.GroupVersionResource, doc string) {
+	t.Helper()
+	var u unstructured.Unstructured
+	if err := sigsyaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Resource(gvr).Create(context.Background(), &u, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
+	}
 }
