@@ -22,7 +22,7 @@ import (
 
 var deployDir = filepath.Join("..", "..", "..", "deploy", "kubernetes")
 
-func run(t *testing.T, r interface{ Run(context.Context) error }) {
+func run(t testing.TB, r interface{ Run(context.Context) error }) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()

@@ -1,4 +1,4 @@
-package agent
+package controller
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	kv1 "github.com/leaf-ebpf/leaf/api/kube/v1alpha1"
+	"github.com/leaf-ebpf/leaf/internal/kube/agent"
 	"github.com/leaf-ebpf/leaf/internal/kube/kubetest"
 )
 
@@ -28,26 +29,27 @@ var fleetSize = flag.Int("fleet.agents", 1000, "agents in BenchmarkFleet")
 // informers and LeafNode, the kernel replaced by a Recorder — against one
 // API server. It reports the time for a policy change to reach every
 // agent (and every LeafNode to say so), API requests per second at steady
-// state and while the change spreads, and the API server's memory.
+// state and while the change spreads, the same for a staged rollout
+// driven by the controller, and the API server's memory.
 //
-//	go test -run '^$' -bench Fleet -benchtime 1x ./internal/kube/agent/ -fleet.agents 1000
+//	go test -run '^$' -bench Fleet -benchtime 1x ./internal/kube/controller/ -fleet.agents 1000
 func BenchmarkFleet(b *testing.B) {
 	c := kubetest.Start(b)
 	c.Apply(b, kubetest.LeafManifests(deployDir)...)
 	k, d := kubetest.Clients(b, c.Admin)
 	ctx := context.Background()
 	n := *fleetSize
-	recs := make([]*Recorder, n)
+	recs := make([]*agent.Recorder, n)
 	start := time.Now()
 	for i := range n {
 		name := fmt.Sprintf("node-%04d", i)
 		if _, err := k.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"role": "edge"}}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		recs[i] = &Recorder{}
+		recs[i] = &agent.Recorder{}
 		rc := c.Config(b, "leaf:node:"+name, "leaf:agents")
 		rc.QPS, rc.Burst = 5, 10 // client-go's defaults, as a real agent
-		a, err := New(Config{Rest: rc, Node: name, Host: recs[i], StatusInterval: 30 * time.Second,
+		a, err := agent.New(agent.Config{Rest: rc, Node: name, Host: recs[i], StatusInterval: 30 * time.Second,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			b.Fatal(err)
@@ -65,7 +67,7 @@ func BenchmarkFleet(b *testing.B) {
 
 	before := requestCount(b, c)
 	changeStart := time.Now()
-	createPolicy(b, d, `
+	kubetest.Create(b, d, kv1.PolicyResource, `
 apiVersion: leaf.dev/v1alpha1
 kind: LeafPolicy
 metadata: {name: fleet}
@@ -86,13 +88,47 @@ spec:
 	waitFleet(b, c, func() bool { return reportingLeafNodes(b, c, 1) == n }, 10*time.Minute)
 	reported := time.Since(changeStart)
 	during := float64(requestCount(b, c)-before) / reported.Seconds()
-	rss, hwm := memory(b, c.PID())
 	b.Logf("policy change reached %d agents in %v; every LeafNode reported it after %v; %.1f API requests/s meanwhile", n, reach.Round(time.Millisecond), reported.Round(time.Millisecond), during)
+
+	// A staged rollout of a second policy: 1% canaries, then batches of
+	// 25%, 1 s soak each, driven by the controller.
+	ctrl, err := New(Config{Rest: c.Config(b, "leaf:controller", "leaf:controllers"), Identity: "bench",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Interval: 500 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	run(b, ctrl)
+	before = requestCount(b, c)
+	rolloutStart := time.Now()
+	kubetest.Create(b, d, kv1.PolicyResource, fmt.Sprintf(`
+apiVersion: leaf.dev/v1alpha1
+kind: LeafPolicy
+metadata: {name: staged}
+spec:
+  nodeSelector: {matchLabels: {role: edge}}
+  rollout: {canary: %d, batchSize: %d, soakSeconds: 1, timeoutSeconds: 600}
+  attachments:
+  - {name: count, package: pktcount@1.0.0, priority: 10, hook: {type: xdp, interface: eth0}}
+`, max(1, n/100), max(1, n/4)))
+	waitFleet(b, c, func() bool {
+		for _, r := range recs {
+			if st, _ := r.State(); st == nil || len(st.Spec.Attachments) != 2 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Minute)
+	rollout := time.Since(rolloutStart)
+	duringRollout := float64(requestCount(b, c)-before) / rollout.Seconds()
+	b.Logf("staged rollout (canary %d, batches of %d, 1 s soak) reached %d agents in %v; %.1f API requests/s meanwhile", max(1, n/100), max(1, n/4), n, rollout.Round(time.Millisecond), duringRollout)
+	rss, hwm := memory(b, c.PID())
 	b.Logf("kube-apiserver memory: %d MiB resident, %d MiB peak", rss>>20, hwm>>20)
 	b.ReportMetric(reach.Seconds(), "s-to-reach-all")
 	b.ReportMetric(reported.Seconds(), "s-all-reported")
 	b.ReportMetric(steady, "req/s-steady")
 	b.ReportMetric(during, "req/s-change")
+	b.ReportMetric(rollout.Seconds(), "s-rollout")
+	b.ReportMetric(duringRollout, "req/s-rollout")
 	b.ReportMetric(float64(hwm>>20), "MiB-apiserver-peak")
 	for range b.N {
 	}
@@ -128,7 +164,7 @@ func countLeafNodes(b testing.TB, c *kubetest.Cluster, ok func(*kv1.LeafNode) bo
 	count := 0
 	for i := range list.Items {
 		var n kv1.LeafNode
-		if FromUnstructured(&list.Items[i], &n) == nil && ok(&n) {
+		if agent.FromUnstructured(&list.Items[i], &n) == nil && ok(&n) {
 			count++
 		}
 	}
@@ -197,4 +233,13 @@ func memory(b testing.TB, pid int) (rss, hwm int64) {
 		}
 	}
 	return rss, hwm
+}
+
+func condition(n *kv1.LeafNode, typ string) metav1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == typ {
+			return c.Status
+		}
+	}
+	return ""
 }
