@@ -13,7 +13,7 @@ BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdat
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build docs generate crds check-generate test vet fmt-check demo bench clean deps cross-build
+.PHONY: all build docs generate crds check-generate test vet fmt-check demo bench clean deps cross-build bench-kube
 
 all: build
 
@@ -86,6 +86,11 @@ bench: deps
 	$(GO) build -o $(BIN)/leafbench ./bench/cmd/leafbench
 	$(BIN)/leafbench $(BENCH_FLAGS)
 	$(BIN)/leafbench chain $(CHAIN_FLAGS)
+
+# The Kubernetes scale run (docs/kubernetes.md): 1000 agents with the
+# kernel replaced by a recorder against one real API server.
+bench-kube: deps
+	$(GO) test -run '^$$' -bench Fleet -benchtime 1x -timeout 60m ./internal/kube/controller/ -fleet.agents $(or $(FLEET_AGENTS),1000)
 
 clean:
 	rm -rf $(BIN)

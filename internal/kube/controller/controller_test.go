@@ -154,6 +154,26 @@ spec:
 		}
 		return nil
 	})
+
+	// A later policy declaring the same attachment: refused on every
+	// node, and both policies say so.
+	kubetest.Create(t, d, kv1.PolicyResource, `
+apiVersion: leaf.dev/v1alpha1
+kind: LeafPolicy
+metadata: {name: clash}
+spec:
+  attachments:
+  - {name: good3, package: portfilter@1.0.0, hook: {type: xdp, interface: leaf1}}
+`)
+	for _, name := range []string{"staged", "clash"} {
+		kubetest.Eventually(t, time.Minute, func(ctx context.Context) error {
+			p := policy(t, ctx, d, name)
+			if p.Status.ConflictedNodes != 3 || !conditionTrue(p.Status.Conditions, ConditionConflicted) {
+				return fmt.Errorf("%s: %d conflicted nodes, conditions %+v", name, p.Status.ConflictedNodes, p.Status.Conditions)
+			}
+			return nil
+		})
+	}
 }
 
 // TestLeaseOneHolder takes the controller lease with two identities:
@@ -186,4 +206,13 @@ func TestLeaseOneHolder(t *testing.T) {
 	if ok, err := a.tryHold(ctx, now.Add(2*time.Second+leaseDuration+3*time.Second)); !ok || err != nil {
 		t.Fatalf("a takes the released lease: %v %v", ok, err)
 	}
+}
+
+func conditionTrue(conds []metav1.Condition, typ string) bool {
+	for _, c := range conds {
+		if c.Type == typ {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
 }
