@@ -81,11 +81,16 @@ demo: deps build
 # one program doing the same work and an l3afd-style tail-call chain
 # (BPF_PROG_TEST_RUN): leafbench chain, flags in CHAIN_FLAGS, Go benchmark
 # go test -run '^$' -bench ChainCost -benchtime 1000000x ./bench/
+# Then the cost per packet of each package in packages/, and the firewall
+# against iptables and nftables at 10 to 100 000 rules (leafbench packages,
+# leafbench firewall; a few minutes, in a throwaway network namespace).
 # Figures and method: docs/benchmarks.md.
 bench: deps
 	$(GO) build -o $(BIN)/leafbench ./bench/cmd/leafbench
 	$(BIN)/leafbench $(BENCH_FLAGS)
 	$(BIN)/leafbench chain $(CHAIN_FLAGS)
+	$(BIN)/leafbench packages
+	$(BIN)/leafbench firewall
 
 # The Kubernetes scale run (docs/kubernetes.md): 1000 agents with the
 # kernel replaced by a recorder against one real API server.

@@ -39,7 +39,14 @@ const socketGroup = 3000
 
 func startSecureLeafd(t *testing.T, extraConfig string, args ...string) *secureLeafd {
 	t.Helper()
-	s := &secureLeafd{dir: t.TempDir(), ca: pki.NewCA(t, "leaf e2e CA")}
+	return startSecureLeafdWithCA(t, pki.NewCA(t, "leaf e2e CA"), extraConfig, args...)
+}
+
+// startSecureLeafdWithCA is startSecureLeafd with a CA of the test's,
+// for files (a CRL) that must exist before leafd starts.
+func startSecureLeafdWithCA(t *testing.T, ca *pki.CA, extraConfig string, args ...string) *secureLeafd {
+	t.Helper()
+	s := &secureLeafd{dir: t.TempDir(), ca: ca}
 	s.keyFile = filepath.Join(s.dir, "token.key")
 	if _, err := token.GenerateKeyFile(s.keyFile); err != nil {
 		t.Fatal(err)
@@ -66,7 +73,7 @@ tls:
   subjects:
     - {glob: "spiffe://leaf.test/ops/*", role: admin}
     - {exact: operator.leaf.test, role: operator}
-    - {regex: 'reader-[0-9]+\.leaf\.test', role: reader}
+    - {type: dns, regex: 'reader-[0-9]+\.leaf\.test', role: reader}
 %s`, socketGroup, s.keyFile, s.addr, s.serverCert, key, s.caFile, extraConfig)
 	cfgFile := filepath.Join(s.dir, "leafd.yaml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
@@ -315,10 +322,10 @@ func TestRoleMatrix(t *testing.T) {
 	// Audit: one line per request, with who, role, request and result.
 	logs := s.d.Logs()
 	for _, want := range []string{
-		`msg=audit via=unix subject="uid=2001" role=operator method=PUT path=/v1/state code=403`,
-		`msg=audit via=cert subject=spiffe://leaf.test/ops/alice role=admin method=PUT path=/v1/state code=200`,
-		`msg=audit via=token subject=reader-bot role=reader method=GET path=/v1/status code=200`,
-		`msg=audit via=none subject=anonymous role=none method=GET path=/v1/status code=401`,
+		`msg=audit via=unix subject="uid=2001" san="" role=operator method=PUT path=/v1/state code=403`,
+		`msg=audit via=cert subject=spiffe://leaf.test/ops/alice san=URI:spiffe://leaf.test/ops/alice role=admin method=PUT path=/v1/state code=200`,
+		`msg=audit via=token subject=reader-bot san="" role=reader method=GET path=/v1/status code=200`,
+		`msg=audit via=none subject=anonymous san="" role=none method=GET path=/v1/status code=401`,
 	} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("audit log lacks %q", want)
@@ -355,6 +362,7 @@ func TestTLSClientCertificates(t *testing.T) {
 		"wrong CA":      pki.NewCA(t, "leaf e2e CA").Issue(t, pki.Options{DNS: []string{"reader-1.leaf.test"}}),
 		"public chain":  publicRoot.Intermediate(t, "Public Issuing CA").Issue(t, pki.Options{DNS: []string{"reader-1.leaf.test"}}),
 		"revoked":       revoked,
+		"no EKU":        s.ca.Issue(t, pki.Options{DNS: []string{"reader-1.leaf.test"}, NoEKU: true}),
 	}
 	for name, cert := range cases {
 		resp, err := s.tlsClient(cert).Get("https://" + s.addr + "/v1/status")
@@ -374,9 +382,33 @@ func TestTLSClientCertificates(t *testing.T) {
 		t.Errorf("whoami %+v", w)
 	}
 	logs := s.d.Logs()
-	for _, want := range []string{"TLS handshake error", "revoked by the CRL", "certificate has expired or is not yet valid", "unknown authority"} {
+	for _, want := range []string{"TLS handshake error", "revoked by the CRL", "certificate has expired or is not yet valid", "unknown authority", "no clientAuth extended key usage"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("leafd log lacks %q", want)
 		}
+	}
+
+	// Near misses of the admin rule (glob spiffe://leaf.test/ops/*) by SAN
+	// type, case and fragment get no role; the real one is admin, and the
+	// audit line shows its SAN raw.
+	for san, want := range map[string]int{
+		"URI:spiffe://leaf.test/ops/alice":  http.StatusOK,
+		"URI:spiffe://leaf.test/ops/alice#": http.StatusForbidden,
+		"URI:SPIFFE://leaf.test/ops/alice":  http.StatusForbidden,
+		"URI:spiffe://LEAF.test/ops/alice":  http.StatusForbidden,
+		"DNS:spiffe://leaf.test/ops/alice":  http.StatusForbidden,
+	} {
+		resp, err := s.tlsClient(s.ca.Issue(t, pki.Options{CN: "x", RawSANs: []string{san}})).Get("https://" + s.addr + "/v1/status")
+		if err != nil {
+			t.Errorf("%s: %v", san, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %s, want %d", san, resp.Status, want)
+		}
+	}
+	if logs := s.d.Logs(); !strings.Contains(logs, `san=URI:spiffe://leaf.test/ops/alice# role=none`) || !strings.Contains(logs, `san=URI:spiffe://leaf.test/ops/alice role=admin`) {
+		t.Errorf("audit lines lack the raw SANs:\n%s", logs)
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -134,6 +135,15 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 		{"param out of range", doc(strings.Replace(filter, "ports: [7001]", "ports: [70000]", 1), counter), 422, "filter", "params.ports", "out of range for u16"},
 		{"unknown param", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], nope: 1", 1), counter), 422, "filter", "params.nope", `no parameter "nope"`},
 		{"bool param given a number", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], filter_udp: 1", 1), counter), 422, "filter", "params.filter_udp", "expected bool"},
+		// Names are checked before any lookup: a NUL-terminated copy of
+		// the chained interface's name must not reach the kernel (where it
+		// would name the same interface and replace leaf's own chain).
+		{"NUL in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \""+p.IfB+"\\0\", netns: "+p.NsB+", replaceForeign: true}"), 422, "extra", "hook.interface", "NUL or control character"},
+		{"control byte in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \"lo\\x1b\", netns: "+p.NsA+"}"), 422, "extra", "hook.interface", "NUL or control character"},
+		{"interface name too long", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: sixteen-bytes-xx, netns: "+p.NsA+"}"), 422, "extra", "hook.interface", "15 bytes"},
+		{"control byte in netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: \""+p.NsA+"\\x01\"}"), 422, "extra", "hook.netns", "NUL or control character"},
+		{"netns path with ..", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: /var/run/netns/../netns/"+p.NsA+"}"), 422, "extra", "hook.netns", "clean absolute path"},
+		{"more attachments than the limit", oversizeDoc(1001), 413, "", "spec.attachments", "1001 attachments; this leafd accepts at most 1000"},
 		// A change to a running attachment bundled with a bad new one: the
 		// whole document is refused, so the ports stay as they were.
 		{"good change with a bad attachment", doc(strings.Replace(filter, "7001", "7009", 1), counter, onA("extra", "nosuch@1.0.0", "")), 422, "extra", "package", "nosuch"},
@@ -181,4 +191,13 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 	if err == nil || !strings.Contains(err.Error(), "invalid access to packet") {
 		t.Errorf("verifier log not surfaced: %v", err)
 	}
+}
+
+// oversizeDoc is a document of n tracepoint attachments.
+func oversizeDoc(n int) []byte {
+	atts := make([]string, n)
+	for i := range atts {
+		atts[i] = fmt.Sprintf("name: many-%d\npackage: execcount@1.0.0\nhook: {type: tracepoint, tracepoint: sched/sched_process_exec}", i)
+	}
+	return doc(atts...)
 }

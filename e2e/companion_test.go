@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/companion"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -107,14 +108,18 @@ func TestCompanion(t *testing.T) {
 	if bnd := procField(t, pid, "status", "CapPrm:"); bnd != fmt.Sprintf("%016x", uint64(1)<<capBPF) {
 		t.Errorf("companion's permitted capabilities %s, want CAP_BPF alone", bnd)
 	}
+	if bnd := procField(t, pid, "status", "CapBnd:"); bnd != fmt.Sprintf("%016x", uint64(1)<<capBPF) {
+		t.Errorf("companion's capability bounding set %s, want CAP_BPF alone", bnd)
+	}
 	if nnp := procField(t, pid, "status", "NoNewPrivs:"); nnp != "1" {
 		t.Errorf("companion runs without no_new_privs (%s): a setuid binary could give it root", nnp)
 	}
 	cg := procField(t, pid, "cgroup", "0::")
-	if cg != "/leaf/mon" {
-		t.Errorf("companion is in cgroup v2 %q, want /leaf/mon", cg)
+	sub := companion.CgroupName(d.StateDir)
+	if cg != "/"+sub+"/mon" {
+		t.Errorf("companion is in cgroup v2 %q, want /%s/mon", cg, sub)
 	}
-	checkLimits(t, pid)
+	checkLimits(t, pid, sub)
 	if n := p.Delivered(t, 20, 10, time.Second); n != 10 {
 		t.Fatalf("%d of 10 arrived", n)
 	}
@@ -137,7 +142,7 @@ func TestCompanion(t *testing.T) {
 
 // checkLimits reads the companion's memory and CPU limits from cgroup v2,
 // or from the v1 hierarchies on a hybrid host.
-func checkLimits(t *testing.T, pid int) {
+func checkLimits(t *testing.T, pid int, sub string) {
 	t.Helper()
 	read := func(paths ...string) (string, string) {
 		for _, p := range paths {
@@ -147,16 +152,16 @@ func checkLimits(t *testing.T, pid int) {
 		}
 		return "", ""
 	}
-	mem, where := read("/sys/fs/cgroup/unified/leaf/mon/memory.max", "/sys/fs/cgroup/leaf/mon/memory.max", "/sys/fs/cgroup/memory/leaf/mon/memory.limit_in_bytes")
+	mem, where := read("/sys/fs/cgroup/unified/"+sub+"/mon/memory.max", "/sys/fs/cgroup/"+sub+"/mon/memory.max", "/sys/fs/cgroup/memory/"+sub+"/mon/memory.limit_in_bytes")
 	if mem != fmt.Sprint(32<<20) {
 		t.Errorf("memory limit %q (%s), want 32Mi", mem, where)
 	}
-	cpu, where := read("/sys/fs/cgroup/unified/leaf/mon/cpu.max", "/sys/fs/cgroup/leaf/mon/cpu.max", "/sys/fs/cgroup/cpu/leaf/mon/cpu.cfs_quota_us")
+	cpu, where := read("/sys/fs/cgroup/unified/"+sub+"/mon/cpu.max", "/sys/fs/cgroup/"+sub+"/mon/cpu.max", "/sys/fs/cgroup/cpu/"+sub+"/mon/cpu.cfs_quota_us")
 	if cpu != "25000 100000" && cpu != "25000" {
 		t.Errorf("cpu limit %q (%s), want 25000 µs per 100 ms", cpu, where)
 	}
 	if strings.HasSuffix(where, "cfs_quota_us") {
-		if procs, _ := os.ReadFile("/sys/fs/cgroup/cpu/leaf/mon/cgroup.procs"); !strings.Contains(string(procs), fmt.Sprint(pid)) {
+		if procs, _ := os.ReadFile("/sys/fs/cgroup/cpu/" + sub + "/mon/cgroup.procs"); !strings.Contains(string(procs), fmt.Sprint(pid)) {
 			t.Errorf("companion %d is not in the v1 cpu cgroup carrying its limit: %q", pid, procs)
 		}
 	}
@@ -209,5 +214,146 @@ func TestCompanionCrashRestartsWithBackoff(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if got := len(starts()); got != n {
 		t.Fatalf("the companion started %d more times after its attachment was deleted", got-n)
+	}
+}
+
+// companionFDs lists a companion's descriptors: what each points to, and
+// for BPF maps their IDs (from fdinfo).
+func companionFDs(t *testing.T, pid int) map[int]string {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]string{}
+	for _, e := range entries {
+		fd, _ := strconv.Atoi(e.Name())
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		if target == "anon_inode:bpf-map" {
+			target += " id " + procField(t, pid, "fdinfo/"+e.Name(), "map_id:")
+		}
+		out[fd] = target
+	}
+	return out
+}
+
+// TestCompanionGetsOnlyItsMaps is issue 10's descriptor leak: two
+// companions run side by side under a leafd that inherited a descriptor
+// from its parent. Each holds stdin, stdout, stderr and exactly its own
+// attachment's maps at 3, 4, …; nothing of the other attachment's, and
+// nothing leafd inherited. (A Go companion's own runtime opens an epoll,
+// an eventfd and its cgroup's CPU limit files; they are told apart by
+// kind.)
+func TestCompanionGetsOnlyItsMaps(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	inherited, err := os.CreateTemp(t.TempDir(), "inherited-by-leafd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{
+		Args:       []string{"--repository-allow-unsigned", companionRepo(t), "--companion-dir", companionDir(t)},
+		ExtraFiles: []*os.File{inherited},
+	})
+	att := func(name, ifname, netns string) string {
+		return fmt.Sprintf("name: %s\npackage: pktmon@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: %s, netns: %s}\ncompanion: {args: [-map, counters, -interval, 1s]}", name, ifname, netns)
+	}
+	apply(t, d, doc(att("mon-a", p.IfA, p.NsA), att("mon-b", p.IfB, p.NsB)))
+	pids := map[string]int{}
+	waitUntil(t, "both companions running", func() bool {
+		st := status(t, d)
+		for _, n := range []string{"mon-a", "mon-b"} {
+			if c := st[n].Companion; c == nil || c.State != v1.CompanionRunning || c.PID == 0 {
+				return false
+			}
+			pids[n] = st[n].Companion.PID
+		}
+		return true
+	})
+	// The companions are running their loop once they printed.
+	waitUntil(t, "both companions print", func() bool {
+		return strings.Count(d.Logs(), `line="counters=`) >= 2
+	})
+	ownMaps := map[string]map[string]bool{}
+	for name := range pids {
+		maps, err := d.Client.Maps(ctx(t), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ownMaps[name] = map[string]bool{}
+		for _, m := range maps.Maps {
+			// Data sections (.rodata, .bss) are not handed over.
+			if !strings.Contains(m.Name, ".") {
+				ownMaps[name][fmt.Sprintf("anon_inode:bpf-map id %d", m.ID)] = true
+			}
+		}
+	}
+	for name, pid := range pids {
+		fds := companionFDs(t, pid)
+		mapFDs := 0
+		for fd, target := range fds {
+			switch {
+			case fd <= 2:
+			case ownMaps[name][target]:
+				mapFDs++
+				if fd > 2+len(ownMaps[name]) {
+					t.Errorf("%s: its map at fd %d, want 3..%d", name, fd, 2+len(ownMaps[name]))
+				}
+			case target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]",
+				strings.HasPrefix(target, "/sys/fs/cgroup/") && regexp.MustCompile(`/cpu\.(max|cfs_quota_us|cfs_period_us)$`).MatchString(target):
+				// the Go runtime's own: its poller, and the CPU limit it
+				// reads for GOMAXPROCS
+			default:
+				t.Errorf("%s (pid %d) holds fd %d → %s, which is not one of its maps", name, pid, fd, target)
+			}
+		}
+		if mapFDs != len(ownMaps[name]) {
+			t.Errorf("%s holds %d of its %d maps: %v", name, mapFDs, len(ownMaps[name]), fds)
+		}
+		t.Logf("%s (pid %d): %v", name, pid, fds)
+	}
+}
+
+// TestTwoLeafdsKeepTheirCompanions: two leafds with other state
+// directories on one host each run a companion for an attachment of the
+// same name; starting (and restarting) the second leaves the first's
+// companion running, each in its own cgroup subtree.
+func TestTwoLeafdsKeepTheirCompanions(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	repo, dir := companionRepo(t), companionDir(t)
+	start := func() *testenv.Daemon {
+		return testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", repo, "--companion-dir", dir}})
+	}
+	run := func(d *testenv.Daemon, ifname, netns string) int {
+		apply(t, d, doc(fmt.Sprintf("name: mon\npackage: pktmon@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: %s, netns: %s}\ncompanion: {args: [-map, counters, -interval, 1s]}", ifname, netns)))
+		return waitEvent(t, d, 0, v1.EventCompanion, "started").PID
+	}
+	first := start()
+	pid1 := run(first, p.IfA, p.NsA)
+	second := start()
+	pid2 := run(second, p.IfB, p.NsB)
+	second.Stop()
+	second.Restart()
+	time.Sleep(500 * time.Millisecond)
+	if !alive(pid1) {
+		t.Fatalf("the first leafd's companion (pid %d) was killed by the second leafd", pid1)
+	}
+	cg1, cg2 := procField(t, pid1, "cgroup", "0::"), ""
+	if alive(pid2) {
+		cg2 = procField(t, pid2, "cgroup", "0::")
+	} else {
+		pid2 = waitEvent(t, second, 0, v1.EventCompanion, "started").PID
+		cg2 = procField(t, pid2, "cgroup", "0::")
+	}
+	if want := "/" + companion.CgroupName(first.StateDir) + "/mon"; cg1 != want {
+		t.Errorf("first companion in %s, want %s", cg1, want)
+	}
+	if want := "/" + companion.CgroupName(second.StateDir) + "/mon"; cg2 != want {
+		t.Errorf("second companion in %s, want %s", cg2, want)
+	}
+	if st := status(t, first)["mon"].Companion; st == nil || st.PID != pid1 || st.Restarts != 0 {
+		t.Errorf("first leafd's companion status %+v, want pid %d never restarted", st, pid1)
 	}
 }

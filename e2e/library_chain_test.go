@@ -129,3 +129,20 @@ func TestLibraryPackagesChainInAnyOrder(t *testing.T) {
 		t.Errorf("leafd logged errors:\n%s", logs)
 	}
 }
+
+// TestLibraryPackagesLintClean: every library package passes leaf pkg
+// lint, the kernel's verifier included, with no warning.
+func TestLibraryPackagesLintClean(t *testing.T) {
+	testenv.RequireKernel(t)
+	for _, pkg := range []string{"firewall", "ratelimit", "connlimit", "mirror", "flowexport"} {
+		out := leafPkg(t, "lint", filepath.Join("..", "packages", pkg))
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(line, "ok  ") {
+				t.Errorf("%s: %q", pkg, line)
+			}
+		}
+		if !strings.Contains(out, "ok  verifier:") {
+			t.Errorf("%s: the verifier did not run:\n%s", pkg, out)
+		}
+	}
+}

@@ -226,7 +226,7 @@ func TestPackageSignaturesWithCosign(t *testing.T) {
 
 	run("generate-key-pair")
 	run("sign-blob", "--key", "cosign.key", "--bundle", "cosign.sigstore.json", "--new-bundle-format", "--tlog-upload=false", "--yes", "manifest.json")
-	leafPkg(t, "sign", "portfilter@3.0.0", "--layout", layoutDir, "--role", "repository", "--attach-bundle", filepath.Join(cdir, "cosign.sigstore.json"))
+	leafPkg(t, "sign", "portfilter@3.0.0", "--layout", layoutDir, "--role", "repository", "--attach-bundle", filepath.Join(cdir, "cosign.sigstore.json"), "--public-key", filepath.Join(cdir, "cosign.pub"))
 	out = leafPkg(t, "verify", "portfilter@3.0.0", "--layout", layoutDir, "--key", filepath.Join(work, "leaf.pub"), "--repository-key", filepath.Join(cdir, "cosign.pub"), "--require", "both")
 	if !strings.Contains(out, "signed") || !strings.Contains(out, keyID(t, filepath.Join(cdir, "cosign.pub"))) {
 		t.Fatalf("leaf pkg verify of cosign's countersignature:\n%s", out)

@@ -171,6 +171,7 @@ params: {ports: [7100], rate: 200, burst: 20, syn_only: false}`, p.IfB, p.NsB)))
 	}
 	var wg sync.WaitGroup
 	var otherGot int
+	otherDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -180,8 +181,9 @@ params: {ports: [7100], rate: 200, burst: 20, syn_only: false}`, p.IfB, p.NsB)))
 		}
 	}()
 	go func() {
+		defer close(otherDone)
 		buf := make([]byte, 16)
-		for {
+		for otherGot < 50 {
 			other.Rx.SetReadDeadline(time.Now().Add(time.Second))
 			if _, err := other.Rx.Read(buf); err != nil {
 				return
@@ -207,7 +209,7 @@ params: {ports: [7100], rate: 200, burst: 20, syn_only: false}`, p.IfB, p.NsB)))
 		got++
 	}
 	wg.Wait()
-	time.Sleep(300 * time.Millisecond)
+	<-otherDone
 
 	want := 20 + 200*elapsed.Seconds()
 	t.Logf("flood: %d sent in %v (%.0f/s), %d arrived, burst + rate × elapsed = %.0f; other flow: %d of 50", sent, elapsed, float64(sent)/elapsed.Seconds(), got, want, otherGot)

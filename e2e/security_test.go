@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -119,6 +120,13 @@ func TestTokensCLI(t *testing.T) {
 	if r.Code != 3 || !strings.Contains(r.Stderr, "revoked") {
 		t.Errorf("revoked token: exit %d %q, want 3 and revoked", r.Code, r.Stderr)
 	}
+	// Token IDs are half of what a forger needs: leafd says them at debug
+	// level only (the audit line of the admin's own DELETE names it).
+	for _, line := range strings.Split(s.d.Logs(), "\n") {
+		if id == "" || strings.Contains(line, "level=INFO") && strings.Contains(line, id) && !strings.Contains(line, "path=/v1/tokens/"+id) {
+			t.Errorf("token ID %q is empty or in leafd's info log: %s", id, line)
+		}
+	}
 	if r := runLeaf(t, nil, append(sock, "token", "revoke", "no-such-id")...); r.Code != 3 {
 		t.Errorf("revoking an unknown token: %+v", r)
 	}
@@ -169,6 +177,12 @@ func TestTokenKeyPermissions(t *testing.T) {
 		t.Errorf("key of another user: %q", out)
 	}
 	os.Chown(key, 0, 0)
+	// A directory others can write: they could swap the key under leafd.
+	os.Chmod(dir, 0o777)
+	if out := testenv.StartDaemonExpectFailure(t, base...); !strings.Contains(out, "directory "+dir+" (mode 0777) is writable by group or others") {
+		t.Errorf("key in a world-writable directory: %q", out)
+	}
+	os.Chmod(dir, 0o700)
 	// Through a systemd credential directory.
 	cred := t.TempDir()
 	if _, err := token.GenerateKeyFile(filepath.Join(cred, "leaf-token")); err != nil {
@@ -226,7 +240,11 @@ func TestCertificateExpiryAndReload(t *testing.T) {
 		}
 	}
 	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "server", "subject": "leafd"}), (10 * 24 * time.Hour).Seconds(), "server")
-	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "client", "subject": "reader-3.leaf.test"}), (5 * 24 * time.Hour).Seconds(), "client")
+	near(metricValue(t, m, "leaf_tls_client_cert_expiry_min_seconds", nil), (5 * 24 * time.Hour).Seconds(), "client")
+	// /metrics answers anyone: no client identity in it.
+	if raw := string(scrapeRaw(t, s.metrics)); strings.Contains(raw, "reader-3.leaf.test") || strings.Contains(raw, "spiffe://") {
+		t.Errorf("client identities in /metrics")
+	}
 	near(metricValue(t, m, "leaf_tls_cert_expiry_seconds", map[string]string{"kind": "ca", "subject": "leaf e2e CA"}), time.Until(s.ca.Cert.NotAfter).Seconds(), "ca")
 	near(metricValue(t, m, "leaf_tls_cert_warning_window_seconds", map[string]string{}), (30 * 24 * time.Hour).Seconds(), "window")
 
@@ -246,8 +264,9 @@ func TestCertificateExpiryAndReload(t *testing.T) {
 	}
 }
 
-// TestRateLimit: mutating calls beyond a caller's rate get 429 with
-// Retry-After; reads and other callers are not affected.
+// TestRateLimit: mutating calls and expensive reads beyond a caller's
+// rate get 429 with Retry-After; cheap reads and other callers are not
+// affected.
 func TestRateLimit(t *testing.T) {
 	testenv.RequireKernel(t)
 	t.Parallel()
@@ -270,6 +289,11 @@ func TestRateLimit(t *testing.T) {
 	if a := apiRequest(t, hc, "GET", "/v1/stats", nil); a.Code != 200 {
 		t.Errorf("a read while rate-limited: %d", a.Code)
 	}
+	// Listing packages walks every repository: it spends from the same
+	// bucket, so a reader in a loop is limited too.
+	if a := apiRequest(t, hc, "GET", "/v1/packages", nil); a.Code != 429 {
+		t.Errorf("an expensive read while rate-limited: %d, want 429", a.Code)
+	}
 	// Another caller has its own bucket.
 	if a := testenv.AsUser(t, cred(2001, 2001, socketGroup), s.d.Socket, "PUT", "/v1/stats", `{"enabled":false}`, ""); a.Code != 200 {
 		t.Errorf("another caller: %+v", a)
@@ -285,5 +309,129 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// followUntilEnd opens GET /v1/events?follow=true with client (and a
+// bearer token, if given), checks it is answered 200, then reads it in the
+// background; the returned channel closes when the stream ends.
+func followUntilEnd(t *testing.T, client *http.Client, base, tok string) <-chan struct{} {
+	t.Helper()
+	c, cancel := context.WithCancel(ctx(t))
+	req, _ := http.NewRequestWithContext(c, "GET", base+"/v1/events?follow=true", nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		t.Fatalf("follow: %s", resp.Status)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		client.CloseIdleConnections()
+	})
+	return done
+}
+
+// TestStreamsEndWhenCredentialsGo is issue 10's open stream: a follower
+// whose token is revoked, whose token's key is rotated, or whose client
+// certificate a new CRL revokes, is cut off within seconds, not when the
+// connection happens to drop; a follower whose credentials hold stays.
+func TestStreamsEndWhenCredentialsGo(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	bootstrap := t.TempDir()
+	ca := pki.NewCA(t, "leaf e2e CA")
+	crl := filepath.Join(bootstrap, "clients.crl")
+	pki.WriteFile(t, crl, ca.CRL(t))
+	s := startSecureLeafdWithCA(t, ca, "", "--tls-crl", crl)
+	sock := apiHTTP(s.d.Socket)
+	ended := func(what string, done <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: the stream still runs 10 s later", what)
+		}
+	}
+
+	steady := followUntilEnd(t, sock, "http://leafd", "")
+	revoked := s.issue(t, "follower", "reader")
+	stream := followUntilEnd(t, sock, "http://leafd", revoked.Token)
+	if _, err := s.d.Client.RevokeToken(ctx(t), revoked.Info.ID); err != nil {
+		t.Fatal(err)
+	}
+	ended("token revoked", stream)
+
+	rotated := s.issue(t, "follower-2", "reader")
+	stream = followUntilEnd(t, sock, "http://leafd", rotated.Token)
+	if _, err := token.GenerateKeyFile(s.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	ended("signing key rotated", stream)
+
+	cert := s.ca.Issue(t, pki.Options{DNS: []string{"reader-7.leaf.test"}})
+	stream = followUntilEnd(t, s.tlsClient(cert), "https://"+s.addr, "")
+	pki.WriteFile(t, crl, s.ca.CRL(t, cert))
+	ended("client certificate revoked by a new CRL", stream)
+
+	select {
+	case <-steady:
+		t.Error("root's stream on the socket ended, though its credentials hold")
+	default:
+	}
+	if !strings.Contains(s.d.Logs(), "the caller's credentials no longer hold") {
+		t.Error("leafd did not log why it ended the streams")
+	}
+}
+
+// TestProbeDryRunHidesRootOnlyFiles: an operator's dry run of a uprobe
+// used to tell a root-only file from a missing one (leafd opens it as
+// root). Below admin both get the same answer; an admin still learns
+// which; a binary anyone can read plans as before.
+func TestProbeDryRunHidesRootOnlyFiles(t *testing.T) {
+	testenv.RequireKernel(t)
+	t.Parallel()
+	s := startSecureLeafd(t, "")
+	hidden := t.TempDir() // 0700, root's
+	secret := filepath.Join(hidden, "secret-tool")
+	self, _ := os.ReadFile("/bin/true")
+	os.WriteFile(secret, self, 0o755)
+	missing := filepath.Join(hidden, "no-such-tool")
+	body := func(binary string) string {
+		return string(doc("name: probe\npackage: callcount@1.0.0\nprogram: count_uprobe\nhook: {type: uprobe, binary: " + binary + ", function: main}"))
+	}
+	operator := cred(2001, 2001, socketGroup)
+	answer := func(binary string) testenv.PeerAnswer {
+		return testenv.AsUser(t, operator, s.d.Socket, "PUT", "/v1/state?dryRun=true", body(binary), "")
+	}
+	a, b := answer(secret), answer(missing)
+	if a.Code != 422 || b.Code != 422 {
+		t.Fatalf("operator dry runs: %d %s / %d %s, want 422 for both", a.Code, a.Body, b.Code, b.Body)
+	}
+	if strings.ReplaceAll(a.Body, secret, "X") != strings.ReplaceAll(b.Body, missing, "X") {
+		t.Errorf("an operator tells a root-only file from a missing one:\n%s\n%s", a.Body, b.Body)
+	}
+	// An admin (root on the socket) learns which.
+	hc := apiHTTP(s.d.Socket)
+	ra := apiRequest(t, hc, "PUT", "/v1/state?dryRun=true", []byte(body(secret)))
+	rb := apiRequest(t, hc, "PUT", "/v1/state?dryRun=true", []byte(body(missing)))
+	if strings.ReplaceAll(string(ra.Body), secret, "X") == strings.ReplaceAll(string(rb.Body), missing, "X") {
+		t.Errorf("admin dry runs answer alike (%d %s), want the real reasons", ra.Code, ra.Body)
+	}
+	// Anyone may plan a probe on a binary anyone can read.
+	if c := answer("/bin/true"); c.Code == 422 && strings.Contains(c.Body, "readable by every user") {
+		t.Errorf("operator probing /bin/true: %d %s", c.Code, c.Body)
 	}
 }

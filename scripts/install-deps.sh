@@ -20,6 +20,13 @@ have etcd          || need+=(etcd-server)
 # Debian's docker-registry is distribution 2.8 (no referrers API): the
 # registry tests run it on loopback with a generated config.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+# The package library's tests and leafbench firewall: tshark and text2pcap
+# decode the exported IPFIX; iptables-legacy and nft hold the rule sets
+# the firewall is compared with (in throwaway namespaces only).
+have tshark          || need+=(tshark)
+have text2pcap       || need+=(wireshark-common)
+have iptables-legacy || need+=(iptables)
+have nft             || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then

@@ -68,7 +68,7 @@ func (l *location) target(name, version string) (*pkgTarget, error) {
 	case l.layout != "":
 		s, err := oci.New(l.layout)
 		if err != nil {
-			return nil, fmt.Errorf("layout %s: %w", l.layout, err)
+			return nil, fmt.Errorf("layout %s: %w", l.layout, ocipkg.ExplainLayout(os.DirFS(l.layout), err))
 		}
 		return &pkgTarget{store: s, ref: ocipkg.Ref(name, version)}, nil
 	case l.registry != "":

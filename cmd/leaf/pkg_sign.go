@@ -58,7 +58,7 @@ func pkgKeygenCmd(g *globals) *cobra.Command {
 
 func pkgSignCmd(g *globals) *cobra.Command {
 	var loc location
-	var keyFile, role, bundleOut, attach string
+	var keyFile, role, bundleOut, attach, attachKey string
 	c := &cobra.Command{
 		Use:   "sign NAME@VERSION --key KEY",
 		Short: "Sign a package's digest (a sigstore bundle, attached as an OCI referrer)",
@@ -69,6 +69,9 @@ func pkgSignCmd(g *globals) *cobra.Command {
 			}
 			if (keyFile == "") == (attach == "") {
 				return fmt.Errorf("give --key KEY to sign, or --attach-bundle FILE to attach a bundle made elsewhere (cosign sign-blob)")
+			}
+			if attach != "" && attachKey == "" {
+				return fmt.Errorf("--attach-bundle needs --public-key PUB, the key that made it: leaf checks that the bundle verifies before attaching it")
 			}
 			ref, err := parseRef(args[0])
 			if err != nil {
@@ -88,6 +91,11 @@ func pkgSignCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if attach != "" {
+				if by, err = checkAttached(bundle, p.Digest(), attach, attachKey); err != nil {
+					return err
+				}
+			}
 			if bundleOut != "" {
 				if err := os.WriteFile(bundleOut, bundle, 0o644); err != nil {
 					return err
@@ -105,7 +113,22 @@ func pkgSignCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&role, "role", ocipkg.RoleAuthor, "author or repository (countersignature)")
 	c.Flags().StringVar(&bundleOut, "bundle", "", "also write the bundle to this file")
 	c.Flags().StringVar(&attach, "attach-bundle", "", "attach this sigstore bundle (for example from cosign sign-blob over the package's manifest) instead of signing")
+	c.Flags().StringVar(&attachKey, "public-key", "", "with --attach-bundle: the public key the bundle must verify with before it is attached")
 	return c
+}
+
+// checkAttached verifies a bundle made elsewhere before it is attached:
+// a tampered or foreign bundle is refused, not published.
+func checkAttached(bundle []byte, digest, file, keyFile string) (string, error) {
+	pub, err := signature.LoadPublicKey(keyFile)
+	if err != nil {
+		return "", err
+	}
+	k, err := signature.Verify(bundle, digest, []*signature.PublicKey{pub})
+	if err != nil {
+		return "", fmt.Errorf("bundle %s: %w; nothing attached", file, err)
+	}
+	return fmt.Sprintf("bundle %s (verified with %s)", file, k.ID), nil
 }
 
 // makeBundle signs message with the key file, or reads a bundle made

@@ -19,10 +19,12 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -81,10 +83,11 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	records := map[string]*store.Record{}
 	var finalize []func()
 	fail := func(name string, err error) (map[string]*store.Record, error) {
+		kind := errorKind(err)
 		if uerr := undo.run(); uerr != nil {
 			err = fmt.Errorf("%w (and undoing earlier steps failed: %v)", err, uerr)
 		}
-		return nil, desired.Errors{{Attachment: name, Message: err.Error()}}
+		return nil, desired.Errors{{Attachment: name, Message: err.Error(), Kind: kind}}
 	}
 	for _, act := range plan.Actions {
 		if act.Kind == planner.Delete || act.Chain != nil {
@@ -103,7 +106,10 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		recs, fins, err := ap.commitChain(cp, plan, prepared, &undo)
 		if err != nil {
 			name := cp.Hook.String()
-			if len(cp.Members) > 0 {
+			var me *memberError
+			if errors.As(err, &me) {
+				name = me.name
+			} else if len(cp.Members) > 0 {
 				name = cp.Members[0].Attachment.Name
 			}
 			return fail(name, err)
@@ -143,9 +149,36 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	return records, errs.Err()
 }
 
+// errorKind classifies a failure to attach or commit: a hook held by
+// someone else is a conflict, a problem with a parameter value is the
+// document's, anything else (bpffs, pins, the kernel refusing an
+// operation leaf should have got right) is leafd's own.
+func errorKind(err error) string {
+	var pe *paramError
+	switch {
+	case errors.Is(err, hook.ErrForeign), errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
+		return desired.KindConflict
+	case errors.As(err, &pe):
+		return ""
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOSPC), errors.Is(err, unix.E2BIG):
+		return desired.KindLimit
+	}
+	return desired.KindInternal
+}
+
+// paramError is a parameter value the map cannot take: the document's
+// problem, not leafd's.
+type paramError struct{ err error }
+
+func (e *paramError) Error() string { return e.err.Error() }
+func (e *paramError) Unwrap() error { return e.err }
+
 // prepare loads the programs of every create, replace and reattach.
 func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 	out := map[string]*loaded{}
+	if err := checkFDBudget(plan); err != nil {
+		return out, err
+	}
 	var errs desired.Errors
 	for _, act := range plan.Actions {
 		if !needsLoad(act) {
@@ -153,13 +186,45 @@ func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
 		}
 		l, err := ap.load(act.Name, act.Desired)
 		if err != nil {
-			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error()})
+			kind := ""
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+				kind = desired.KindLimit
+			}
+			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error(), Kind: kind})
 			continue
 		}
 		out[act.Name] = l
 		crashpoint.Hit(crashpoint.Loaded)
 	}
 	return out, errs.Err()
+}
+
+// checkFDBudget refuses a plan whose loads would need more file
+// descriptors than leafd has left (every program and map is held open
+// until the apply ends), before anything is loaded: a clear refusal
+// instead of EMFILE half-way through thousands of loads.
+func checkFDBudget(plan *planner.Plan) error {
+	need := 0
+	for _, act := range plan.Actions {
+		if needsLoad(act) && act.Desired != nil && act.Desired.Spec != nil {
+			need += 2 + len(act.Desired.Spec.Maps) // program, next map, maps
+		}
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	// A margin for the API, the store and the netlink sockets.
+	const margin = 64
+	if left := int(lim.Cur) - len(open) - margin; need > left {
+		return desired.Errors{{Field: "spec.attachments", Kind: desired.KindLimit,
+			Message: fmt.Sprintf("loading would need about %d file descriptors and leafd has %d left (RLIMIT_NOFILE %d): apply fewer attachments at once or raise the limit", need, left, lim.Cur)}}
+	}
+	return nil
 }
 
 // needsLoad reports whether an action needs a new program instance: a

@@ -55,18 +55,18 @@ func (ap *Applier) commitChain(cp *planner.ChainPlan, plan *planner.Plan, prepar
 			l := prepared[name]
 			if err := ap.writeParams(act, l.maps, undo); err != nil {
 				closeKept()
-				return nil, nil, fmt.Errorf("%s: %w", name, err)
+				return nil, nil, &memberError{name, err}
 			}
 			fin, err := ap.swapMemberPins(name, l, undo)
 			if err != nil {
 				closeKept()
-				return nil, nil, fmt.Errorf("%s: %w", name, err)
+				return nil, nil, &memberError{name, err}
 			}
 			fins = append(fins, fin)
 		} else if act.Kind == planner.UpdateParams {
 			if err := ap.updateMemberParams(act, undo); err != nil {
 				closeKept()
-				return nil, nil, fmt.Errorf("%s: %w", name, err)
+				return nil, nil, &memberError{name, err}
 			}
 		}
 	}
@@ -213,7 +213,7 @@ func (ap *Applier) keepChain(cp *planner.ChainPlan, acts map[string]*planner.Act
 		act := acts[r.Attachment.Name]
 		if act.Kind == planner.UpdateParams {
 			if err := ap.updateMemberParams(act, undo); err != nil {
-				return nil, fmt.Errorf("%s: %w", act.Name, err)
+				return nil, &memberError{act.Name, err}
 			}
 		}
 		rec, err := ap.keep(act)
@@ -267,3 +267,13 @@ func memberRecord(cp *planner.ChainPlan, r *planner.Resolved, index int) *store.
 	}
 	return m
 }
+
+// memberError is a failure of one chain member, so that the error names
+// that member rather than the chain's first.
+type memberError struct {
+	name string
+	err  error
+}
+
+func (e *memberError) Error() string { return e.err.Error() }
+func (e *memberError) Unwrap() error { return e.err }

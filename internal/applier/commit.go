@@ -339,7 +339,7 @@ func (ap *Applier) writeParams(act *planner.Action, maps map[string]*ebpf.Map, u
 		})
 	}
 	if err := writeMapParams(m, maps, act.Desired.MapParams); err != nil {
-		return fmt.Errorf("set parameters: %w", err)
+		return &paramError{fmt.Errorf("set parameters: %w", err)}
 	}
 	if len(act.Desired.MapParams) > 0 {
 		crashpoint.Hit(crashpoint.ParamsWritten)

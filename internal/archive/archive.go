@@ -53,7 +53,10 @@ func (f Files) Names() []string {
 
 var gzipMagic = []byte{0x1f, 0x8b}
 
-// Read reads a tar archive, gzip-compressed or not, into memory.
+// Read reads a tar archive, gzip-compressed or not, into memory. What
+// comes out of the decompressor is counted as it is produced, headers,
+// padding and skipped bytes included: a bomb is stopped by what it
+// writes, not by what its headers claim.
 func Read(r io.Reader, lim Limits) (Files, error) {
 	br := bufio.NewReader(r)
 	if magic, err := br.Peek(2); err == nil && bytes.Equal(magic, gzipMagic) {
@@ -62,9 +65,39 @@ func Read(r io.Reader, lim Limits) (Files, error) {
 			return nil, fmt.Errorf("archive: gzip: %w", err)
 		}
 		defer zr.Close()
-		return readTar(zr, lim)
+		return readTar(&boundedReader{r: zr, left: lim.streamBound()}, lim)
 	}
-	return readTar(br, lim)
+	return readTar(&boundedReader{r: br, left: lim.streamBound()}, lim)
+}
+
+// streamBound is the most a valid archive within the limits can take as
+// a tar stream: the files, plus per entry a header, a PAX header of
+// ordinary size and padding, plus the end-of-archive blocks.
+func (lim Limits) streamBound() int64 {
+	const perEntry = 4 << 10
+	return lim.MaxTotalSize + int64(lim.MaxEntries+1)*perEntry + 10<<10
+}
+
+// ErrTooLarge is returned once an archive's stream has produced more bytes
+// than its limits allow.
+var ErrTooLarge = errors.New("archive: decompresses to more than its limits allow")
+
+// boundedReader fails once more than left bytes were read through it.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, ErrTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 func readTar(r io.Reader, lim Limits) (Files, error) {
@@ -76,6 +109,9 @@ func readTar(r io.Reader, lim Limits) (Files, error) {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if errors.Is(err, ErrTooLarge) {
+			return nil, err
 		}
 		if err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
@@ -114,6 +150,9 @@ func readTar(r io.Reader, lim Limits) (Files, error) {
 			return nil, fmt.Errorf("archive: more than %d bytes in all", lim.MaxTotalSize)
 		}
 		data, err := io.ReadAll(io.LimitReader(tr, hdr.Size))
+		if errors.Is(err, ErrTooLarge) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("archive: %q: %w", hdr.Name, err)
 		}

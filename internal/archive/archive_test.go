@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -165,4 +166,41 @@ func FuzzRead(f *testing.F) {
 			t.Fatalf("caps exceeded: %d bytes, %d files", total, len(files))
 		}
 	})
+}
+
+// gzipBomb is a small gzip of a tar of entries small by their headers,
+// each carrying a PAX record of pax bytes: nothing a header-based cap
+// counts, but the decompressor has to produce every byte.
+func gzipBomb(t testing.TB, entries, pax int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	tw := tar.NewWriter(zw)
+	filler := strings.Repeat("0", pax)
+	for i := 0; i < entries; i++ {
+		hdr := &tar.Header{Name: fmt.Sprintf("pkg/f%d", i), Typeflag: tar.TypeReg, Size: 2, Mode: 0o644, Format: tar.FormatPAX,
+			PAXRecords: map[string]string{"LEAF.filler": filler}}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte("{}"))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+func TestReadBoundsDecompressedBytes(t *testing.T) {
+	lim := Limits{MaxEntries: 32, MaxFileSize: 1 << 20, MaxTotalSize: 64 << 10}
+	bomb := gzipBomb(t, 32, 64<<10)
+	t.Logf("bomb: %d bytes of gzip, 64 bytes of files by the headers, 2 MiB of tar", len(bomb))
+	_, err := Read(bytes.NewReader(bomb), lim)
+	if err == nil || !strings.Contains(err.Error(), "decompresses to more than its limits allow") {
+		t.Fatalf("got %v, want the decompression bound", err)
+	}
+	// Within the bound, the same shape reads.
+	files, err := Read(bytes.NewReader(gzipBomb(t, 4, 1<<10)), lim)
+	if err != nil || string(files["pkg/f3"]) != "{}" {
+		t.Fatalf("small archive: %v %v", files.Names(), err)
+	}
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto/x509"
 	"net/http"
 	"strings"
 )
@@ -19,6 +20,10 @@ type Authenticator struct {
 	Subjects *SubjectPolicy
 	// Tokens verifies bearer tokens; nil when tokens are off.
 	Tokens TokenVerifier
+	// CertCheck, if set, re-verifies a client certificate chain against
+	// the TLS material in force now (CA bundle, CRL, expiry): a handshake
+	// long ago on a kept-alive connection proves nothing about today.
+	CertCheck func([]*x509.Certificate) error
 }
 
 // Authenticate identifies the caller of r. A request that carries a bearer
@@ -35,6 +40,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (Identity, *Error) {
 		return a.Unix.Identity(pc), nil
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && a.Subjects != nil {
+		if a.CertCheck != nil {
+			if err := a.CertCheck(r.TLS.VerifiedChains[0]); err != nil {
+				return Identity{}, Unauthenticated("%v", err)
+			}
+		}
 		return a.Subjects.Identity(r.TLS.VerifiedChains[0][0]), nil
 	}
 	return Identity{Via: ViaNone, Subject: "anonymous"}, nil

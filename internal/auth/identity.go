@@ -21,7 +21,11 @@ type Identity struct {
 	// Subject names the caller in audit lines: "uid=1000", a certificate's
 	// matching SAN, or a token's subject.
 	Subject string
-	Role    Role
+	// SAN is, for certificate callers, the SAN that earned the role with
+	// its type and raw bytes ("URI:spiffe://example.org/x"), for the
+	// audit line.
+	SAN  string
+	Role Role
 	// Key identifies the caller for rate limiting: the uid, the
 	// certificate subject, or the token ID.
 	Key string

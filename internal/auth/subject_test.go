@@ -13,8 +13,9 @@ func TestSubjectRules(t *testing.T) {
 		{Exact: "ops.leaf.test", Role: Operator},
 		{Glob: "*.readers.leaf.test", Role: Reader},
 		{Glob: "spiffe://leaf.test/ns/*/sa/admin", Role: Admin},
-		{Regex: `reader-[0-9]+\.leaf\.test`, Role: Reader},
-		{Regex: `spiffe://leaf\.test/ops/.*|never`, Role: Operator},
+		{Type: SANDNS, Regex: `reader-[0-9]+\.leaf\.test`, Role: Reader},
+		{Type: SANDNS, Regex: `never`, Role: Operator},
+		{Type: SANSPIFFE, Regex: `spiffe://leaf\.test/ops/.*`, Role: Operator},
 	}, Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestSubjectRules(t *testing.T) {
 		// An alternation must not escape the anchors: ^a|b$ would match "never-ending".
 		{"regex alternation stays anchored", []string{"never-ending"}, nil, None, "never-ending"},
 		{"highest role of all SANs", []string{"a.readers.leaf.test", "ops.leaf.test"}, nil, Operator, "ops.leaf.test"},
-		{"DNS pattern vs URI", nil, []string{"ops.leaf.test"}, Operator, "ops.leaf.test"},
+		{"DNS rule vs URI SAN", nil, []string{"ops.leaf.test"}, None, "ops.leaf.test"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -80,7 +81,19 @@ func TestSubjectRuleErrors(t *testing.T) {
 		{SubjectRule{Role: Reader}, "exactly one"},
 		{SubjectRule{Exact: "a", Glob: "b", Role: Reader}, "exactly one"},
 		{SubjectRule{Exact: "a"}, "role is required"},
-		{SubjectRule{Regex: "(", Role: Reader}, "regex"},
+		{SubjectRule{Type: SANDNS, Regex: "(", Role: Reader}, "regex"},
+		// Old configurations: a regex says which SAN type it matches.
+		{SubjectRule{Regex: "a.*", Role: Reader}, "type: dns, uri or spiffe"},
+		{SubjectRule{Type: "ip", Exact: "a", Role: Reader}, `type "ip"`},
+		{SubjectRule{Type: SANDNS, Exact: "spiffe://prod/x", Role: Reader}, "not a DNS name"},
+		// SPIFFE rules must be valid SPIFFE IDs themselves.
+		{SubjectRule{Exact: "spiffe://prod/leaf-admin#", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Exact: "spiffe://PROD/leaf-admin", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Exact: "spiffe://prod:443/leaf-admin", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Exact: "spiffe://ops@prod/leaf-admin", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Exact: "spiffe://prod/leaf-admin?x", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Exact: "spiffe://prod/a/../leaf-admin", Role: Admin}, "not a valid SPIFFE ID"},
+		{SubjectRule{Type: SANSPIFFE, Glob: "spiffe://Prod/*", Role: Admin}, "not a valid SPIFFE ID"},
 	} {
 		_, err := NewSubjectPolicy([]SubjectRule{c.rule}, Reader)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "subjects[0]") {
@@ -109,5 +122,61 @@ func TestRoles(t *testing.T) {
 	err := Authorize(Identity{Via: ViaUnix, Subject: "uid=7", Role: Reader}, Admin)
 	if err == nil || err.Code != 403 || !strings.Contains(err.Message, "needs role admin") || !strings.Contains(err.Message, "uid=7 has role reader") {
 		t.Errorf("reader on admin endpoint: %v, want 403 naming admin and the caller", err)
+	}
+}
+
+// TestSubjectRulesBySANType is the table of issue 10: certificates whose
+// SANs differ from a rule's name by type, case, a fragment, a query or
+// user info get nothing from it; the SAN's bytes are compared as the
+// certificate holds them.
+func TestSubjectRulesBySANType(t *testing.T) {
+	ca := pki.NewCA(t, "test CA")
+	p, err := NewSubjectPolicy([]SubjectRule{
+		{Exact: "spiffe://prod/leaf-admin", Role: Admin}, // type inferred: spiffe
+		{Glob: "spiffe://prod/team/*", Role: Reader},     // spiffe
+		{Type: SANURI, Exact: "https://ops.example/leaf", Role: Operator},
+		{Exact: "ops.example", Role: Reader}, // dns
+		{Type: SANDNS, Regex: `node-[0-9]+\.example`, Role: Reader},
+	}, None)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		san  string
+		want Role
+	}{
+		{"URI:spiffe://prod/leaf-admin", Admin},
+		{"URI:spiffe://prod/leaf-admin#", None},
+		{"URI:spiffe://prod/leaf-admin#frag", None},
+		{"URI:SPIFFE://prod/leaf-admin", None},
+		{"URI:spiffe://PROD/leaf-admin", None},
+		{"URI:spiffe://prod/Leaf-Admin", None},
+		{"URI:spiffe://prod/leaf-admin?x=1", None},
+		{"URI:spiffe://prod/leaf-admin/", None},
+		{"URI:spiffe://ops@prod/leaf-admin", None},
+		{"DNS:spiffe://prod/leaf-admin", None},
+		{"URI:spiffe://prod/team/a", Reader},
+		{"URI:spiffe://prod/team/a#", None},
+		{"URI:spiffe://prod/team/a/b", None},
+		{"URI:https://ops.example/leaf", Operator},
+		{"URI:HTTPS://ops.example/leaf", None},
+		{"URI:https://ops.example/leaf#", None},
+		{"DNS:ops.example", Reader},
+		{"DNS:OPS.example", None},
+		{"URI:ops.example", None},
+		{"DNS:node-7.example", Reader},
+		{"URI:node-7.example", None},
+	} {
+		t.Run(c.san, func(t *testing.T) {
+			cert := ca.Issue(t, pki.Options{CN: "x", RawSANs: []string{c.san}}).Cert
+			id := p.Identity(cert)
+			if id.Role != c.want {
+				t.Errorf("role %s, want %s", id.Role, c.want)
+			}
+			// The audit line shows the SAN raw, with its type.
+			if id.SAN != c.san {
+				t.Errorf("identity SAN %q, want the raw %q", id.SAN, c.san)
+			}
+		})
 	}
 }

@@ -2,6 +2,8 @@ package companion
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -12,13 +14,52 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 )
 
-// cgroupRoots are where companions' cgroups go: a directory "leaf" under
-// the cgroup v2 mount, and on hybrid hosts (memory and cpu controllers
-// still on v1 hierarchies) under those v1 hierarchies too, for the limits.
+// cgroupRoots are where companions' cgroups go: this leafd's own subtree
+// (sub, "leaf/<instance>") under the cgroup v2 mount, and on hybrid hosts
+// (memory and cpu controllers still on v1 hierarchies) under those v1
+// hierarchies too, for the limits. A leafd creates, sweeps and removes
+// only cgroups inside its own subtree, so two leafds on one host (other
+// state directories) never touch each other's companions.
 type cgroupRoots struct {
 	v2       string // "" if no cgroup2 mount
 	v1Memory string // "" unless memory is a v1 controller
 	v1CPU    string
+	sub      string
+}
+
+// CgroupName is the default subtree of a leafd: "leaf/" and its state
+// directory with "/" turned into "-" ("/var/lib/leaf" →
+// "leaf/var-lib-leaf"); a directory name with other characters, or a
+// very long one, is named by a hash of it instead.
+func CgroupName(stateDir string) string {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		abs = stateDir
+	}
+	name := strings.ReplaceAll(strings.Trim(filepath.Clean(abs), "/"), "/", "-")
+	ok := name != "" && len(name) <= 100
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			ok = false
+		}
+	}
+	if !ok || name[0] == '.' {
+		sum := sha256.Sum256([]byte(abs))
+		name = "state-" + hex.EncodeToString(sum[:8])
+	}
+	return "leaf/" + name
+}
+
+// checkCgroupName refuses a configured subtree that would leave the
+// cgroup2 mount or sit at its top.
+func checkCgroupName(sub string) error {
+	clean := filepath.Clean(sub)
+	// "leaf" itself is the parent every leafd shares: sweeping it would
+	// reach the others' companions.
+	if sub == "" || filepath.IsAbs(sub) || clean != sub || clean == "." || clean == "leaf" || strings.HasPrefix(clean, "..") {
+		return fmt.Errorf("companion cgroup %q: want a relative path below the cgroup2 mount, such as leaf/NAME", sub)
+	}
+	return nil
 }
 
 // findCgroups reads /proc/self/mountinfo for the cgroup2 mount and the
@@ -64,6 +105,7 @@ func findCgroups() (cgroupRoots, error) {
 // cgroup is one companion's cgroup: the v2 directory the process starts
 // in (CLONE_INTO_CGROUP), and v1 directories carrying limits v2 cannot.
 type cgroup struct {
+	sub string // the leafd's subtree, for the v1 directories
 	v2  string
 	v1  []string
 	fd  *os.File // the v2 directory, for SysProcAttr.CgroupFD
@@ -80,15 +122,20 @@ func (r cgroupRoots) newCgroup(name string, res manifest.Resources) (*cgroup, er
 	if err != nil {
 		return nil, err
 	}
-	base := filepath.Join(r.v2, "leaf")
+	base := filepath.Join(r.v2, r.sub)
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	// Hand the memory and cpu controllers down where this host has them
-	// in v2; on a hybrid host the writes fail and v1 takes the limits.
-	os.WriteFile(filepath.Join(r.v2, "cgroup.subtree_control"), []byte("+memory +cpu"), 0)
-	os.WriteFile(filepath.Join(base, "cgroup.subtree_control"), []byte("+memory +cpu"), 0)
-	cg := &cgroup{v2: filepath.Join(base, name)}
+	// Hand the memory and cpu controllers down, level by level, where
+	// this host has them in v2; on a hybrid host the writes fail and v1
+	// takes the limits.
+	dir := r.v2
+	os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu"), 0)
+	for _, part := range strings.Split(r.sub, "/") {
+		dir = filepath.Join(dir, part)
+		os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu"), 0)
+	}
+	cg := &cgroup{v2: filepath.Join(base, name), sub: r.sub}
 	cg.remove() // a leftover of a leafd that was killed
 	if err := os.Mkdir(cg.v2, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
@@ -139,7 +186,7 @@ func (cg *cgroup) v1Dir(root, name string) (string, error) {
 	if root == "" {
 		return "", errors.New("no v1 hierarchy for it either")
 	}
-	dir := filepath.Join(root, "leaf", name)
+	dir := filepath.Join(root, cg.sub, name)
 	os.Remove(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("cgroup: %w", err)
@@ -185,18 +232,19 @@ func (cg *cgroup) remove() {
 	}
 }
 
-// removeLeftovers kills the companions a previous leafd left behind (one
-// that was killed before it could stop them) and removes their cgroups.
+// removeLeftovers kills the companions a previous run of this leafd left
+// behind (one that was killed before it could stop them) and removes
+// their cgroups: inside its own subtree only.
 func (r cgroupRoots) removeLeftovers() {
-	entries, _ := os.ReadDir(filepath.Join(r.v2, "leaf"))
+	entries, _ := os.ReadDir(filepath.Join(r.v2, r.sub))
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
-		cg := &cgroup{v2: filepath.Join(r.v2, "leaf", e.Name())}
+		cg := &cgroup{v2: filepath.Join(r.v2, r.sub, e.Name()), sub: r.sub}
 		for _, root := range []string{r.v1Memory, r.v1CPU} {
 			if root != "" {
-				cg.v1 = append(cg.v1, filepath.Join(root, "leaf", e.Name()))
+				cg.v1 = append(cg.v1, filepath.Join(root, r.sub, e.Name()))
 			}
 		}
 		cg.remove()

@@ -71,6 +71,10 @@ type Config struct {
 	Event func(v1.Event)
 	// MinBackoff and MaxBackoff bound the pause before a restart.
 	MinBackoff, MaxBackoff time.Duration
+	// Cgroup is this leafd's subtree under the cgroup2 mount
+	// ("leaf/NAME"), the only place its companions' cgroups go and the
+	// only one it sweeps; default CgroupName of "/var/lib/leaf".
+	Cgroup string
 }
 
 // Manager runs the companions.
@@ -95,8 +99,16 @@ func New(cfg Config) *Manager {
 	if cfg.Event == nil {
 		cfg.Event = func(v1.Event) {}
 	}
+	if cfg.Cgroup == "" {
+		cfg.Cgroup = CgroupName("/var/lib/leaf")
+	}
 	m := &Manager{cfg: cfg, running: map[string]*runner{}}
+	sealInheritedFiles()
 	m.cgroups, m.cgErr = findCgroups()
+	if m.cgErr == nil {
+		m.cgErr = checkCgroupName(cfg.Cgroup)
+	}
+	m.cgroups.sub = cfg.Cgroup
 	if m.cgErr == nil {
 		m.cgroups.removeLeftovers()
 	}

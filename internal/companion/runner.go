@@ -60,11 +60,17 @@ func (r *runner) run() {
 	// here and inherited by every child, keeps a companion from gaining
 	// privileges through a setuid or file-capability binary; and the
 	// parent-death signal is tied to the forking thread, which must live
-	// as long as the companion does.
+	// as long as the companion does. The capability bounding set is
+	// narrowed on it too, to the declared capabilities.
 	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		r.log.Error("companion not started: cannot set no_new_privs", "error", err)
 		r.event("exited", fmt.Sprintf("not started: no_new_privs: %v", err), 0)
+		return
+	}
+	if err := dropBoundingSet(r.spec.Package.Manifest.Companion.CapabilityValues()); err != nil {
+		r.log.Error("companion not started: cannot drop the capability bounding set", "error", err)
+		r.event("exited", fmt.Sprintf("not started: capability bounding set: %v", err), 0)
 		return
 	}
 	backoff := r.m.cfg.MinBackoff
@@ -209,7 +215,7 @@ func (r *runner) mapFiles() ([]*os.File, []string, error) {
 		if err != nil {
 			continue
 		}
-		dup, err := syscall.Dup(m.FD())
+		dup, err := dupCloexec(m.FD())
 		m.Close()
 		if err != nil {
 			continue

@@ -32,6 +32,10 @@ type TLSConfig struct {
 	ClientCAFile string `json:"clientCAFile"`
 	// CRLFile is an optional CRL signed by a CA of the bundle.
 	CRLFile string `json:"crlFile,omitempty"`
+	// RefuseStaleCRL refuses every client certificate while the CRL's
+	// nextUpdate has passed; by default a stale CRL is still used, with a
+	// warning and the leaf_tls_crl_next_update_seconds metric below 0.
+	RefuseStaleCRL bool `json:"refuseStaleCRL,omitempty"`
 	// MinVersion is 1.2 or 1.3 (default).
 	MinVersion string `json:"minVersion,omitempty"`
 	// Subjects map client certificate SANs to roles. Empty: every
@@ -150,6 +154,12 @@ type Config struct {
 	// besides the netlink and pin events that wake a check at once; 0
 	// turns the scan off.
 	DriftScanInterval Duration `json:"driftScanInterval,omitempty"`
+	// MaxAttachments is the most attachments one desired-state document
+	// may hold; a larger one is refused at validation (default 1000).
+	MaxAttachments int `json:"maxAttachments,omitempty"`
+	// MaxChainLength is the most programs on one XDP or TC hook (default
+	// and upper bound 32, the kernel's tail-call limit).
+	MaxChainLength int `json:"maxChainLength,omitempty"`
 	// Secure turns secure mode on for every XDP and TC hook leaf manages:
 	// programs leaf does not own are removed from them.
 	Secure bool `json:"secure,omitempty"`
@@ -159,6 +169,11 @@ type Config struct {
 	// CompanionDir is where companion executables are unpacked from
 	// their packages; default /run/leaf/companions.
 	CompanionDir string `json:"companionDir,omitempty"`
+	// CompanionCgroup is this leafd's cgroup subtree below the cgroup2
+	// mount, the only one it creates, sweeps and removes companions'
+	// cgroups in; default "leaf/" and the state directory with "/"
+	// turned into "-" (leaf/var-lib-leaf).
+	CompanionCgroup string `json:"companionCgroup,omitempty"`
 	// Kubernetes, if set, takes the desired state from LeafPolicy objects
 	// (docs/kubernetes.md); local applies are then refused.
 	Kubernetes *KubernetesConfig `json:"kubernetes,omitempty"`
@@ -254,6 +269,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DriftScanInterval < 0 {
 		errs = append(errs, errors.New("driftScanInterval must not be negative"))
+	}
+	if c.MaxAttachments < 0 {
+		errs = append(errs, errors.New("maxAttachments must not be negative"))
+	}
+	if c.MaxChainLength < 0 || c.MaxChainLength > 32 {
+		errs = append(errs, errors.New("maxChainLength must be between 1 and 32 (0: the default, 32)"))
 	}
 	if c.CertWarningWindow < 0 {
 		errs = append(errs, errors.New("certWarningWindow must not be negative"))

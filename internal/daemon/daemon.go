@@ -79,29 +79,42 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if companionDir == "" {
 		companionDir = config.DefaultCompanionDir
 	}
-	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }})
+	cgroup := cfg.CompanionCgroup
+	if cgroup == "" {
+		cgroup = companion.CgroupName(cfg.StateDir)
+	}
+	companions := companion.New(companion.Config{Dir: companionDir, Layout: layout, Logger: log, Event: func(e v1.Event) { evlog.Add(e) }, Cgroup: cgroup})
 	defer companions.Close()
 	enf := enforcer.New(enforcer.Config{BPFFS: cfg.BPFFS, Interval: time.Duration(cfg.DriftScanInterval), Logger: log})
 	stats := &reconciler.Stats{}
 	rec, err = reconciler.New(reconciler.Config{
 		Layout: layout, Store: st, Repos: repos, Logger: log, Observe: m, Stats: stats, Events: evlog, Companions: companions.Status,
 		Policy: drift.Policy{Secure: cfg.Secure, Allow: cfg.AllowForeign},
-		Applied: func(s *desired.State, records map[string]*store.Record) {
+		Limits: desired.Limits{MaxAttachments: cfg.MaxAttachments, MaxChainLength: cfg.MaxChainLength},
+		Applied: func(s *desired.State, records map[string]*store.Record, admitted repository.Set) {
 			enf.Watch(s.Namespaces())
 			enf.Trigger("desired state applied") // secure mode or allowlists may have changed
-			companions.Sync(companion.Specs(s, records, repos))
+			companions.Sync(companion.Specs(s, records, admitted))
 		},
 	})
 	if err != nil {
 		return err
 	}
 	enf.SetTarget(rec)
-	if cfg.BPFStats {
-		if err := stats.Set(true); err != nil {
+	// Restored before the start-up reconcile: chain members count their
+	// runs only while statistics are on, so a restart that forgot them
+	// would rebuild every chain.
+	stored, err := st.BPFStats()
+	if err != nil {
+		return err
+	}
+	if cfg.BPFStats || stored {
+		if err := stats.Restore(true); err != nil {
 			return err
 		}
 	}
-	defer stats.Set(false)
+	stats.SetPersist(st.SetBPFStats)
+	defer stats.Restore(false)
 	if sec.watcher != nil {
 		m.Registry.MustRegister(sec.watcher)
 	}

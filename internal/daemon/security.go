@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/leaf-ebpf/leaf/internal/auth"
@@ -42,6 +43,7 @@ func newSecurity(cfg config.Config, st *store.Store, log *slog.Logger) (*securit
 		if sec.tokens, err = newTokens(*cfg.Tokens, st); err != nil {
 			return nil, err
 		}
+		sec.tokens.KeyProblem = keyProblemLogger(log)
 		sec.auth.Tokens = sec.tokens
 		key, _ := sec.tokens.Keys.Current()
 		log.Info("bearer tokens enabled", "key", sec.tokens.Keys.Describe(), "key_id", key.ID)
@@ -93,13 +95,16 @@ func (sec *security) setupTLS(cfg config.Config, log *slog.Logger) error {
 	}
 	sec.watcher = &tlsauth.Watcher{Window: time.Duration(cfg.CertWarningWindow), Logger: log}
 	sec.tls, err = tlsauth.New(tlsauth.Config{
-		CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, CRLFile: t.CRLFile,
+		CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, CRLFile: t.CRLFile, RefuseStaleCRL: t.RefuseStaleCRL,
 		MinVersion: minVersion,
 		// With tokens on, a client may come without a certificate and
 		// present a token instead; any certificate sent must still verify.
 		RequireClientCert: cfg.Tokens == nil,
 		Logger:            log, Watcher: sec.watcher,
 	})
+	if err == nil {
+		sec.auth.CertCheck = sec.tls.Recheck
+	}
 	return err
 }
 
@@ -119,4 +124,19 @@ func (sec *security) watch(ctx context.Context, interval time.Duration) {
 		return
 	}
 	go sec.watcher.Run(ctx, interval, func() { sec.tls.Reload() })
+}
+
+// keyProblemLogger logs why the token key is unusable, once per distinct
+// reason rather than once per refused request.
+func keyProblemLogger(log *slog.Logger) func(error) {
+	var mu sync.Mutex
+	last := ""
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err.Error() != last {
+			last = err.Error()
+			log.Error("token signing key unusable: bearer tokens are refused until it is fixed", "error", err)
+		}
+	}
 }

@@ -162,6 +162,9 @@ type Error struct {
 	Attachment string `json:"attachment,omitempty"`
 	Field      string `json:"field,omitempty"`
 	Message    string `json:"message"`
+	// Kind says what sort of problem it is, for the API's status code:
+	// "" is a problem with the document; see the Kind constants.
+	Kind string `json:"-"`
 }
 
 func (e Error) Error() string {
@@ -214,8 +217,58 @@ func Empty() *State {
 	return &State{APIVersion: APIVersion, Kind: Kind}
 }
 
-// Validate checks the document without touching the kernel.
-func (s *State) Validate() error {
+// Limits bound a document. They are checked first, so an oversized
+// document is refused before any of it is examined.
+type Limits struct {
+	// MaxAttachments per document.
+	MaxAttachments int
+	// MaxChainLength is the most programs on one XDP or TC hook (at most
+	// MaxChainLength, the kernel's tail-call limit).
+	MaxChainLength int
+}
+
+// DefaultLimits are leafd's limits unless configured otherwise.
+var DefaultLimits = Limits{MaxAttachments: 1000, MaxChainLength: MaxChainLength}
+
+// Kinds of Error besides a problem with the document (""). They keep
+// their meaning from where the error happens to the API handler, which
+// alone turns them into status codes.
+const (
+	// KindLimit: a configured or kernel resource limit.
+	KindLimit = "limit"
+	// KindConflict: the hook is held by a program leaf does not manage.
+	KindConflict = "conflict"
+	// KindInternal: leafd itself failed (bpffs, store); not the client's
+	// doing.
+	KindInternal = "internal"
+)
+
+// Worst returns the kind that decides the status of errs: internal
+// over conflict over limit over a document problem.
+func (es Errors) Worst() string {
+	rank := map[string]int{"": 0, KindLimit: 1, KindConflict: 2, KindInternal: 3}
+	worst := ""
+	for _, e := range es {
+		if rank[e.Kind] > rank[worst] {
+			worst = e.Kind
+		}
+	}
+	return worst
+}
+
+// Validate checks the document against DefaultLimits without touching
+// the kernel.
+func (s *State) Validate() error { return s.ValidateWith(DefaultLimits) }
+
+// ValidateWith checks the document against l without touching the
+// kernel.
+func (s *State) ValidateWith(l Limits) error {
+	if l.MaxChainLength <= 0 || l.MaxChainLength > MaxChainLength {
+		l.MaxChainLength = MaxChainLength
+	}
+	if l.MaxAttachments > 0 && len(s.Spec.Attachments) > l.MaxAttachments {
+		return Errors{{Field: "spec.attachments", Kind: KindLimit, Message: fmt.Sprintf("%d attachments; this leafd accepts at most %d per document (maxAttachments)", len(s.Spec.Attachments), l.MaxAttachments)}}
+	}
 	var errs Errors
 	if s.APIVersion != APIVersion {
 		errs = append(errs, Error{Field: "apiVersion", Message: fmt.Sprintf("must be %q, got %q", APIVersion, s.APIVersion)})
@@ -247,8 +300,8 @@ func (s *State) Validate() error {
 				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("programs on hook %s disagree on mode or replaceForeign; they share one attachment", a.Hook)})
 			}
 			modes[key] = a.Hook.XDPMode() + fmt.Sprint(a.Hook.ReplaceForeign)
-			if members[key] == MaxChainLength+1 {
-				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("more than %d programs on hook %s (the kernel allows %d tail calls)", MaxChainLength, a.Hook, MaxChainLength)})
+			if members[key] == l.MaxChainLength+1 {
+				errs = append(errs, Error{Attachment: label, Field: "hook", Kind: KindLimit, Message: fmt.Sprintf("more than %d programs on hook %s (maxChainLength; the kernel allows %d tail calls)", l.MaxChainLength, a.Hook, MaxChainLength)})
 			}
 		}
 	}

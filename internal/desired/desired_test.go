@@ -304,6 +304,16 @@ func TestHooks(t *testing.T) {
 		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign, secure, allowForeign)"},
 		{`{type: xdp, interface: eth0, tracepoint: a/b}`, "hook.tracepoint", "does not apply to xdp hooks"},
 		{`{type: xdp, interface: eth0, pid: 3}`, "hook.pid", "does not apply to xdp hooks"},
+		// Interface names and namespaces are checked before any lookup.
+		{`{type: xdp, interface: "eth0\0"}`, "hook.interface", `"eth0\x00" holds a NUL or control character`},
+		{`{type: xdp, interface: "eth\t0"}`, "hook.interface", "holds a NUL or control character"},
+		{`{type: xdp, interface: a-sixteen-bytes!}`, "hook.interface", "is longer than the kernel's 15 bytes for an interface name"},
+		{`{type: xdp, interface: "eth0:1"}`, "hook.interface", "is not an interface name"},
+		{`{type: xdp, interface: ..}`, "hook.interface", "is not an interface name"},
+		{`{type: xdp, interface: eth0, netns: "blue\0"}`, "hook.netns", "holds a NUL or control character"},
+		{`{type: xdp, interface: eth0, netns: /var/run/netns/../../etc}`, "hook.netns", "must be a clean absolute path"},
+		{`{type: xdp, interface: eth0, netns: ..}`, "hook.netns", "is not a namespace name"},
+		{`{type: tracepoint, tracepoint: "sched/a\x01"}`, "hook.tracepoint", "holds a NUL or control character"},
 		// tc
 		{`{type: tc, interface: eth0, direction: ingress}`, "", ""},
 		{`{type: tc, interface: eth0, direction: egress, netns: blue}`, "", ""},
@@ -641,5 +651,27 @@ func TestProgramMatch(t *testing.T) {
 		if got := c.m.Matches("squatter", "0123456789abcdef", 42); got != c.want {
 			t.Errorf("%+v.Matches = %v, want %v", c.m, got, c.want)
 		}
+	}
+}
+
+// TestLimits checks that an oversized document is refused at once, with
+// one error of kind limit, and that chain length is configurable.
+func TestLimits(t *testing.T) {
+	st := Empty()
+	for i := 0; i < 10000; i++ {
+		st.Spec.Attachments = append(st.Spec.Attachments, Attachment{Name: fmt.Sprintf("a%d", i), Package: "p@1", Hook: Hook{Type: "xdp", Interface: "eth0"}})
+	}
+	err := st.ValidateWith(Limits{MaxAttachments: 100})
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs.Worst() != KindLimit || !strings.Contains(errs[0].Message, "10000 attachments; this leafd accepts at most 100") {
+		t.Fatalf("10 000 attachments: %v", err)
+	}
+	st.Spec.Attachments = st.Spec.Attachments[:4]
+	err = st.ValidateWith(Limits{MaxAttachments: 100, MaxChainLength: 3})
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Field != "hook" || errs[0].Attachment != "a3" || errs.Worst() != KindLimit {
+		t.Fatalf("4 on a hook, at most 3: %v", err)
+	}
+	if err := st.ValidateWith(Limits{MaxAttachments: 4, MaxChainLength: 4}); err != nil {
+		t.Fatalf("within the limits: %v", err)
 	}
 }

@@ -55,13 +55,20 @@ func (h *Hook) validate() Errors {
 			add(field, "does not apply to %s hooks (they take: %s)", h.Type, strings.Join(allowed, ", "))
 		}
 	}
+	for field, v := range map[string]string{"cgroup": h.Cgroup, "tracepoint": h.Tracepoint, "function": h.Function, "binary": h.Binary} {
+		if hasControl(v) {
+			add(field, "%q holds a NUL or control character", v)
+		}
+	}
 	switch h.Type {
 	case manifest.HookXDP, manifest.HookTC:
 		if h.Interface == "" {
 			add("interface", "is required for %s hooks", h.Type)
+		} else if msg := checkIfname(h.Interface); msg != "" {
+			add("interface", "%q %s", h.Interface, msg)
 		}
-		if h.Netns != "" && strings.Contains(h.Netns, "/") && !filepath.IsAbs(h.Netns) {
-			add("netns", "%q must be a name or an absolute path", h.Netns)
+		if msg := checkNetns(h.Netns); msg != "" {
+			add("netns", "%q %s", h.Netns, msg)
 		}
 	}
 	for i, m := range h.AllowForeign {
@@ -179,4 +186,54 @@ func contains(list []string, s string) bool {
 // TC hooks).
 func (h *Hook) Chained() bool {
 	return h.Type == manifest.HookXDP || h.Type == manifest.HookTC
+}
+
+// ifnameMax is the longest interface name the kernel takes (IFNAMSIZ
+// less the terminating NUL).
+const ifnameMax = 15
+
+// checkIfname says what is wrong with an interface name, or "". The
+// kernel refuses these names itself (dev_valid_name); checking here means
+// a bad name never reaches a lookup that could truncate it at a NUL.
+func checkIfname(n string) string {
+	switch {
+	case len(n) > ifnameMax:
+		return fmt.Sprintf("is longer than the kernel's %d bytes for an interface name", ifnameMax)
+	case hasControl(n):
+		return "holds a NUL or control character"
+	case strings.ContainsAny(n, "/: \t") || n == "." || n == "..":
+		return "is not an interface name ('/', ':' and whitespace are not allowed)"
+	}
+	return ""
+}
+
+// checkNetns says what is wrong with a netns field (a name under
+// /var/run/netns or an absolute path), or "".
+func checkNetns(ns string) string {
+	switch {
+	case ns == "":
+		return ""
+	case hasControl(ns):
+		return "holds a NUL or control character"
+	case len(ns) > 4096:
+		return "is longer than a path may be"
+	case filepath.IsAbs(ns):
+		if filepath.Clean(ns) != ns {
+			return "must be a clean absolute path (no '..', '//' or trailing '/')"
+		}
+	case strings.Contains(ns, "/"):
+		return "must be a name or an absolute path"
+	case ns == "." || ns == ".." || len(ns) > 255:
+		return "is not a namespace name"
+	}
+	return ""
+}
+
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -182,12 +181,14 @@ func encodeRule(r Rule) bpfRule {
 	return br
 }
 
-// lpmKey encodes an LPM key of the generation: prefixlen (32 for the
-// generation + the prefix's bits), the generation, the address bytes.
-func lpmKey(gen uint32, p netip.Prefix) []byte {
-	var b bytes.Buffer
-	b.Write(nativeBytes32(uint32(32 + p.Bits())))
-	b.Write(nativeBytes32(gen))
-	b.Write(p.Addr().AsSlice())
-	return b.Bytes()
+// key4 and key6 mirror the LPM keys: prefixlen (32 for the generation +
+// the prefix's bits), the generation, the address bytes.
+type key4 struct {
+	Prefixlen, Gen uint32
+	Addr           [4]byte
+}
+
+type key6 struct {
+	Prefixlen, Gen uint32
+	Addr           [16]byte
 }

@@ -79,7 +79,7 @@ func TestLayoutMatchesObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := btflayout.Check(obj, map[string]any{"rule": bpfRule{}, "class": bpfClass{}, "config": bpfConfig{}}); err != nil {
+	if err := btflayout.Check(obj, map[string]any{"rule": bpfRule{}, "class": bpfClass{}, "config": bpfConfig{}, "key4": key4{}, "key6": key6{}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -77,28 +76,85 @@ func (m Maps) Install(rs *RuleSet) (time.Duration, error) {
 
 // clearTries removes the generation's entries from the four tries.
 func (m Maps) clearTries(gen uint32) error {
-	for _, name := range []string{"fw_src4", "fw_dst4", "fw_src6", "fw_dst6"} {
-		t := m[name]
-		key := make([]byte, t.KeySize())
-		var stale [][]byte
-		it := t.Iterate()
-		var discard []byte
-		for it.Next(&key, &discard) {
-			if binary.NativeEndian.Uint32(key[4:8]) == gen {
-				stale = append(stale, append([]byte(nil), key...))
-			}
+	for _, name := range []string{"fw_src4", "fw_dst4"} {
+		if err := clearTrie[key4](m[name], gen); err != nil {
+			return err
 		}
-		if err := it.Err(); err != nil {
-			return fmt.Errorf("iterate %s: %w", name, err)
+	}
+	for _, name := range []string{"fw_src6", "fw_dst6"} {
+		if err := clearTrie[key6](m[name], gen); err != nil {
+			return err
 		}
-		for _, k := range stale {
+	}
+	return nil
+}
+
+type lpmKey interface{ key4 | key6 }
+
+func genOf[K lpmKey](k K) uint32 {
+	switch k := any(k).(type) {
+	case key4:
+		return k.Gen
+	case key6:
+		return k.Gen
+	}
+	return 0
+}
+
+func clearTrie[K lpmKey](t *ebpf.Map, gen uint32) error {
+	var stale []K
+	var k K
+	var discard bpfClass
+	it := t.Iterate()
+	for it.Next(&k, &discard) {
+		if genOf(k) == gen {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", t, err)
+	}
+	for i := 0; i < len(stale); i += batchSize {
+		chunk := stale[i:min(i+batchSize, len(stale))]
+		if _, err := t.BatchDelete(chunk, nil); err == nil {
+			continue
+		} else if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("clear %s: %w", t, err)
+		}
+		for _, k := range chunk {
 			if err := t.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("clear %s: %w", name, err)
+				return fmt.Errorf("clear %s: %w", t, err)
 			}
 		}
 	}
 	return nil
 }
+
+// writeTrie adds the generation's classes to a trie, in batches where the
+// kernel has them.
+func writeTrie[K lpmKey](t *ebpf.Map, entries []trieEntry, key func(trieEntry) K) error {
+	keys := make([]K, len(entries))
+	vals := make([]bpfClass, len(entries))
+	for i, e := range entries {
+		keys[i], vals[i] = key(e), e.class
+	}
+	for i := 0; i < len(keys); i += batchSize {
+		j := min(i+batchSize, len(keys))
+		if _, err := t.BatchUpdate(keys[i:j], vals[i:j], nil); err == nil {
+			continue
+		} else if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("write %s: %w", t, err)
+		}
+		for x := i; x < j; x++ {
+			if err := t.Update(keys[x], vals[x], ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("write %s: %w", t, err)
+			}
+		}
+	}
+	return nil
+}
+
+const batchSize = 8192
 
 func (m Maps) write(gen uint32, c *compiled) error {
 	lim := m.limits()
@@ -113,12 +169,18 @@ func (m Maps) write(gen uint32, c *compiled) error {
 	if err := putArray(m["fw_hits"], gen*uint32(lim.rules), zeros); err != nil {
 		return fmt.Errorf("reset fw_hits: %w", err)
 	}
-	for name, entries := range c.tries {
-		t := m["fw_"+name]
-		for _, e := range entries {
-			if err := t.Update(lpmKey(gen, e.prefix), e.class, ebpf.UpdateAny); err != nil {
-				return fmt.Errorf("write %s %s: %w", t.String(), e.prefix, err)
-			}
+	for _, name := range []string{"src4", "dst4"} {
+		if err := writeTrie(m["fw_"+name], c.tries[name], func(e trieEntry) key4 {
+			return key4{Prefixlen: uint32(32 + e.prefix.Bits()), Gen: gen, Addr: e.prefix.Addr().As4()}
+		}); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"src6", "dst6"} {
+		if err := writeTrie(m["fw_"+name], c.tries[name], func(e trieEntry) key6 {
+			return key6{Prefixlen: uint32(32 + e.prefix.Bits()), Gen: gen, Addr: e.prefix.Addr().As16()}
+		}); err != nil {
+			return err
 		}
 	}
 	cfg := bpfConfig{DefaultAction: uint32(c.def), NRules: uint32(len(c.rules))}
@@ -142,9 +204,8 @@ func putArray[T any](m *ebpf.Map, base uint32, values []T) error {
 	for i := range keys {
 		keys[i] = base + uint32(i)
 	}
-	const batch = 8192
-	for i := 0; i < n; i += batch {
-		j := min(i+batch, n)
+	for i := 0; i < n; i += batchSize {
+		j := min(i+batchSize, n)
 		vals := values[i:j]
 		if m.Type() == ebpf.PerCPUArray {
 			c := ebpfPossibleCPUs()
@@ -191,8 +252,6 @@ func ebpfPossibleCPUs() int {
 
 func nativeWord(b []byte) uint32 { return binary.NativeEndian.Uint32(b) }
 
-func nativeBytes32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
-
 // waitForPacketsInFlight returns after an RCU grace period
 // (MEMBARRIER_CMD_GLOBAL waits for synchronize_rcu()): XDP and TC programs
 // run a packet inside one RCU read-side section, so no packet that read the
@@ -203,5 +262,3 @@ func waitForPacketsInFlight() {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-var _ = netip.Prefix{}

@@ -101,7 +101,7 @@ func OpenFiles(ctx context.Context, files archive.Files) (*Layout, error) {
 	}
 	store, err := oci.NewFromFS(ctx, files.FS())
 	if err != nil {
-		return nil, fmt.Errorf("OCI image layout: %w", err)
+		return nil, fmt.Errorf("OCI image layout: %w", ExplainLayout(files.FS(), err))
 	}
 	l := &Layout{ReadOnlyStore: store}
 	var index ocispec.Index

@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 
 	"github.com/leaf-ebpf/leaf/internal/lint"
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
@@ -190,19 +192,21 @@ func (h *HTTPIndex) Extra(context.Context, string, string) ([]ocipkg.Signature, 
 	return nil, nil
 }
 
-// List lists nothing by download: search reads the index itself.
+// List lists the index's entries as they are: downloading and unpacking
+// every archive to list them would let any reader make leafd fetch and
+// decompress the whole repository (issue 10).
 func (h *HTTPIndex) List(ctx context.Context) ([]Listed, error) {
-	var out []Listed
 	idx, err := h.Index(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var out []Listed
 	for _, e := range idx.Packages {
-		desc, store, err := h.Resolve(ctx, e.Name, e.Version)
-		if err != nil {
-			return out, err
+		m := &manifest.Manifest{Name: e.Name, Version: e.Version, Description: e.Description, License: e.License, Keywords: e.Keywords}
+		for _, p := range e.Programs {
+			m.Programs = append(m.Programs, manifest.Program{Name: p.Name, Type: p.Type, Hooks: p.Hooks})
 		}
-		out = append(out, Listed{Desc: desc, Store: store})
+		out = append(out, Listed{Desc: ocispec.Descriptor{Digest: digest.Digest(e.Digest)}, Summary: m})
 	}
 	return out, nil
 }

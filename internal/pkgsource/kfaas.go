@@ -55,6 +55,11 @@ func (k *KFaaS) path(name, version string) (string, error) {
 	return k.g.join(name, version, k.platform, a), nil
 }
 
+func regularFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
+}
+
 func safeComponent(s string) bool {
 	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00")
 }
@@ -105,7 +110,9 @@ func (k *KFaaS) Extra(ctx context.Context, name, version string) ([]ocipkg.Signa
 	return out, nil
 }
 
-// List walks a KFaaS tree on disk; over HTTP there is no listing.
+// List walks a KFaaS tree on disk by its directory names; over HTTP there
+// is no listing. It never unpacks an archive (issue 10): what a package
+// holds is known once it is resolved.
 func (k *KFaaS) List(ctx context.Context) ([]Listed, error) {
 	if !k.g.local() {
 		return nil, nil
@@ -118,11 +125,10 @@ func (k *KFaaS) List(ctx context.Context) ([]Listed, error) {
 	for _, n := range names {
 		versions, _ := os.ReadDir(filepath.Join(k.g.base, n.Name()))
 		for _, v := range versions {
-			desc, store, err := k.Resolve(ctx, n.Name(), v.Name())
-			if err != nil {
+			if p, err := k.path(n.Name(), v.Name()); err != nil || !regularFile(p) {
 				continue
 			}
-			out = append(out, Listed{Desc: desc, Store: store})
+			out = append(out, Listed{Summary: &manifest.Manifest{Name: n.Name(), Version: v.Name()}})
 		}
 	}
 	return out, nil

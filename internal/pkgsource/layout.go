@@ -27,9 +27,10 @@ func IsLayout(dir string) bool {
 }
 
 func (l *Layout) open(ctx context.Context) (*oci.ReadOnlyStore, error) {
-	s, err := oci.NewFromFS(ctx, os.DirFS(l.Dir))
+	fsys := os.DirFS(l.Dir)
+	s, err := oci.NewFromFS(ctx, fsys)
 	if err != nil {
-		return nil, fmt.Errorf("OCI layout %s: %w", l.Dir, err)
+		return nil, fmt.Errorf("OCI layout %s: %w", l.Dir, ocipkg.ExplainLayout(fsys, err))
 	}
 	return s, nil
 }

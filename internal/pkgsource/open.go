@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/repository"
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 	"github.com/leaf-ebpf/leaf/internal/signature"
 	"github.com/leaf-ebpf/leaf/internal/trust"
 )
@@ -113,24 +113,18 @@ func Policy(repo string, tc TrustConfig) (*trust.Policy, error) {
 	return p, nil
 }
 
-// readSecret reads a password file, refusing one others can read:
-// secrets never live in the config itself.
+// readSecret reads a password file through secretfile (opened once,
+// checked on the descriptor, readable by its owner only): secrets never
+// live in the config itself.
 func readSecret(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	st, err := os.Stat(path)
+	f, err := secretfile.Read(path, secretfile.Private)
 	if err != nil {
 		return "", fmt.Errorf("password file: %w", err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("password file %s is readable by others (mode %o): chmod 600 it", path, st.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("password file: %w", err)
-	}
-	return strings.TrimRight(string(data), "\r\n"), nil
+	return strings.TrimRight(string(f.Data), "\r\n"), nil
 }
 
 // renamed gives a directory repository its configured name.

@@ -93,7 +93,7 @@ func TestRegistry(t *testing.T) {
 		cfg := registryConfig(reg, TrustConfig{AuthorKeys: []string{author.pubFile}})
 		os.Chmod(cfg.PasswordFile, 0o644)
 		defer os.Chmod(cfg.PasswordFile, 0o600)
-		if _, err := Open(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		if _, err := Open(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "group or others read") {
 			t.Errorf("got %v", err)
 		}
 	})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // RegistryOptions says how to reach an OCI registry.
@@ -63,12 +63,12 @@ func NewRegistry(opts RegistryOptions) (*Registry, error) {
 func HTTPClient(caFile string) (*http.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		f, err := secretfile.Read(caFile, secretfile.Public)
 		if err != nil {
 			return nil, fmt.Errorf("CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		if !pool.AppendCertsFromPEM(f.Data) {
 			return nil, fmt.Errorf("CA file %s: no PEM certificates", caFile)
 		}
 		tlsCfg.RootCAs = pool

@@ -16,6 +16,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -37,10 +38,16 @@ type Origin interface {
 	List(ctx context.Context) ([]Listed, error)
 }
 
-// Listed is a package an origin offers.
+// Listed is a package an origin offers: either its descriptor in a store
+// (origins that list what they hold: a layout, a registry), or, for
+// origins whose packages are archives (an HTTP index, a KFaaS tree), a
+// Summary of what the origin's index or directory names say. Listing
+// never downloads or unpacks an archive: that waits for a resolution,
+// which is bounded and rate-limited.
 type Listed struct {
-	Desc  ocispec.Descriptor
-	Store content.ReadOnlyGraphStorage
+	Desc    ocispec.Descriptor
+	Store   content.ReadOnlyGraphStorage
+	Summary *manifest.Manifest
 }
 
 // Repo is a repository over an origin.
@@ -64,7 +71,12 @@ func (r *Repo) Name() string { return r.name }
 
 // Resolve fetches name@version with its signatures.
 func (r *Repo) Resolve(name, version string) (*repository.Package, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.Timeout)
+	return r.ResolveContext(context.Background(), name, version)
+}
+
+// ResolveContext is Resolve, given up when ctx is (or after Timeout).
+func (r *Repo) ResolveContext(ctx context.Context, name, version string) (*repository.Package, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	desc, store, err := r.origin.Resolve(ctx, name, version)
 	if err != nil {
@@ -122,6 +134,10 @@ func (r *Repo) Packages() ([]*repository.Package, error) {
 	listed, firstErr := r.origin.List(ctx)
 	var out []*repository.Package
 	for _, l := range listed {
+		if l.Summary != nil {
+			out = append(out, repository.NewPackage(l.Summary, string(l.Desc.Digest), r.name, nil, nil))
+			continue
+		}
 		p, err := ocipkg.ReadManifest(ctx, l.Store, l.Desc)
 		if err != nil {
 			if firstErr == nil {

@@ -5,6 +5,7 @@
 package planner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -59,10 +60,19 @@ type Options struct {
 // program fits the hook, the parameters are declared and well typed, and
 // the hook exists on this host. It returns every problem found.
 func Resolve(st *desired.State, repos repository.Set, opts Options) ([]*Resolved, error) {
+	return ResolveContext(context.Background(), st, repos, opts)
+}
+
+// ResolveContext is Resolve with a context for repositories that reach
+// the network.
+func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set, opts Options) ([]*Resolved, error) {
 	var out []*Resolved
 	var errs desired.Errors
 	for _, a := range st.Spec.Attachments {
-		r, aerrs := resolveOne(a, repos, opts)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, aerrs := resolveOne(ctx, a, repos, opts)
 		for i := range aerrs {
 			aerrs[i].Attachment = a.Name
 		}
@@ -78,7 +88,7 @@ func Resolve(st *desired.State, repos repository.Set, opts Options) ([]*Resolved
 	return out, nil
 }
 
-func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Resolved, desired.Errors) {
+func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set, opts Options) (*Resolved, desired.Errors) {
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
 		return nil, desired.Errors{{Field: field, Message: err.Error()}}
 	}
@@ -88,7 +98,7 @@ func resolveOne(a desired.Attachment, repos repository.Set, opts Options) (*Reso
 	}
 	// Trust is checked inside the repositories: a package that fails its
 	// policy never gets here.
-	pkg, err := repos.ResolveRequest(repository.Request{Name: ref.Name, Version: ref.Version, Repository: a.Repository, Digest: a.PinnedDigest()})
+	pkg, err := repos.ResolveRequestContext(ctx, repository.Request{Name: ref.Name, Version: ref.Version, Repository: a.Repository, Digest: a.PinnedDigest()})
 	if err != nil {
 		return fail("package", err)
 	}

@@ -166,7 +166,7 @@ func foreignMessage(f drift.Foreign) string {
 // whose hook is gone, and reports which drifts that fixed.
 func (r *Reconciler) repair(ctx context.Context, rep *drift.Report, cause string) {
 	r.enforce.lastRepair = time.Now()
-	_, err := r.apply(ctx, r.desired, false, rep.Unavailable)
+	_, err := r.apply(ctx, r.current(), false, rep.Unavailable)
 	after, derr := r.detect()
 	if derr != nil {
 		r.cfg.Logger.Warn("drift check after repair", "error", derr)
@@ -221,7 +221,5 @@ func sortedDriftKeys(m map[string]trackedDrift) []string {
 // Namespaces returns the network namespaces ("" for leafd's own) of the
 // XDP and TC hooks in the desired state: where link events matter.
 func (r *Reconciler) Namespaces() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.desired.Namespaces()
+	return r.snapshot.Load().Namespaces()
 }

@@ -25,9 +25,7 @@ type Objects struct {
 // Objects lists, sorted by attachment, the objects of every desired
 // attachment leaf applied.
 func (r *Reconciler) Objects() ([]Objects, error) {
-	r.mu.Lock()
-	names := r.desired.Names()
-	r.mu.Unlock()
+	names := r.snapshot.Load().Names()
 	records, err := r.cfg.Store.Records()
 	if err != nil {
 		return nil, err

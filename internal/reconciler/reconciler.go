@@ -1,8 +1,11 @@
-// Package reconciler is leafd's core loop: it takes a desired state,
-// validates and resolves it, observes the kernel, plans, applies and
-// records, one change at a time.
+// Package reconciler is leafd's core loop. Admission (package admission)
+// validates a desired state and resolves, fetches and verifies its
+// packages, with the request's context and without the lock; then,
+// one change at a time, the reconciler observes the kernel, plans,
+// applies and records, from the admitted packages alone.
 //
-//	desired ─► validate ─► resolve ─► observe ─► plan ─► apply ─► record
+//	desired ─► admit ─┬─► observe ─► plan ─► apply ─► record
+//	  (network, ctx)  └── lock: store, cache and kernel only
 package reconciler
 
 import (
@@ -13,9 +16,11 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/admission"
 	"github.com/leaf-ebpf/leaf/internal/applier"
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
@@ -50,9 +55,13 @@ type Config struct {
 	// secure mode on for themselves and add to the allowlist.
 	Policy drift.Policy
 	// Applied, if set, is called after every successful apply with the
-	// new desired state, so that watchers follow the hooks it uses. It
-	// runs under the lock and must not call back into the reconciler.
-	Applied func(*desired.State, map[string]*store.Record)
+	// new desired state, its records and its admitted packages, so that
+	// watchers follow the hooks it uses and companions run from verified
+	// bytes. It runs under the lock and must not call back into the
+	// reconciler.
+	Applied func(*desired.State, map[string]*store.Record, repository.Set)
+	// Limits bound each document (zero fields: desired.DefaultLimits).
+	Limits desired.Limits
 	// Companions reports an attachment's companion for status; nil when
 	// leafd runs none.
 	Companions func(attachment string) *v1.CompanionStatus
@@ -65,9 +74,16 @@ type Reconciler struct {
 
 	mu      sync.Mutex
 	desired *desired.State
+	// packages are desired's admitted packages by digest: all that
+	// reconciliation resolves against, so it never asks a repository.
+	packages map[string]*repository.Package
 	// enforce tracks drifts and foreign programs between checks; guarded
 	// by mu like everything the loop changes.
 	enforce enforceState
+
+	// snapshot is the committed desired state, for readers (status,
+	// metrics, maps) that must never wait behind an apply.
+	snapshot atomic.Pointer[desired.State]
 }
 
 // Stages at which an apply can fail, reported as a bounded metric label.
@@ -89,7 +105,8 @@ type StageError struct {
 func (e *StageError) Error() string { return e.Err.Error() }
 func (e *StageError) Unwrap() error { return e.Err }
 
-// New returns a reconciler holding the stored desired state.
+// New returns a reconciler holding the stored desired state. Its packages
+// are admitted by Start.
 func New(cfg Config) (*Reconciler, error) {
 	if cfg.Stats == nil {
 		cfg.Stats = &Stats{}
@@ -101,25 +118,30 @@ func New(cfg Config) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reconciler{cfg: cfg, applier: &applier.Applier{Layout: cfg.Layout}, desired: st}, nil
+	r := &Reconciler{cfg: cfg, applier: &applier.Applier{Layout: cfg.Layout}, desired: st, packages: map[string]*repository.Package{}}
+	r.snapshot.Store(st.Clone())
+	return r, nil
 }
 
-// Desired returns a copy of the desired state.
+// Desired returns a copy of the committed desired state.
 func (r *Reconciler) Desired() *desired.State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.desired.Clone()
+	return r.snapshot.Load().Clone()
 }
 
-// Reconcile applies the stored desired state again: at start-up this
-// adopts what the kernel holds, restores what went missing and removes
-// stale pins.
+// Reconcile applies the desired state again from the admitted packages:
+// what went missing is restored, stale pins removed, chains rebuilt for
+// a change of BPF statistics.
 func (r *Reconciler) Reconcile(ctx context.Context) (*v1.ApplyResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res, err := r.apply(ctx, r.desired, false, nil)
+	res, err := r.apply(ctx, r.current(), false, nil)
 	r.recordApply(res, err, false)
 	return res, err
+}
+
+// current is the desired state as admitted; callers hold mu.
+func (r *Reconciler) current() *admission.Admitted {
+	return &admission.Admitted{State: r.desired, Packages: r.packages}
 }
 
 // Start brings the kernel in line at start-up. It first settles the pins
@@ -140,9 +162,7 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 		return nil, fmt.Errorf("settle pins of an interrupted apply: %w", err)
 	}
 	if doc != nil {
-		res, err := r.apply(ctx, doc, false, nil)
-		r.recordApply(res, err, false)
-		return res, err
+		return r.admitAndApply(ctx, doc)
 	}
 	in, err := r.cfg.Store.OpenIntent()
 	if err != nil {
@@ -150,16 +170,48 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 	}
 	if in != nil && in.Desired != nil {
 		r.cfg.Logger.Warn("start-up: finishing the apply leafd was stopped in", "started", in.Started)
-		res, err := r.apply(ctx, in.Desired, false, nil)
-		r.recordApply(res, err, false)
+		res, err := r.admitAndApply(ctx, in.Desired)
 		if err == nil {
 			return res, nil
 		}
 		r.cfg.Logger.Error("start-up: the interrupted apply cannot be finished; restoring the last recorded state", "error", err)
 	}
-	res, err := r.apply(ctx, r.desired, false, nil)
-	r.recordApply(res, err, false)
-	return res, err
+	return r.admitAndApply(ctx, r.desired)
+}
+
+// admitAndApply admits st and applies it; callers hold mu (start-up only:
+// an API apply admits outside the lock).
+func (r *Reconciler) admitAndApply(ctx context.Context, st *desired.State) (*v1.ApplyResult, error) {
+	adm, err := r.admit(ctx, st, false)
+	if err == nil {
+		var res *v1.ApplyResult
+		res, err = r.apply(ctx, adm, false, nil)
+		r.recordApply(res, err, false)
+		return res, err
+	}
+	r.recordApply(nil, err, false)
+	return nil, err
+}
+
+// limits are the configured limits, defaults filled in.
+func (r *Reconciler) limits() desired.Limits {
+	l := r.cfg.Limits
+	if l.MaxAttachments == 0 {
+		l.MaxAttachments = desired.DefaultLimits.MaxAttachments
+	}
+	if l.MaxChainLength == 0 {
+		l.MaxChainLength = desired.DefaultLimits.MaxChainLength
+	}
+	return l
+}
+
+// repoNames lists the configured repositories in order.
+func (r *Reconciler) repoNames() []string {
+	out := make([]string, 0, len(r.cfg.Repos))
+	for _, repo := range r.cfg.Repos {
+		out = append(out, repo.Name())
+	}
+	return out
 }
 
 // checkParams notes, for every attachment kept from a record, whether its
@@ -175,20 +227,46 @@ func checkParams(layout bpffs.Layout, want []*planner.Resolved, records map[stri
 	}
 }
 
-// Apply makes st the desired state. With dryRun it only plans.
+// Apply makes st the desired state. With dryRun it only plans. Admission
+// (validation, packages fetched and verified) runs first, with ctx and
+// without the lock; only reconciliation waits for other changes.
 func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
+	adm, err := r.admit(ctx, st, dryRun)
+	if err != nil {
+		r.recordApply(nil, err, dryRun)
+		return nil, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res, err := r.apply(ctx, st, dryRun, nil)
+	res, err := r.apply(ctx, adm, dryRun, nil)
 	r.recordApply(res, err, dryRun)
 	return res, err
+}
+
+// admit runs admission, reporting a failure with its stage.
+func (r *Reconciler) admit(ctx context.Context, st *desired.State, dryRun bool) (*admission.Admitted, error) {
+	start := time.Now()
+	limits := r.limits()
+	adm, err := admission.Admit(ctx, st, limits, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	if err == nil {
+		return adm, nil
+	}
+	stage := StageResolve
+	if verr := st.ValidateWith(limits); verr != nil {
+		stage = StageValidate
+	}
+	if !dryRun && r.cfg.Observe != nil {
+		r.cfg.Observe.ApplyDone(time.Since(start), err, stage)
+	}
+	return nil, &StageError{Stage: stage, Err: err}
 }
 
 // ErrUnknownAttachment is returned by Delete for a name not in the
 // desired state.
 var ErrUnknownAttachment = errors.New("no such attachment")
 
-// Delete removes the named attachments from the desired state.
+// Delete removes the named attachments from the desired state. What stays
+// was admitted already: nothing is resolved again.
 func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*v1.ApplyResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -207,19 +285,20 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 		}
 	}
 	next.Spec.Attachments = kept
-	res, err := r.apply(ctx, next, dryRun, nil)
+	res, err := r.apply(ctx, &admission.Admitted{State: next, Packages: r.packages}, dryRun, nil)
 	r.recordApply(res, err, dryRun)
 	return res, err
 }
 
-// apply validates, resolves, observes, plans, applies and records st.
-// Attachments in hold are left exactly as they are — not resolved, not
-// planned, their records kept — so that a repair can proceed while one
-// hook's interface is gone; API applies hold nothing and stay all or
-// nothing.
-func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, hold map[string]bool) (res *v1.ApplyResult, err error) {
+// apply reconciles: it resolves adm against its admitted packages only,
+// observes, plans, applies and records. Attachments in hold are left
+// exactly as they are — not resolved, not planned, their records kept —
+// so that a repair can proceed while one hook's interface is gone; API
+// applies hold nothing and stay all or nothing.
+func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bool, hold map[string]bool) (res *v1.ApplyResult, err error) {
+	st := adm.State
 	start := time.Now()
-	stage := StageValidate
+	stage := StageResolve
 	defer func() {
 		if !dryRun && r.cfg.Observe != nil {
 			r.cfg.Observe.ApplyDone(time.Since(start), err, stage)
@@ -228,11 +307,8 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 			err = &StageError{Stage: stage, Err: err}
 		}
 	}()
-	if err := st.Validate(); err != nil {
-		return nil, err
-	}
-	stage = StageResolve
-	resolved, err := planner.Resolve(without(st, hold), r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	pinned := admission.Pinned(adm.Packages, r.repoNames())
+	resolved, err := planner.Resolve(without(st, hold), pinned, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +388,8 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 		crashpoint.Hit(crashpoint.AfterCommit)
 	}
 	r.desired = st.Clone()
+	r.packages = adm.Packages
+	r.snapshot.Store(st.Clone())
 	if res.Changed {
 		// cilium/ebpf memory-maps a program's .rodata and unmaps it only
 		// when the Go garbage collector finalizes the map; collect now so
@@ -325,7 +403,7 @@ func (r *Reconciler) apply(_ context.Context, st *desired.State, dryRun bool, ho
 		}
 	}
 	if r.cfg.Applied != nil {
-		r.cfg.Applied(r.desired.Clone(), newRecords)
+		r.cfg.Applied(r.desired.Clone(), newRecords, pinned)
 	}
 	return res, err
 }

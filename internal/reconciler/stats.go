@@ -29,12 +29,39 @@ func (s *Stats) Enabled() bool {
 // keeps them on while any holder's descriptor is open, so they stop when
 // leafd stops (or is disabled) unless someone else asked too.
 type Stats struct {
-	mu     sync.Mutex
-	closer io.Closer
+	mu      sync.Mutex
+	closer  io.Closer
+	persist func(on bool) error
 }
 
-// Set turns leafd's request on or off.
+// SetPersist makes Set record each change with persist, so that it
+// survives a restart.
+func (s *Stats) SetPersist(persist func(on bool) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.persist = persist
+}
+
+// Set turns leafd's request on or off, and records the choice.
 func (s *Stats) Set(on bool) error {
+	if err := s.set(on); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	persist := s.persist
+	s.mu.Unlock()
+	if persist != nil {
+		if err := persist(on); err != nil {
+			return fmt.Errorf("record BPF statistics setting: %w", err)
+		}
+	}
+	return nil
+}
+
+// Restore turns the request on or off without recording it again.
+func (s *Stats) Restore(on bool) error { return s.set(on) }
+
+func (s *Stats) set(on bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if on && s.closer == nil {

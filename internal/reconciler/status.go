@@ -22,9 +22,9 @@ import (
 
 // Status reports every desired attachment as the kernel holds it now.
 func (r *Reconciler) Status() (*v1.Status, error) {
-	r.mu.Lock()
-	st := r.desired.Clone()
-	r.mu.Unlock()
+	// The committed snapshot and the store: never the lock, so status
+	// answers while an apply runs.
+	st := r.snapshot.Load()
 	records, err := r.cfg.Store.Records()
 	if err != nil {
 		return nil, err
@@ -194,9 +194,7 @@ func (r *Reconciler) Maps(attachment string) (*v1.MapList, error) {
 }
 
 func (r *Reconciler) known(attachment string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.desired.Attachment(attachment) == nil {
+	if r.snapshot.Load().Attachment(attachment) == nil {
 		return fmt.Errorf("%w: %q", ErrUnknownAttachment, attachment)
 	}
 	return nil

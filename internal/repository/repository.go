@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
@@ -239,11 +238,14 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := content.FetchAll(ctx, store, desc)
+	// The files are read back from the artifact just built, in memory:
+	// what loads later is exactly what the digest covers, whatever
+	// happens to the directory after this.
+	built, err := ocipkg.Read(ctx, store, desc, "")
 	if err != nil {
 		return nil, err
 	}
-	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: raw, files: fsys}, nil
+	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: built.Raw, files: built.Files}, nil
 }
 
 // checkFiles refuses a package directory holding anything but regular
@@ -332,14 +334,38 @@ func sortedKeys(m map[string]*Package) []string {
 	return keys
 }
 
+// ContextResolver is a repository whose resolution can be cancelled: one
+// that reaches the network. Admission resolves with the request's
+// context through it, so a client that gives up stops the download.
+type ContextResolver interface {
+	ResolveContext(ctx context.Context, name, version string) (*Package, error)
+}
+
+// ResolveWith asks r, with ctx if it can take one.
+func ResolveWith(ctx context.Context, r Repository, name, version string) (*Package, error) {
+	if cr, ok := r.(ContextResolver); ok {
+		return cr.ResolveContext(ctx, name, version)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return r.Resolve(name, version)
+}
+
 // Set searches repositories in order; the first that has a package wins.
 type Set []Repository
 
 // Resolve finds name@version in the first repository that has it.
 func (s Set) Resolve(name, version string) (*Package, error) {
+	return s.ResolveContext(context.Background(), name, version)
+}
+
+// ResolveContext is Resolve with a context for repositories that reach
+// the network.
+func (s Set) ResolveContext(ctx context.Context, name, version string) (*Package, error) {
 	var errs []string
 	for _, r := range s {
-		p, err := r.Resolve(name, version)
+		p, err := ResolveWith(ctx, r, name, version)
 		if err == nil {
 			return p, nil
 		}
@@ -379,6 +405,11 @@ type Request struct {
 // older version replayed, or an altered package) is reported, not
 // skipped.
 func (s Set) ResolveRequest(req Request) (*Package, error) {
+	return s.ResolveRequestContext(context.Background(), req)
+}
+
+// ResolveRequestContext is ResolveRequest with a context.
+func (s Set) ResolveRequestContext(ctx context.Context, req Request) (*Package, error) {
 	set := s
 	if req.Repository != "" {
 		set = nil
@@ -393,7 +424,7 @@ func (s Set) ResolveRequest(req Request) (*Package, error) {
 			return nil, fmt.Errorf("%w: no repository named %q (configured: %s)", ErrNotFound, req.Repository, strings.Join(names, ", "))
 		}
 	}
-	p, err := set.Resolve(req.Name, req.Version)
+	p, err := set.ResolveContext(ctx, req.Name, req.Version)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
-var builtin = []string{"callcount@1.0.0", "execcount@1.0.0", "pktcount@1.0.0", "portfilter@1.0.0"}
+var builtin = []string{"callcount@1.0.0", "connlimit@1.0.0", "execcount@1.0.0", "firewall@1.0.0", "flowexport@1.0.0", "mirror@1.0.0", "pktcount@1.0.0", "portfilter@1.0.0", "ratelimit@1.0.0"}
 
 // copyPackage copies the built-in package dir src (under packages/) to dst.
 func copyPackage(t *testing.T, src, dst string) {

@@ -12,8 +12,9 @@ import (
 )
 
 // RateLimiter is a token bucket per caller (uid, certificate subject or
-// token ID) for mutating calls: one client applying in a loop cannot
-// starve the others or keep the kernel busy reloading programs.
+// token ID) for mutating calls and expensive reads (package listings, map
+// dumps): one client applying or listing in a loop cannot starve the
+// others or keep the kernel busy reloading programs.
 type RateLimiter struct {
 	limit rate.Limit
 	burst int
@@ -85,5 +86,5 @@ func retryAfter(d time.Duration) string {
 }
 
 func errTooMany(id auth.Identity, wait time.Duration) error {
-	return fmt.Errorf("rate limit: too many changes from %s %s; retry in %s", id.Via, id.Subject, wait.Round(time.Millisecond))
+	return fmt.Errorf("rate limit: too many changes or expensive reads from %s %s; retry in %s", id.Via, id.Subject, wait.Round(time.Millisecond))
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
@@ -44,6 +45,9 @@ type Server struct {
 	Ready func() bool
 	// Done closes when leafd shuts down, ending event streams.
 	Done <-chan struct{}
+	// Recheck is how often a running request re-checks its caller's
+	// credentials (DefaultRecheck when zero).
+	Recheck time.Duration
 	// ManagedBy, if set, says who owns the desired state (kubernetes):
 	// local changes to it are refused with 409.
 	ManagedBy string
@@ -106,6 +110,10 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if err := checkProbeTargets(&st, auth.IdentityFrom(r.Context())); err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err)
+		return
+	}
 	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
 	if err != nil {
 		s.applyError(w, err)
@@ -135,15 +143,20 @@ func (s *Server) deleteAttachment(w http.ResponseWriter, r *http.Request) {
 // document are 422 (404 for an unknown attachment, 409 when the hook is
 // held by someone else); only leafd's own failures are 500.
 func (s *Server) applyError(w http.ResponseWriter, err error) {
-	var se *reconciler.StageError
 	var de desired.Errors
 	switch {
 	case errors.Is(err, reconciler.ErrUnknownAttachment):
 		writeError(w, http.StatusNotFound, err)
 	case errors.As(err, &de):
 		code := http.StatusUnprocessableEntity
-		if errors.As(err, &se) && se.Stage == reconciler.StageAttach {
+		switch de.Worst() {
+		case desired.KindConflict:
 			code = http.StatusConflict
+		case desired.KindLimit:
+			code = http.StatusRequestEntityTooLarge
+		case desired.KindInternal:
+			s.Logger.Error("apply failed", "error", err)
+			code = http.StatusInternalServerError
 		}
 		writeError(w, code, err)
 	default:
@@ -281,6 +294,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// maxErrorDetails caps the details in one error body.
+const maxErrorDetails = 50
+
 func writeError(w http.ResponseWriter, code int, err error) {
 	body := v1.Error{Error: err.Error()}
 	var de desired.Errors
@@ -289,7 +305,13 @@ func writeError(w http.ResponseWriter, code int, err error) {
 		if len(de) == 1 {
 			body.Error = de[0].Error()
 		}
-		for _, e := range de {
+		// Bounded: a document with thousands of problems gets the first
+		// maxErrorDetails and the count.
+		for i, e := range de {
+			if i == maxErrorDetails {
+				body.Error += fmt.Sprintf(" (the first %d are listed)", maxErrorDetails)
+				break
+			}
 			body.Details = append(body.Details, v1.ErrorDetail{Attachment: e.Attachment, Field: e.Field, Message: e.Message})
 		}
 	}

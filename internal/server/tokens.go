@@ -48,8 +48,11 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := auth.IdentityFrom(r.Context())
-	s.Logger.Info("token issued", "token_id", issued.Info.ID, "token_subject", issued.Info.Subject, "token_role", issued.Info.Role,
+	// The token ID stays out of info-level logs: it is half of what a
+	// forger needs (the other half being the key), and logs travel far.
+	s.Logger.Info("token issued", "token_subject", issued.Info.Subject, "token_role", issued.Info.Role,
 		"expires_at", issued.Info.ExpiresAt, "by", id.Subject)
+	s.Logger.Debug("token issued", "token_id", issued.Info.ID)
 	writeJSON(w, http.StatusCreated, issued)
 }
 
@@ -81,6 +84,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	s.Logger.Info("token revoked", "token_id", info.ID, "token_subject", info.Subject, "by", auth.IdentityFrom(r.Context()).Subject)
+	s.Logger.Info("token revoked", "token_subject", info.Subject, "by", auth.IdentityFrom(r.Context()).Subject)
+	s.Logger.Debug("token revoked", "token_id", info.ID)
 	writeJSON(w, http.StatusOK, info)
 }

@@ -31,6 +31,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // PasswordEnv holds the password of an encrypted private key (the
@@ -74,11 +76,11 @@ func ParsePublicKey(name string, data []byte) (*PublicKey, error) {
 
 // LoadPublicKey reads a PEM public key file.
 func LoadPublicKey(path string) (*PublicKey, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Public)
 	if err != nil {
 		return nil, fmt.Errorf("public key: %w", err)
 	}
-	return ParsePublicKey(path, data)
+	return ParsePublicKey(path, f.Data)
 }
 
 // Signer is a private key that signs packages.
@@ -131,11 +133,11 @@ func ParsePrivateKey(name string, data []byte) (*Signer, error) {
 
 // LoadPrivateKey reads a PEM private key file.
 func LoadPrivateKey(path string) (*Signer, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Private)
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
-	return ParsePrivateKey(path, data)
+	return ParsePrivateKey(path, f.Data)
 }
 
 func algorithm(pub crypto.PublicKey) (protocommon.PublicKeyDetails, error) {
@@ -215,6 +217,10 @@ func (k keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error
 // ErrUntrustedKey means a bundle verifies with none of the keys given.
 var ErrUntrustedKey = errors.New("signed by none of the trusted keys")
 
+// ErrBadSignature means the bundle names a trusted key but its signature
+// does not verify with it: the bundle or the package was altered.
+var ErrBadSignature = errors.New("signature does not verify")
+
 // Verify checks that bundleJSON is a keyed signature of a message whose
 // SHA-256 is digest ("sha256:<hex>"), made by one of keys, and returns
 // that key. No network: keyed bundles need no transparency log or
@@ -237,12 +243,20 @@ func Verify(bundleJSON []byte, digest string, keys []*PublicKey) (*PublicKey, er
 	}
 	// Try every key: the bundle's hint is not authenticated, so it only
 	// helps to name the signer in errors.
+	hint := b.GetVerificationMaterial().GetPublicKey().GetHint()
+	var named *PublicKey
 	for _, k := range keys {
 		if err := verifyWith(b, want, k); err == nil {
 			return k, nil
 		}
+		if hintOf(k) == hint {
+			named = k
+		}
 	}
-	return nil, fmt.Errorf("%w (key hint %q, %d keys tried)", ErrUntrustedKey, b.GetVerificationMaterial().GetPublicKey().GetHint(), len(keys))
+	if named != nil {
+		return nil, fmt.Errorf("%w: the bundle names key %s, and its signature over %s does not verify with it (the signature or the package was altered)", ErrBadSignature, named, digest)
+	}
+	return nil, fmt.Errorf("%w (key hint %q, %d keys tried)", ErrUntrustedKey, hint, len(keys))
 }
 
 func parseBundle(data []byte) (*bundle.Bundle, error) {
@@ -293,6 +307,20 @@ func verifyWith(b *bundle.Bundle, digest []byte, k *PublicKey) error {
 	}
 	_, err = ver.Verify(b, verify.NewPolicy(verify.WithArtifactDigest("sha256", digest), verify.WithKey()))
 	return err
+}
+
+// hintOf is the hint cosign and leaf put in a keyed bundle for k: base64
+// of the SHA-256 of its DER public key.
+func hintOf(k *PublicKey) string {
+	hexID, ok := cutSHA256(k.ID)
+	if !ok {
+		return ""
+	}
+	raw, err := hex.DecodeString(hexID)
+	if err != nil {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(raw)
 }
 
 func cutSHA256(d string) (string, bool) {

@@ -1,6 +1,7 @@
 package signature
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -61,8 +62,13 @@ func TestSignVerify(t *testing.T) {
 		t.Errorf("other digest: got %v", err)
 	}
 	tampered := []byte(strings.Replace(string(b), `"signature":"M`, `"signature":"N`, 1))
-	if _, err := Verify(tampered, digestOf(msg), []*PublicKey{pk}); err == nil {
-		t.Errorf("tampered signature verified")
+	if bytes.Equal(tampered, b) {
+		t.Fatalf("test bundle has no signature to tamper with: %s", b)
+	}
+	// The bundle names the trusted key: say the signature is bad, not
+	// that the key is unknown.
+	if _, err := Verify(tampered, digestOf(msg), []*PublicKey{other.Public, pk}); !errors.Is(err, ErrBadSignature) || !strings.Contains(err.Error(), "does not verify") || strings.Contains(err.Error(), "none of the trusted keys") {
+		t.Errorf("tampered signature: got %v, want ErrBadSignature", err)
 	}
 	if _, err := Verify([]byte(`{"mediaType":"nope"}`), digestOf(msg), []*PublicKey{pk}); err == nil {
 		t.Errorf("garbage bundle verified")

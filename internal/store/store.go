@@ -26,6 +26,7 @@ var (
 	keyDesired        = []byte("desired")
 	keySchema         = []byte("schema")
 	keyIntent         = []byte("intent")
+	keyBPFStats       = []byte("bpfStats")
 )
 
 const schemaVersion = "1"
@@ -258,4 +259,26 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 		}
 		return nil
 	})
+}
+
+// SetBPFStats records whether BPF statistics were turned on through the
+// API, so that a restart turns them on again (and, chain members
+// counting their runs only while they are on, reloads nothing).
+func (s *Store) SetBPFStats(on bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if !on {
+			return tx.Bucket(bucketMeta).Delete(keyBPFStats)
+		}
+		return tx.Bucket(bucketMeta).Put(keyBPFStats, []byte("on"))
+	})
+}
+
+// BPFStats reports what SetBPFStats last recorded.
+func (s *Store) BPFStats() (bool, error) {
+	var on bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		on = tx.Bucket(bucketMeta).Get(keyBPFStats) != nil
+		return nil
+	})
+	return on, err
 }

@@ -96,9 +96,10 @@ type Daemon struct {
 	Binary string
 	Client *client.Client
 
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	cmd   *exec.Cmd
+	extra []*os.File
+	logs  *syncBuffer
+	done  chan struct{}
 }
 
 // DaemonOptions configures StartDaemon.
@@ -113,6 +114,9 @@ type DaemonOptions struct {
 	Args []string
 	// Env is extra environment for leafd.
 	Env []string
+	// ExtraFiles are descriptors leafd inherits (3, 4, …), as from a
+	// careless parent.
+	ExtraFiles []*os.File
 	// Binary is the leafd to run (CrashBinary's, say); empty runs the one
 	// Binaries builds.
 	Binary string
@@ -122,7 +126,7 @@ type DaemonOptions struct {
 func StartDaemon(t testing.TB, opts DaemonOptions) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env, Binary: opts.Binary}
+	d := &Daemon{t: t, Socket: opts.Socket, BPFFS: opts.BPFFS, StateDir: opts.StateDir, Env: opts.Env, Binary: opts.Binary, extra: opts.ExtraFiles}
 	if d.Socket == "" {
 		d.Socket = filepath.Join(dir, "leafd.sock")
 	}
@@ -158,6 +162,7 @@ func (d *Daemon) start() {
 	}
 	d.cmd = exec.Command(bin, d.Args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.ExtraFiles = d.extra
 	if d.Env != nil {
 		d.cmd.Env = append(os.Environ(), d.Env...)
 	}
@@ -185,6 +190,9 @@ func (d *Daemon) start() {
 	}
 	d.t.Fatalf("leafd did not answer within 30s: %s", d.logs.String())
 }
+
+// PID is the running leafd's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // Logs returns what leafd logged so far.
 func (d *Daemon) Logs() string { return d.logs.String() }

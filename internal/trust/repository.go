@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
@@ -32,7 +33,12 @@ func (r *Repository) Name() string { return r.Inner.Name() }
 
 // Resolve resolves and verifies name@version.
 func (r *Repository) Resolve(name, version string) (*repository.Package, error) {
-	p, err := r.Inner.Resolve(name, version)
+	return r.ResolveContext(context.Background(), name, version)
+}
+
+// ResolveContext is Resolve with a context for the inner repository.
+func (r *Repository) ResolveContext(ctx context.Context, name, version string) (*repository.Package, error) {
+	p, err := repository.ResolveWith(ctx, r.Inner, name, version)
 	if err != nil {
 		return nil, err
 	}

@@ -5,17 +5,19 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"os"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // loadCRLs reads a CRL file (PEM blocks "X509 CRL", or one DER CRL) and
 // checks each is signed by a CA of the bundle: an unsigned or foreign CRL
 // is refused rather than trusted.
 func loadCRLs(path string, cas []*x509.Certificate) ([]*x509.RevocationList, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Public)
 	if err != nil {
 		return nil, fmt.Errorf("tls: CRL: %w", err)
 	}
+	data := f.Data
 	var ders [][]byte
 	rest := data
 	for {

@@ -37,6 +37,7 @@ type Watcher struct {
 	mu      sync.Mutex
 	server  *x509.Certificate
 	cas     []*x509.Certificate
+	crls    []*x509.RevocationList
 	clients map[string]*seenClient
 }
 
@@ -47,8 +48,19 @@ type seenClient struct {
 
 var (
 	descExpiry = prometheus.NewDesc("leaf_tls_cert_expiry_seconds",
-		"Seconds until a certificate expires (negative once expired), by kind (server, ca, client) and subject. Clients: the most recently seen only.",
+		"Seconds until a certificate expires (negative once expired), by kind (server, ca) and subject.",
 		[]string{"kind", "subject"}, nil)
+	// Clients are not named: /metrics answers anyone, and who talks to
+	// leafd (the admin's SPIFFE ID among them) is not for anyone.
+	descClientExpiry = prometheus.NewDesc("leaf_tls_client_cert_expiry_min_seconds",
+		"Seconds until the soonest-expiring of the recently seen client certificates expires (negative once expired); their names are in leafd's log.",
+		nil, nil)
+	descClientsExpiring = prometheus.NewDesc("leaf_tls_client_certs_expiring",
+		"Recently seen client certificates with less time left than the warning window (expired ones included).",
+		nil, nil)
+	descCRLNextUpdate = prometheus.NewDesc("leaf_tls_crl_next_update_seconds",
+		"Seconds until the CRL's nextUpdate (negative once it has passed and the CRL is stale), by issuer.",
+		[]string{"issuer"}, nil)
 	descWindow = prometheus.NewDesc("leaf_tls_cert_warning_window_seconds",
 		"The expiry warning window: leafd warns about certificates with less time left than this.", nil, nil)
 )
@@ -77,6 +89,32 @@ func (w *Watcher) SetServer(leaf *x509.Certificate, cas []*x509.Certificate) {
 	for _, ca := range cas {
 		w.warn(KindCA, ca)
 	}
+}
+
+// SetCRLs records the CRLs in force and warns at once about a stale one.
+func (w *Watcher) SetCRLs(crls []*x509.RevocationList) {
+	w.mu.Lock()
+	w.crls = crls
+	w.mu.Unlock()
+	w.warnCRLs()
+}
+
+func (w *Watcher) warnCRLs() {
+	w.mu.Lock()
+	crls := w.crls
+	w.mu.Unlock()
+	now := w.now()
+	for _, c := range crls {
+		if stale(c, now) {
+			w.log().Warn("CRL is stale: its nextUpdate has passed; revocations since are unknown to leafd", "issuer", c.Issuer.String(), "next_update", c.NextUpdate)
+		}
+	}
+}
+
+// stale reports whether a CRL's nextUpdate has passed (a CRL without one
+// never goes stale).
+func stale(c *x509.RevocationList, now time.Time) bool {
+	return !c.NextUpdate.IsZero() && now.After(c.NextUpdate)
 }
 
 // SeenClient records a verified client certificate, warning the first time
@@ -121,7 +159,7 @@ func (w *Watcher) evictLocked() {
 
 func clientSubject(cert *x509.Certificate) string {
 	if sans := auth.SANs(cert); len(sans) > 0 {
-		return sans[0].Name
+		return sans[0].Raw
 	}
 	return cert.Subject.String()
 }
@@ -147,6 +185,7 @@ func (w *Watcher) Check() {
 	for _, c := range w.clientList() {
 		w.warnTimes(KindClient, c.subject, c.notAfter)
 	}
+	w.warnCRLs()
 }
 
 func (w *Watcher) warn(kind string, cert *x509.Certificate) {
@@ -206,6 +245,9 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration, reload func()
 func (w *Watcher) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descExpiry
 	ch <- descWindow
+	ch <- descClientExpiry
+	ch <- descClientsExpiring
+	ch <- descCRLNextUpdate
 }
 
 // Collect implements prometheus.Collector: the seconds left are computed
@@ -229,8 +271,33 @@ func (w *Watcher) Collect(ch chan<- prometheus.Metric) {
 			gauge(KindCA, s, ca.NotAfter)
 		}
 	}
-	for _, c := range w.clientList() {
-		gauge(KindClient, c.subject, c.notAfter)
+	if clients := w.clientList(); len(clients) > 0 {
+		soonest, expiring := clients[0].notAfter, 0
+		for _, c := range clients {
+			soonest = minTime(soonest, c.notAfter)
+			if c.notAfter.Sub(now) < w.Window {
+				expiring++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descClientExpiry, prometheus.GaugeValue, soonest.Sub(now).Seconds())
+		ch <- prometheus.MustNewConstMetric(descClientsExpiring, prometheus.GaugeValue, float64(expiring))
+	}
+	w.mu.Lock()
+	crls := w.crls
+	w.mu.Unlock()
+	seenIssuer := map[string]bool{}
+	for _, c := range crls {
+		if issuer := c.Issuer.String(); !c.NextUpdate.IsZero() && !seenIssuer[issuer] {
+			seenIssuer[issuer] = true
+			ch <- prometheus.MustNewConstMetric(descCRLNextUpdate, prometheus.GaugeValue, c.NextUpdate.Sub(now).Seconds(), issuer)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descWindow, prometheus.GaugeValue, w.Window.Seconds())
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

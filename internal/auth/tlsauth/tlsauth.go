@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // Config says where the TLS material is.
@@ -27,6 +27,10 @@ type Config struct {
 	// CRLFile, if set, is a PEM or DER CRL (or several, PEM) signed by a CA
 	// of the bundle; certificates it lists are refused at the handshake.
 	CRLFile string
+	// RefuseStaleCRL refuses every client certificate while a CRL's
+	// nextUpdate has passed (fail closed); without it a stale CRL is still
+	// used, with a warning and a metric.
+	RefuseStaleCRL bool
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinVersion uint16
 	// RequireClientCert refuses the handshake without a client
@@ -57,7 +61,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	mat       *material
-	stamps    [4]fileStamp
+	stamps    [4]secretfile.Stat
 	lastCheck time.Time
 }
 
@@ -68,11 +72,6 @@ type material struct {
 	pool *x509.CertPool
 	cas  []*x509.Certificate
 	crls []*x509.RevocationList
-}
-
-type fileStamp struct {
-	ino, size uint64
-	mtime     time.Time
 }
 
 // reloadEvery bounds how often a handshake stats the files.
@@ -134,13 +133,79 @@ func (s *Server) verifyPeer(m *material, chains [][]*x509.Certificate) error {
 	if len(chains) == 0 {
 		return nil // no certificate (allowed only when tokens may be used)
 	}
-	for _, chain := range chains {
-		if err := checkRevoked(m.crls, chain); err != nil {
-			return err
-		}
+	if err := s.checkChains(m, chains); err != nil {
+		return err
 	}
 	if s.cfg.Watcher != nil {
 		s.cfg.Watcher.SeenClient(chains[0][0])
+	}
+	return nil
+}
+
+// requireClientAuth refuses a client certificate that does not name
+// clientAuth among its extended key usages. crypto/x509 treats a
+// certificate without the extension as good for every use; leafd does
+// not: a server or code-signing certificate from the same CA must not log
+// in.
+func requireClientAuth(c *x509.Certificate) error {
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return nil
+		}
+	}
+	return fmt.Errorf("client certificate %q has no clientAuth extended key usage", c.Subject)
+}
+
+// Recheck verifies a client certificate chain the handshake accepted
+// against the material in force now: the CA bundle and CRL as reloaded
+// since, the clientAuth usage, the validity period. It lets a request on
+// a kept-alive connection, or a long stream, end when the certificate no
+// longer holds.
+func (s *Server) Recheck(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return errors.New("no client certificate")
+	}
+	m := s.current()
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := chain[0].Verify(x509.VerifyOptions{Roots: m.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return fmt.Errorf("client certificate no longer verifies: %w", err)
+	}
+	return s.checkChains(m, chains)
+}
+
+// checkChains is what leafd adds to crypto/x509's verification of a
+// client's chains, at the handshake and on every recheck: the clientAuth
+// usage, a fresh CRL if required, and revocation.
+func (s *Server) checkChains(m *material, chains [][]*x509.Certificate) error {
+	if err := requireClientAuth(chains[0][0]); err != nil {
+		return err
+	}
+	if err := s.checkFresh(m); err != nil {
+		return err
+	}
+	for _, c := range chains {
+		if err := checkRevoked(m.crls, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFresh refuses client certificates while a CRL is stale, if so
+// configured.
+func (s *Server) checkFresh(m *material) error {
+	if !s.cfg.RefuseStaleCRL {
+		return nil
+	}
+	now := time.Now()
+	for _, c := range m.crls {
+		if stale(c, now) {
+			return fmt.Errorf("the CRL of %q is stale (nextUpdate %s passed) and refuseStaleCRL is set", c.Issuer, c.NextUpdate.Format(time.RFC3339))
+		}
 	}
 	return nil
 }
@@ -191,6 +256,7 @@ func (s *Server) installLocked(m *material) {
 	s.mat = m
 	if s.cfg.Watcher != nil {
 		s.cfg.Watcher.SetServer(m.leaf, m.cas)
+		s.cfg.Watcher.SetCRLs(m.crls)
 	}
 }
 
@@ -201,22 +267,29 @@ func (s *Server) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (s *Server) stat() [4]fileStamp {
-	var out [4]fileStamp
+// stat tells whether a file changed; what is loaded is read and checked
+// by secretfile.
+func (s *Server) stat() [4]secretfile.Stat {
+	var out [4]secretfile.Stat
 	for i, p := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.ClientCAFile, s.cfg.CRLFile} {
 		if p == "" {
 			continue
 		}
-		if fi, err := os.Stat(p); err == nil {
-			st := fi.Sys().(*syscall.Stat_t)
-			out[i] = fileStamp{ino: st.Ino, size: uint64(fi.Size()), mtime: fi.ModTime()}
-		}
+		out[i], _ = secretfile.StatPath(p)
 	}
 	return out
 }
 
 func load(cfg Config) (*material, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	certPEM, err := secretfile.Read(cfg.CertFile, secretfile.Public)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server certificate: %w", err)
+	}
+	keyPEM, err := secretfile.Read(cfg.KeyFile, secretfile.Private)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM.Data, keyPEM.Data)
 	if err != nil {
 		return nil, fmt.Errorf("tls: server certificate %s / key %s: %w", cfg.CertFile, cfg.KeyFile, err)
 	}
@@ -238,10 +311,11 @@ func load(cfg Config) (*material, error) {
 }
 
 func loadCAs(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	f, err := secretfile.Read(path, secretfile.Public)
 	if err != nil {
 		return nil, fmt.Errorf("tls: client CA bundle: %w", err)
 	}
+	data := f.Data
 	var cas []*x509.Certificate
 	for {
 		var block *pem.Block

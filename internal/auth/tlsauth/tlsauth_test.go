@@ -49,6 +49,8 @@ type world struct {
 func newWorld(t *testing.T, mutate func(*Config)) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir(), ca: pki.NewCA(t, "leaf test CA"), logs: &syncBuf{}}
+	// A fresh CRL is where the world's config may point (TestStaleCRL).
+	pki.WriteFile(t, filepath.Join(w.dir, "ca.crl"), w.ca.CRL(t))
 	w.server = w.ca.Issue(t, pki.Options{CN: "leafd", DNS: []string{"leafd.test"}, IPs: []string{"127.0.0.1"}})
 	cert, key := w.server.Write(t, w.dir, "server")
 	w.certFile = cert
@@ -75,7 +77,7 @@ func newWorld(t *testing.T, mutate func(*Config)) *world {
 				fmt.Fprint(rw, "no certificate")
 				return
 			}
-			fmt.Fprint(rw, auth.SANs(r.TLS.VerifiedChains[0][0])[0].Name)
+			fmt.Fprint(rw, auth.SANs(r.TLS.VerifiedChains[0][0])[0].Raw)
 		}),
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -136,6 +138,10 @@ func TestClientCertificates(t *testing.T) {
 		// even though the client sends the intermediate along.
 		{"public-CA-style chain", publicIntermediate.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}}), false},
 		{"no certificate", nil, false},
+		// crypto/x509 takes a certificate without EKU as good for any use.
+		{"no extended key usage", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, NoEKU: true}), false},
+		{"serverAuth only", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}), false},
+		{"clientAuth only", w.ca.Issue(t, pki.Options{DNS: []string{"ok.leaf.test"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -149,7 +155,7 @@ func TestClientCertificates(t *testing.T) {
 		})
 	}
 	// The refusals are in the log, for the operator.
-	if logs := w.logs.String(); !strings.Contains(logs, "TLS handshake error") {
+	if logs := w.logs.String(); !strings.Contains(logs, "TLS handshake error") || !strings.Contains(logs, "no clientAuth extended key usage") {
 		t.Errorf("handshake failures not logged:\n%s", logs)
 	}
 }
@@ -358,7 +364,17 @@ func TestExpiryWarningAndMetric(t *testing.T) {
 		}
 	}
 	near("leaf_tls_cert_expiry_seconds{kind=server,subject=leafd}", 10*24*time.Hour)
-	near("leaf_tls_cert_expiry_seconds{kind=client,subject=c.leaf.test}", 5*24*time.Hour)
+	near("leaf_tls_client_cert_expiry_min_seconds", 5*24*time.Hour)
+	near("leaf_tls_client_certs_expiring", 0) // one certificate: compared as a count below
+	if m["leaf_tls_client_certs_expiring"] != 1 {
+		t.Errorf("client certificates expiring: %v, want 1", m["leaf_tls_client_certs_expiring"])
+	}
+	// /metrics answers anyone: no client's name is in it.
+	for k := range m {
+		if strings.Contains(k, "c.leaf.test") || strings.Contains(k, "kind=client") {
+			t.Errorf("client identity in the metrics: %s", k)
+		}
+	}
 	near("leaf_tls_cert_expiry_seconds{kind=ca,subject=leaf test CA}", time.Until(w.ca.Cert.NotAfter))
 	near("leaf_tls_cert_warning_window_seconds", 30*24*time.Hour)
 
@@ -387,19 +403,52 @@ func TestClientCap(t *testing.T) {
 		w.SeenClient(ca.Issue(t, pki.Options{DNS: []string{fmt.Sprintf("c%d.test", i)}}).Cert)
 		time.Sleep(time.Millisecond)
 	}
-	m := gather(t, w)
-	n := 0
-	for k := range m {
-		if strings.Contains(k, "kind=client") {
-			n++
+	if got := len(w.clientList()); got != 3 {
+		t.Errorf("%d clients watched, want 3 (the cap)", got)
+	}
+	for _, c := range w.clientList() {
+		if c.subject == "c0.test" || c.subject == "c1.test" {
+			t.Errorf("oldest client %s kept over newer ones", c.subject)
 		}
 	}
-	if n != 3 {
-		t.Errorf("%d client series, want 3 (the cap)", n)
-	}
-	for _, keep := range []string{"c2.test", "c3.test", "c4.test"} {
-		if _, ok := m["leaf_tls_cert_expiry_seconds{kind=client,subject="+keep+"}"]; !ok {
-			t.Errorf("most recent client %s not kept: %v", keep, m)
+	for k := range gather(t, w) {
+		if strings.Contains(k, ".test") {
+			t.Errorf("client identity in the metrics: %s", k)
 		}
+	}
+}
+
+// TestStaleCRL: a CRL whose nextUpdate has passed is used with a warning
+// and a negative leaf_tls_crl_next_update_seconds; with RefuseStaleCRL
+// every client certificate is refused until a fresh CRL arrives.
+func TestStaleCRL(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refuse=%v", refuse), func(t *testing.T) {
+			w := newWorld(t, func(c *Config) {
+				c.CRLFile = filepath.Join(filepath.Dir(c.ClientCAFile), "ca.crl")
+				c.RefuseStaleCRL = refuse
+			})
+			good := w.ca.Issue(t, pki.Options{DNS: []string{"good.leaf.test"}})
+			if _, err := w.get(t, good); err != nil {
+				t.Fatalf("fresh CRL: %v", err)
+			}
+			pki.WriteFile(t, w.cfg.CRLFile, w.ca.CRLUntil(t, time.Now().Add(-time.Hour)))
+			if err := w.srv.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := w.get(t, good)
+			if refuse && err == nil {
+				t.Error("stale CRL with RefuseStaleCRL: certificate accepted")
+			}
+			if !refuse && err != nil {
+				t.Errorf("stale CRL: certificate refused: %v", err)
+			}
+			if !strings.Contains(w.logs.String(), "CRL is stale") {
+				t.Errorf("no warning about the stale CRL:\n%s", w.logs.String())
+			}
+			if v, ok := gather(t, w.watcher)["leaf_tls_crl_next_update_seconds{issuer=CN=leaf test CA}"]; !ok || v > -3000 {
+				t.Errorf("leaf_tls_crl_next_update_seconds = %v (present %v), want about -3600", v, ok)
+			}
+		})
 	}
 }

@@ -17,8 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
-	"time"
+
+	"github.com/leaf-ebpf/leaf/internal/secretfile"
 )
 
 // Key is a signing key and its ID (derived from the public key, so the
@@ -45,30 +45,24 @@ type KeyStore interface {
 
 // FileKeyStore reads a PEM (PKCS #8) Ed25519 private key from a file,
 // re-reading it whenever the file changes: replacing the file rotates the
-// key.
+// key. The file is read through secretfile: opened once without following
+// a link, checked on the descriptor, in a directory chain nobody else can
+// write.
 type FileKeyStore struct {
 	path string
-	euid int
 
 	mu    sync.Mutex
-	stamp fileStamp
+	stamp secretfile.Stat
 	key   Key
 	err   error
 }
 
-// fileStamp identifies a version of the file. ctime is in it because a
-// chmod changes nothing else, and a key made readable by others must stop
-// being used.
-type fileStamp struct {
-	ino, size    uint64
-	mtime, ctime time.Time
-}
-
 // OpenFile opens a key file. It fails if the file is missing, does not hold
-// an Ed25519 key, is not owned by leafd's user, or is readable or writable
-// by group or others.
+// an Ed25519 key, is owned by a user other than root or leafd's, is
+// readable or writable by group or others, or lies in a directory another
+// user could write.
 func OpenFile(path string) (*FileKeyStore, error) {
-	ks := &FileKeyStore{path: path, euid: os.Geteuid()}
+	ks := &FileKeyStore{path: path}
 	if _, err := ks.Current(); err != nil {
 		return nil, err
 	}
@@ -93,50 +87,29 @@ func OpenCredential(name string) (*FileKeyStore, error) {
 func (ks *FileKeyStore) Describe() string { return "file " + ks.path }
 
 // Current returns the key, re-reading the file if it changed since the
-// last call. A stat per call is cheap next to a signature check.
+// last call. A stat per call is cheap next to a signature check; it only
+// decides whether to read again, what is used is checked on the
+// descriptor it was read from.
 func (ks *FileKeyStore) Current() (Key, error) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	fi, err := os.Stat(ks.path)
+	stamp, err := secretfile.StatPath(ks.path)
 	if err != nil {
 		ks.err = fmt.Errorf("token key: %w", err)
-		ks.stamp = fileStamp{}
+		ks.stamp = secretfile.Stat{}
 		return Key{}, ks.err
 	}
-	st := fi.Sys().(*syscall.Stat_t)
-	stamp := fileStamp{ino: st.Ino, size: uint64(fi.Size()), mtime: fi.ModTime(), ctime: time.Unix(st.Ctim.Unix())}
-	if stamp == ks.stamp {
-		return ks.key, ks.err
+	if stamp == ks.stamp && ks.err == nil {
+		return ks.key, nil
 	}
-	ks.stamp = stamp
-	ks.key, ks.err = ks.load(fi, st)
-	return ks.key, ks.err
-}
-
-func (ks *FileKeyStore) load(fi os.FileInfo, st *syscall.Stat_t) (Key, error) {
-	if err := CheckKeyFileMode(ks.path, fi.Mode(), st.Uid, ks.euid); err != nil {
-		return Key{}, err
-	}
-	data, err := os.ReadFile(ks.path)
+	f, err := secretfile.Read(ks.path, secretfile.Private)
 	if err != nil {
-		return Key{}, fmt.Errorf("token key: %w", err)
+		ks.key, ks.err, ks.stamp = Key{}, fmt.Errorf("token key %w", err), secretfile.Stat{}
+		return Key{}, ks.err
 	}
-	return ParseKey(data)
-}
-
-// CheckKeyFileMode refuses a key file that anyone but its owner could
-// read or change, or that another user owns.
-func CheckKeyFileMode(path string, mode os.FileMode, owner uint32, euid int) error {
-	if !mode.IsRegular() {
-		return fmt.Errorf("token key %s: not a regular file", path)
-	}
-	if perm := mode.Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("token key %s: mode %04o lets group or others read or write it; chmod 600 %s", path, perm, path)
-	}
-	if int(owner) != euid {
-		return fmt.Errorf("token key %s: owned by uid %d, not by leafd's uid %d", path, owner, euid)
-	}
-	return nil
+	ks.stamp = f.Stat
+	ks.key, ks.err = ParseKey(f.Data)
+	return ks.key, ks.err
 }
 
 // ParseKey reads a PEM "PRIVATE KEY" (PKCS #8) holding an Ed25519 key, as

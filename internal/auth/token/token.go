@@ -35,12 +35,20 @@ type Service struct {
 	DefaultTTL, MaxTTL time.Duration
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// KeyProblem, if set, learns why the signing key is unusable (its
+	// path, mode, owner): that is for leafd's log, never for the caller
+	// of a 401.
+	KeyProblem func(error)
 }
 
 type claims struct {
 	Role string `json:"role"`
 	jwt.RegisteredClaims
 }
+
+// ErrKeyUnavailable is what a token caller learns when leafd cannot use
+// its signing key; the reason goes to leafd's log only.
+var ErrKeyUnavailable = errors.New("token rejected: leafd cannot use its token signing key now (its log says why)")
 
 // ErrBadRequest marks a token request that cannot be honoured (bad role,
 // subject or TTL): the caller's fault, a 400.
@@ -127,7 +135,10 @@ func newID() string {
 func (s *Service) Verify(raw string) (auth.Identity, error) {
 	key, err := s.Keys.Current()
 	if err != nil {
-		return auth.Identity{}, fmt.Errorf("token signing key unavailable: %w", err)
+		if s.KeyProblem != nil {
+			s.KeyProblem(err)
+		}
+		return auth.Identity{}, ErrKeyUnavailable
 	}
 	var c claims
 	_, err = jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
@@ -150,8 +161,13 @@ func (s *Service) Verify(raw string) (auth.Identity, error) {
 	if rec.RevokedAt != nil {
 		return auth.Identity{}, fmt.Errorf("token rejected: token %s was revoked at %s", rec.ID, rec.RevokedAt.Format(time.RFC3339))
 	}
+	// The record's expiry rules, whatever the token says: a token leafd
+	// signed cannot claim a longer life than leafd recorded.
+	if !s.now().Before(rec.ExpiresAt) {
+		return auth.Identity{}, fmt.Errorf("token rejected: token %s expired at %s", rec.ID, rec.ExpiresAt.Format(time.RFC3339))
+	}
 	role, err := auth.ParseRole(c.Role)
-	if err != nil || rec.Role != c.Role || rec.Subject != c.Subject {
+	if err != nil || rec.Role != c.Role || rec.Subject != c.Subject || c.ExpiresAt == nil || c.ExpiresAt.Unix() != rec.ExpiresAt.Unix() {
 		return auth.Identity{}, fmt.Errorf("token rejected: claims of token %s do not match leafd's record", rec.ID)
 	}
 	return auth.Identity{Via: auth.ViaToken, Subject: c.Subject, Role: role, Key: "token:" + c.ID, TokenID: c.ID}, nil

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,7 +223,7 @@ func TestRotationInvalidatesOlderTokens(t *testing.T) {
 	}
 	// A key file made readable by others stops all tokens (fail closed).
 	os.Chmod(path, 0o644)
-	if _, err := s.Verify(fresh.Token); err == nil || !strings.Contains(err.Error(), "group or others") {
+	if _, err := s.Verify(fresh.Token); !errors.Is(err, ErrKeyUnavailable) {
 		t.Errorf("key readable by others: %v", err)
 	}
 }
@@ -251,5 +252,58 @@ func TestAlgorithmConfusion(t *testing.T) {
 		if _, err := s.Verify(tok); err == nil {
 			t.Errorf("%s token: accepted", name)
 		}
+	}
+}
+
+// TestExpiryFromTheRecord: the token's exp claim is compared with leafd's
+// record of it. A token re-signed with the key (stolen, or a rotation
+// gone wrong) claiming a longer life than leafd recorded is refused, and
+// so is any token past the record's expiry, whatever it claims.
+func TestExpiryFromTheRecord(t *testing.T) {
+	s, _, st := newService(t)
+	key, _ := s.Keys.Current()
+	tok, err := s.Issue(v1.TokenRequest{Subject: "ci", Role: "reader", TTL: "1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	longer := claims{Role: "reader", RegisteredClaims: jwt.RegisteredClaims{Issuer: issuer, Subject: "ci", ID: tok.Info.ID,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(365 * 24 * time.Hour))}}
+	j := jwt.NewWithClaims(jwt.SigningMethodEdDSA, longer)
+	j.Header["kid"] = key.ID
+	signed, _ := j.SignedString(key.Private)
+	if _, err := s.Verify(signed); err == nil || !strings.Contains(err.Error(), "do not match leafd's record") {
+		t.Errorf("token claiming a year when leafd recorded a minute: %v", err)
+	}
+	// The record ended already; the token claims another hour.
+	st.PutToken(store.TokenRecord{ID: "ended", Subject: "ci", Role: "reader", KeyID: key.ID, IssuedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Second)})
+	late := claims{Role: "reader", RegisteredClaims: jwt.RegisteredClaims{Issuer: issuer, Subject: "ci", ID: "ended",
+		IssuedAt: jwt.NewNumericDate(now.Add(-time.Hour)), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}}
+	j = jwt.NewWithClaims(jwt.SigningMethodEdDSA, late)
+	j.Header["kid"] = key.ID
+	signed, _ = j.SignedString(key.Private)
+	if _, err := s.Verify(signed); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("token past its recorded expiry: %v", err)
+	}
+}
+
+// TestKeyProblemStaysInTheLog: when the key file turns unusable (made
+// readable by others), a token caller's 401 says only that the key is
+// unusable; the path and mode go to leafd's log.
+func TestKeyProblemStaysInTheLog(t *testing.T) {
+	s, path, _ := newService(t)
+	tok, err := s.Issue(v1.TokenRequest{Subject: "a", Role: "reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged error
+	s.KeyProblem = func(err error) { logged = err }
+	os.Chmod(path, 0o644)
+	_, err = s.Verify(tok.Token)
+	if err == nil || strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "0644") {
+		t.Errorf("caller is told %v, want no path or mode", err)
+	}
+	if logged == nil || !strings.Contains(logged.Error(), path) || !strings.Contains(logged.Error(), "0644") {
+		t.Errorf("log got %v, want the path and mode", logged)
 	}
 }

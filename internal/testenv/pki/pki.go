@@ -10,11 +10,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,10 +48,19 @@ type Options struct {
 	CN string
 	// Org is the subject's organizations (Kubernetes reads them as the
 	// user's groups).
-	Org       []string
-	DNS       []string
-	URIs      []string
-	IPs       []string
+	Org  []string
+	DNS  []string
+	URIs []string
+	IPs  []string
+	// RawSANs are written into the SAN extension byte for byte, as
+	// "DNS:name" or "URI:name", without crypto/x509's parsing (which
+	// would normalise a URI): for certificates a careless or hostile CA
+	// issues. DNS, URIs and IPs must be empty with it.
+	RawSANs []string
+	// EKU replaces the default extended key usages (serverAuth and
+	// clientAuth); NoEKU leaves the extension out.
+	EKU       []x509.ExtKeyUsage
+	NoEKU     bool
 	NotBefore time.Time
 	NotAfter  time.Time
 }
@@ -132,6 +143,15 @@ func (ca *CA) Issue(t testing.TB, o Options) *Leaf {
 	for _, ip := range o.IPs {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, parseIP(t, ip))
 	}
+	if o.RawSANs != nil {
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, rawSANs(t, o.RawSANs))
+	}
+	if o.EKU != nil {
+		tmpl.ExtKeyUsage = o.EKU
+	}
+	if o.NoEKU {
+		tmpl.ExtKeyUsage = nil
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -143,10 +163,17 @@ func (ca *CA) Issue(t testing.TB, o Options) *Leaf {
 	return l
 }
 
-// CRL returns a PEM CRL of ca revoking the given certificates.
+// CRL returns a PEM CRL of ca revoking the given certificates, valid for
+// a day.
 func (ca *CA) CRL(t testing.TB, revoked ...*Leaf) []byte {
 	t.Helper()
-	tmpl := &x509.RevocationList{Number: big.NewInt(serial.Add(1)), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour)}
+	return ca.CRLUntil(t, time.Now().Add(24*time.Hour), revoked...)
+}
+
+// CRLUntil is CRL with the given nextUpdate (in the past: a stale CRL).
+func (ca *CA) CRLUntil(t testing.TB, next time.Time, revoked ...*Leaf) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(serial.Add(1)), ThisUpdate: next.Add(-48 * time.Hour), NextUpdate: next}
 	for _, l := range revoked {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: l.Cert.SerialNumber, RevocationTime: time.Now()})
 	}
@@ -212,4 +239,23 @@ func mustParse(t testing.TB, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// rawSANs encodes a SAN extension holding the names exactly as given.
+func rawSANs(t testing.TB, names []string) pkix.Extension {
+	t.Helper()
+	var seq []asn1.RawValue
+	for _, n := range names {
+		typ, v, _ := strings.Cut(n, ":")
+		tag := map[string]int{"DNS": 2, "URI": 6}[typ]
+		if tag == 0 {
+			t.Fatalf("raw SAN %q: want DNS:… or URI:…", n)
+		}
+		seq = append(seq, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: tag, Bytes: []byte(v)})
+	}
+	der, err := asn1.Marshal(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: der}
 }
