@@ -138,6 +138,8 @@ func Start(t testing.TB) *Cluster {
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file=" + saPub,
 		"--service-account-signing-key-file=" + saKey, "--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.96.0.0/16", "--v=0",
+		// As every cluster that runs privileged DaemonSets (CNI, CSI, leaf).
+		"--allow-privileged=true",
 	}
 	c.Admin = c.Config(t, "leaf-test-admin", "system:masters")
 	c.StartAPIServer()
