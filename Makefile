@@ -9,7 +9,7 @@ ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -fno-ident \
 	-fdebug-prefix-map=$(CURDIR)=. -I$(ARCH_INCLUDE)
 
-BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
+BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/l3af/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 

@@ -52,10 +52,14 @@ const (
 type ChainKind int
 
 const (
-	// Leaf is leaf's chain: N copies of the unmodified step program,
-	// each rewritten by chain.Rewrite with its own leaf_chain_next map,
-	// member i wired to member i+1.
+	// Leaf is leaf's tail-call chain: N copies of the unmodified step
+	// program, each rewritten by chain.Rewrite with its own
+	// leaf_chain_next map, member i wired to member i+1.
 	Leaf ChainKind = iota
+	// Fused is leaf's fused chain: one program chain.Fuse builds from N
+	// copies of the unmodified step program, each with its own global
+	// data (its slot constant).
+	Fused
 	// Single is one program doing the N steps inline.
 	Single
 	// L3afd is a root program tail-calling the first of N cooperative
@@ -71,13 +75,15 @@ const (
 func (k ChainKind) String() string {
 	switch k {
 	case Leaf:
-		return "leaf chain"
+		return "leaf tail calls"
+	case Fused:
+		return "leaf fused"
 	case Single:
 		return "single program"
 	case L3afd:
 		return "l3afd-style"
 	case Leafd:
-		return "leaf chain via leafd"
+		return "leafd's chain"
 	}
 	return fmt.Sprintf("ChainKind(%d)", int(k))
 }
@@ -118,7 +124,7 @@ func LoadChainBench(sizes []int) (_ *ChainBench, err error) {
 		if n < 1 || n > maxSteps {
 			return nil, fmt.Errorf("chain size %d: want 1 to %d", n, maxSteps)
 		}
-		for _, k := range []ChainKind{Leaf, Single, L3afd} {
+		for _, k := range []ChainKind{Leaf, Fused, Single, L3afd} {
 			steps, err := c.newSteps()
 			if err != nil {
 				return nil, err
@@ -127,6 +133,8 @@ func LoadChainBench(sizes []int) (_ *ChainBench, err error) {
 			switch k {
 			case Leaf:
 				p, err = c.leafChain(n, steps)
+			case Fused:
+				p, err = c.fusedChain(n, steps)
 			case Single:
 				p, _, err = c.load(fmt.Sprintf("xdp_single_%d", n), 0, steps)
 			case L3afd:
@@ -260,6 +268,98 @@ func (c *ChainBench) leafChain(n int, steps *ebpf.Map) (*ebpf.Program, error) {
 		}
 	}
 	return progs[0], nil
+}
+
+// fusedChain loads n copies of the unmodified step program fused into
+// one program, the way leafd loads a fused chain (internal/applier: one
+// copy of the spec per member, chain.Fuse, every member's steps map the
+// shared one). It returns the program.
+func (c *ChainBench) fusedChain(n int, steps *ebpf.Map) (*ebpf.Program, error) {
+	spec, err := fusedChainSpec(c.spec, n)
+	if err != nil {
+		return nil, err
+	}
+	replacements := map[string]*ebpf.Map{}
+	for i := range n {
+		replacements[chain.MemberMap(i, stepsMap)] = steps
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	p := coll.Programs[chain.FusedProgram]
+	delete(coll.Programs, chain.FusedProgram)
+	coll.Close()
+	c.closers = append(c.closers, p)
+	return p, nil
+}
+
+// fusedChainSpec is the fused chain of n copies of the step program of
+// spec (chainbench.bpf.o), member i counting in slot i mod 16, with only
+// the maps the step uses.
+func fusedChainSpec(spec *ebpf.CollectionSpec, n int) (*ebpf.CollectionSpec, error) {
+	members := make([]chain.Member, n)
+	for i := range n {
+		ms := &ebpf.CollectionSpec{
+			Maps:      map[string]*ebpf.MapSpec{stepsMap: spec.Maps[stepsMap].Copy(), ".rodata": spec.Maps[".rodata"].Copy()},
+			Variables: map[string]*ebpf.VariableSpec{ChainSlotConst: spec.Variables[ChainSlotConst].Copy()},
+			Programs:  map[string]*ebpf.ProgramSpec{ChainStepProgram: spec.Programs[ChainStepProgram].Copy()},
+			Types:     spec.Types,
+			ByteOrder: spec.ByteOrder,
+		}
+		if err := ms.Variables[ChainSlotConst].Set(uint32(i % maxSteps)); err != nil {
+			return nil, err
+		}
+		members[i] = chain.Member{Spec: ms, Function: ChainStepProgram, ProceedOn: desired.DefaultProceedOn(manifest.HookXDP)}
+	}
+	return chain.Fuse(members, chain.FuseOptions{})
+}
+
+// FusedLoad is what loading a fused chain of N members costs.
+type FusedLoad struct {
+	N int
+	// Insns is the fused program's length; Verified the instructions the
+	// verifier processed (0 if the kernel does not say).
+	Insns, Verified int
+	// Median is the median time of chain.Fuse plus loading (map creation
+	// and verification), over the runs.
+	Median time.Duration
+}
+
+// MeasureFusedLoads builds and loads fused chains of each size rounds
+// times and reports the median time of each.
+func MeasureFusedLoads(sizes []int, rounds int) ([]FusedLoad, error) {
+	base, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(chainObject))
+	if err != nil {
+		return nil, err
+	}
+	var out []FusedLoad
+	for _, n := range sizes {
+		fl := FusedLoad{N: n}
+		var times []float64
+		for range rounds {
+			t0 := time.Now()
+			spec, err := fusedChainSpec(base, n)
+			if err != nil {
+				return nil, fmt.Errorf("fuse %d: %w", n, err)
+			}
+			coll, err := ebpf.NewCollection(spec)
+			if err != nil {
+				return nil, fmt.Errorf("load the fused chain of %d: %w", n, err)
+			}
+			times = append(times, float64(time.Since(t0)))
+			fl.Insns = len(spec.Programs[chain.FusedProgram].Instructions)
+			if info, err := coll.Programs[chain.FusedProgram].Info(); err == nil {
+				if v, ok := info.VerifiedInstructions(); ok {
+					fl.Verified = int(v)
+				}
+			}
+			coll.Close()
+		}
+		fl.Median = time.Duration(median(times))
+		out = append(out, fl)
+	}
+	return out, nil
 }
 
 // l3afdChain builds the chain the way l3afd does: a root program whose

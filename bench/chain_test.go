@@ -23,7 +23,7 @@ func TestChainBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []ChainKind{Leaf, Single, L3afd} {
+	for _, k := range []ChainKind{Leaf, Fused, Single, L3afd} {
 		for _, n := range ChainSizes {
 			if len(res.Samples[k][n]) != 3 {
 				t.Errorf("%s of %d: %d samples, want 3", k, n, len(res.Samples[k][n]))
@@ -38,6 +38,19 @@ func TestChainBench(t *testing.T) {
 	}
 	if _, ok := res.PerHop(Leaf, 10); !ok {
 		t.Error("no per-hop cost of a chain of 10")
+	}
+}
+
+// TestMeasureFusedLoads builds and loads the largest fused chain (32
+// members, the tail-call limit) and a small one.
+func TestMeasureFusedLoads(t *testing.T) {
+	testenv.RequireKernel(t)
+	loads, err := MeasureFusedLoads([]int{2, 32}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loads) != 2 || loads[1].N != 32 || loads[1].Insns <= loads[0].Insns || loads[1].Median <= 0 {
+		t.Fatalf("loads %+v", loads)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/leaf-ebpf/leaf/client"
 	"github.com/leaf-ebpf/leaf/internal/chain"
+	"github.com/leaf-ebpf/leaf/internal/desired"
 )
 
 // ChainPackage is the package the leafd chain benchmark applies: the step
@@ -73,9 +74,10 @@ func ChainDocument(netns string, ifaces []string, sizes []int) []byte {
 // LeafdChains applies ChainDocument through leafd (whose repositories
 // must include WriteChainRepository's) and returns, by size, the program
 // the kernel runs first on each hook: the program of the hook's link, as
-// leafd's status names it. It checks that following the leaf_chain_next
-// maps from there visits exactly n programs. The caller closes the
-// programs.
+// leafd's status names it. It checks that the chain has n members: all
+// fused into that program, or, for a tail-call chain, that following the
+// leaf_chain_next maps from there visits exactly n programs. The caller
+// closes the programs.
 func LeafdChains(ctx context.Context, c *client.Client, netns string, ifaces []string, sizes []int) (map[int]*ebpf.Program, error) {
 	if len(ifaces) < len(sizes) {
 		return nil, fmt.Errorf("%d interfaces for %d chains", len(ifaces), len(sizes))
@@ -96,8 +98,12 @@ func LeafdChains(ctx context.Context, c *client.Client, netns string, ifaces []s
 		return nil, err
 	}
 	links := map[string]uint32{}
+	progs := map[string]uint32{}
+	fused := map[string]bool{}
 	for _, a := range st.Attachments {
 		links[a.Name] = a.LinkID
+		progs[a.Name] = a.ProgramID
+		fused[a.Name] = a.Chain != nil && a.Chain.Mode == desired.ChainModeFused
 	}
 	out := map[int]*ebpf.Program{}
 	fail := func(err error) (map[int]*ebpf.Program, error) {
@@ -117,6 +123,19 @@ func LeafdChains(ctx context.Context, c *client.Client, netns string, ifaces []s
 			return fail(fmt.Errorf("%s: %w", first, err))
 		}
 		out[n] = p
+		if fused[first] {
+			// One program: every member's status names it.
+			for j := range n {
+				name := fmt.Sprintf("c%d-%02d", n, j)
+				if !fused[name] || progs[name] == 0 || progs[name] != progs[first] {
+					return fail(fmt.Errorf("%s is not fused into %s's program %d", name, first, progs[first]))
+				}
+			}
+			if pid, err := programID(p); err != nil || uint32(pid) != progs[first] {
+				return fail(fmt.Errorf("the hook of the chain of %d runs program %d, not the fused program %d (%v)", n, pid, progs[first], err))
+			}
+			continue
+		}
 		got, err := chainLength(p)
 		if err != nil {
 			return fail(fmt.Errorf("chain of %d: %w", n, err))
@@ -126,6 +145,15 @@ func LeafdChains(ctx context.Context, c *client.Client, netns string, ifaces []s
 		}
 	}
 	return out, nil
+}
+
+func programID(p *ebpf.Program) (ebpf.ProgramID, error) {
+	info, err := p.Info()
+	if err != nil {
+		return 0, err
+	}
+	id, _ := info.ID()
+	return id, nil
 }
 
 // linkProgram opens the program a link runs.

@@ -442,10 +442,11 @@ func TestClientTypedEndToEnd(t *testing.T) {
 	for _, pk := range pkgs {
 		byName[pk.Name] = pk
 	}
-	if len(pkgs) != 4 {
-		t.Errorf("%d packages, want the 4 built-ins: %+v", len(pkgs), pkgs)
+	builtins := []string{"portfilter", "pktcount", "execcount", "callcount", "firewall", "ratelimit", "connlimit", "mirror", "flowexport"}
+	if len(pkgs) != len(builtins) {
+		t.Errorf("%d packages, want the %d built-ins: %+v", len(pkgs), len(builtins), pkgs)
 	}
-	for _, name := range []string{"portfilter", "pktcount", "execcount", "callcount"} {
+	for _, name := range builtins {
 		pk, ok := byName[name]
 		if !ok {
 			t.Errorf("package %s missing", name)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -200,4 +201,31 @@ func oversizeDoc(n int) []byte {
 		atts[i] = fmt.Sprintf("name: many-%d\npackage: execcount@1.0.0\nhook: {type: tracepoint, tracepoint: sched/sched_process_exec}", i)
 	}
 	return doc(atts...)
+}
+
+// TestAltnameIsTheSameInterface chains two programs on one interface, one
+// named by the interface's main name and one by an altname: they share
+// one chain (one XDP program on the interface, the chain of two), rather
+// than the second finding the hook taken.
+func TestAltnameIsTheSameInterface(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	alt := "leafalt" + p.IfB[len(p.IfB)-4:]
+	if out, err := exec.Command("ip", "-n", p.NsB, "link", "property", "add", "dev", p.IfB, "altname", alt).CombinedOutput(); err != nil {
+		t.Skipf("cannot add an altname: %v: %s", err, out)
+	}
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
+	byAlt := fmt.Sprintf("name: m2\npackage: seqcount@1.0.0\nprogram: seq_xdp\npriority: 2\nhook: {type: xdp, interface: %s, netns: %s}", alt, p.NsB)
+	apply(t, d, doc(member{name: "m1", priority: 1}.yaml(p), byAlt))
+	st := status(t, d)
+	if st["m1"].Chain == nil || st["m1"].Chain.Length != 2 || st["m2"].Chain == nil || st["m2"].Chain.Position != 2 {
+		t.Fatalf("m1 %+v, m2 %+v: want one chain of two", st["m1"].Chain, st["m2"].Chain)
+	}
+	if got := xdpProgID(t, p.NsB, p.IfB); got != st["m1"].ProgramID {
+		t.Fatalf("the interface runs program %d, the chain's first member is %d", got, st["m1"].ProgramID)
+	}
+	// Applying the same document again changes nothing.
+	if res := apply(t, d, doc(member{name: "m1", priority: 1}.yaml(p), byAlt)); res.Changed {
+		t.Fatalf("re-apply changed %+v", res.Actions)
+	}
 }

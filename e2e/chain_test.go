@@ -18,7 +18,9 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/client"
+	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
@@ -56,12 +58,18 @@ type member struct {
 	name, pkg, program string
 	priority           int
 	hookType           string
+	// chainMode is the hook's chainMode ("": not set, auto).
+	chainMode string
 }
 
 func (m member) yaml(p *testenv.Pair) string {
-	hook := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	mode := ""
+	if m.chainMode != "" {
+		mode = ", chainMode: " + m.chainMode
+	}
+	hook := fmt.Sprintf("{type: xdp, interface: %s, netns: %s%s}", p.IfB, p.NsB, mode)
 	if m.hookType == "tc" {
-		hook = fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB)
+		hook = fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s%s}", p.IfB, p.NsB, mode)
 	}
 	pkg := m.pkg
 	if pkg == "" {
@@ -159,16 +167,26 @@ func chainOrder(t *testing.T, d *testenv.Daemon) []string {
 // upgrade a member, reorder, remove one, and kill and restart leafd. Every
 // member sees every packet it should exactly once: members present from
 // the start see all of them, and members inserted or removed midway see
-// one unbroken run.
+// one unbroken run. It runs for a tail-call chain (with an L3AF
+// cooperative member) and for a fused chain.
 func TestChainChangesUnderTraffic(t *testing.T) {
 	testenv.RequireKernel(t)
+	for _, mode := range []string{desired.ChainModeTailCall, desired.ChainModeFused} {
+		t.Run(mode, func(t *testing.T) { chainChangesUnderTraffic(t, mode) })
+	}
+}
+
+func chainChangesUnderTraffic(t *testing.T, mode string) {
 	p := testenv.NewPair(t)
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t, "1.1.0")})
 
-	m20 := member{name: "m20", priority: 20}
-	m10 := member{name: "m10", priority: 10}
-	m30 := member{name: "m30", priority: 30, pkg: "l3afcoop@1.0.0", program: "coop_xdp"}
-	m25 := member{name: "m25", priority: 25}
+	m20 := member{name: "m20", priority: 20, chainMode: mode}
+	m10 := member{name: "m10", priority: 10, chainMode: mode}
+	m30 := member{name: "m30", priority: 30, chainMode: mode, pkg: "l3afcoop@1.0.0", program: "coop_xdp"}
+	if mode == desired.ChainModeFused {
+		m30.pkg, m30.program = "", ""
+	}
+	m25 := member{name: "m25", priority: 25, chainMode: mode}
 
 	step := func(want []string, ms ...member) {
 		t.Helper()
@@ -180,6 +198,7 @@ func TestChainChangesUnderTraffic(t *testing.T) {
 		if kernel := xdpProgID(t, p.NsB, p.IfB); kernel != st[want[0]].ProgramID {
 			t.Fatalf("kernel runs XDP program %d, leaf says the first member is %s (%d)", kernel, want[0], st[want[0]].ProgramID)
 		}
+		checkMode(t, st, want, mode)
 		time.Sleep(120 * time.Millisecond)
 	}
 
@@ -187,7 +206,7 @@ func TestChainChangesUnderTraffic(t *testing.T) {
 	stream := p.StartStream(t, 9000, time.Millisecond)
 	time.Sleep(120 * time.Millisecond)
 	step([]string{"m10", "m20"}, m10, m20)                         // insert at the front
-	step([]string{"m10", "m20", "m30"}, m10, m20, m30)             // at the end (a cooperative member)
+	step([]string{"m10", "m20", "m30"}, m10, m20, m30)             // at the end
 	step([]string{"m10", "m20", "m25", "m30"}, m10, m20, m25, m30) // in the middle
 	before := status(t, d)["m20"].ProgramID
 	m20.pkg = "seqcount@1.1.0"
@@ -235,6 +254,75 @@ func TestChainChangesUnderTraffic(t *testing.T) {
 		m25seen[seq] = uint64(n)
 	}
 	checkExactlyOnce(t, "m25", m25seen, -1, 0)
+}
+
+// checkMode asserts that the chain runs in the mode asked for: fused, one
+// program the kernel runs for every member; or tail calls, each member a
+// program of its own linked to the next.
+func checkMode(t *testing.T, st map[string]v1.AttachmentStatus, order []string, mode string) {
+	t.Helper()
+	for i, n := range order {
+		c := st[n].Chain
+		switch {
+		case mode == desired.ChainModeFused && (c.Mode != "fused" || st[n].ProgramID != st[order[0]].ProgramID):
+			t.Fatalf("%s: mode %s (%s), program %d; want fused into program %d", n, c.Mode, c.ModeReason, st[n].ProgramID, st[order[0]].ProgramID)
+		case mode == desired.ChainModeTailCall && (c.Mode == "fused" || i+1 < len(order) && c.NextProgramID != st[order[i+1]].ProgramID):
+			t.Fatalf("%s: mode %s, next program %d; want tail calls to %s", n, c.Mode, c.NextProgramID, order[min(i+1, len(order)-1)])
+		}
+		if c.Length != len(order) || c.Position != i+1 {
+			t.Fatalf("%s: position %d of %d, want %d of %d", n, c.Position, c.Length, i+1, len(order))
+		}
+	}
+}
+
+// TestChainModeSwitchUnderTraffic switches a chain between fused and tail
+// calls, and upgrades a fused member, while a numbered stream flows: every
+// member sees every packet exactly once, and its map (the "seen" set)
+// carries over every switch, since both modes use the member's same maps.
+func TestChainModeSwitchUnderTraffic(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t, "1.1.0")})
+	ms := []member{{name: "s1", priority: 1}, {name: "s2", priority: 2}, {name: "s3", priority: 3}}
+	order := []string{"s1", "s2", "s3"}
+	step := func(mode, want string) {
+		t.Helper()
+		for i := range ms {
+			ms[i].chainMode = mode
+		}
+		apply(t, d, chainDoc(p, ms...))
+		st := status(t, d)
+		checkMode(t, st, order, want)
+		if kernel := xdpProgID(t, p.NsB, p.IfB); kernel != st["s1"].ProgramID {
+			t.Fatalf("kernel runs XDP program %d, leaf says %d", kernel, st["s1"].ProgramID)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	step("", desired.ChainModeFused) // auto: every member can be fused
+	stream := p.StartStream(t, 9000, time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
+	step(desired.ChainModeTailCall, desired.ChainModeTailCall)
+	step(desired.ChainModeFused, desired.ChainModeFused)
+	fusedID := status(t, d)["s2"].ProgramID
+	ms[1].pkg = "seqcount@1.1.0" // a new fused version
+	step(desired.ChainModeFused, desired.ChainModeFused)
+	if status(t, d)["s2"].ProgramID == fusedID {
+		t.Fatal("upgrading a member did not build a new fused program")
+	}
+	step(desired.ChainModeTailCall, desired.ChainModeTailCall)
+	st := status(t, d)
+	if st["s1"].Chain.ModeReason == "" {
+		t.Error("a tail-call chain does not say why it is not fused")
+	}
+	step("", desired.ChainModeFused)
+	sent, lost, dup := stream.Stop()
+	t.Logf("%d datagrams through 5 mode switches", sent)
+	if len(lost) > 0 || len(dup) > 0 {
+		t.Fatalf("receiver: %d lost (first %v), %d duplicated", len(lost), first(lost), len(dup))
+	}
+	for _, n := range order {
+		checkExactlyOnce(t, n, seen(t, d, n), 0, sent)
+	}
 }
 
 // TestChainEqualPrioritiesOrderByName: the order never depends on the
@@ -424,9 +512,9 @@ func TestChainStatusAgreesWithBpftool(t *testing.T) {
 	}
 }
 
-// chainFixture writes a package around one function of the chain test
-// object.
-func chainFixture(t *testing.T, function string) string {
+// chainFixture writes a package around functions of the chain test
+// object: programs p (the first), p1, p2, ...
+func chainFixture(t *testing.T, functions ...string) string {
 	t.Helper()
 	repo := t.TempDir()
 	dir := filepath.Join(repo, "fixture")
@@ -437,15 +525,21 @@ func chainFixture(t *testing.T, function string) string {
 	}
 	os.WriteFile(filepath.Join(dir, "members.bpf.o"), obj, 0o644)
 	os.WriteFile(filepath.Join(dir, "README.md"), []byte("fixture\n"), 0o644)
-	manifest := fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
+	manifest := fmt.Sprint(`apiVersion: leaf.dev/v1alpha1
 kind: Package
 name: fixture
 version: 1.0.0
 description: test fixture
 license: GPL-2.0-only
 programs:
-  - {name: p, object: members.bpf.o, function: %s, type: xdp, hooks: [xdp]}
-`, function)
+`)
+	for i, fn := range functions {
+		name := "p"
+		if i > 0 {
+			name = fmt.Sprint("p", i)
+		}
+		manifest += fmt.Sprintf("  - {name: %s, object: members.bpf.o, function: %s, type: xdp, hooks: [xdp]}\n", name, fn)
+	}
 	os.WriteFile(filepath.Join(dir, "leaf.yaml"), []byte(manifest), 0o644)
 	return repo
 }
@@ -470,6 +564,45 @@ func TestChainRefusesUnchainableProgram(t *testing.T) {
 	}
 }
 
+// TestChainFallsBackToTailCalls: a chain that cannot be fused (here its
+// members' stacks do not fit one frame together) runs as a tail-call
+// chain, says why, and stays so on the next apply; a hook that insists on
+// fused fails like any program the kernel refuses (a 4xx naming
+// hook.chainMode) and changes nothing.
+func TestChainFallsBackToTailCalls(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", chainFixture(t, "xdp_bigstack", "xdp_deepcall")}})
+	big := member{name: "big", pkg: "fixture@1.0.0", program: "p", priority: 1}
+	deep := member{name: "deep", pkg: "fixture@1.0.0", program: "p1", priority: 2}
+	apply(t, d, chainDoc(p, big, deep))
+	st := status(t, d)
+	checkMode(t, st, []string{"big", "deep"}, desired.ChainModeTailCall)
+	if r := st["big"].Chain.ModeReason; !strings.Contains(r, "stack") {
+		t.Fatalf("mode reason %q does not say the stack is too small", r)
+	}
+	if got := p.Delivered(t, 9000, 5, 300*time.Millisecond); got != 5 {
+		t.Fatalf("%d of 5 delivered through the tail-call chain", got)
+	}
+	apply(t, d, chainDoc(p, big, deep))
+	again := status(t, d)
+	for _, n := range []string{"big", "deep"} {
+		if again[n].ProgramID != st[n].ProgramID {
+			t.Errorf("a second apply rebuilt %s (%d→%d): the refusal must stick while the chain stays the same", n, st[n].ProgramID, again[n].ProgramID)
+		}
+	}
+
+	big.chainMode, deep.chainMode = desired.ChainModeFused, desired.ChainModeFused
+	_, err := d.Client.Apply(ctx(t), chainDoc(p, big, deep), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode/100 != 4 || !strings.Contains(err.Error(), "hook.chainMode") || !strings.Contains(err.Error(), "stack") {
+		t.Fatalf("forced fused: want a 4xx about hook.chainMode and the stack, got %v", err)
+	}
+	if kernel := xdpProgID(t, p.NsB, p.IfB); kernel != st["big"].ProgramID {
+		t.Fatalf("a refused apply changed the hook: program %d, was %d", kernel, st["big"].ProgramID)
+	}
+}
+
 // TestChainHonoursXDPRunConfig: a priority the object declares in libxdp's
 // XDP_RUN_CONFIG applies unless the desired state sets one.
 func TestChainHonoursXDPRunConfig(t *testing.T) {
@@ -490,12 +623,19 @@ func TestChainHonoursXDPRunConfig(t *testing.T) {
 
 // TestChainRunCounts: with BPF statistics on, every member reports its
 // runs, the tail-called ones included (the kernel's statistics skip
-// those), and members that all proceed count the same packets.
+// those) and those fused into one program, and members that all proceed
+// count the same packets.
 func TestChainRunCounts(t *testing.T) {
 	testenv.RequireKernel(t)
+	for _, mode := range []string{desired.ChainModeTailCall, desired.ChainModeFused} {
+		t.Run(mode, func(t *testing.T) { chainRunCounts(t, mode) })
+	}
+}
+
+func chainRunCounts(t *testing.T, mode string) {
 	p := testenv.NewPair(t)
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
-	apply(t, d, chainDoc(p, member{name: "r1", priority: 1}, member{name: "r2", priority: 2}, member{name: "r3", priority: 3}))
+	apply(t, d, chainDoc(p, member{name: "r1", priority: 1, chainMode: mode}, member{name: "r2", priority: 2, chainMode: mode}, member{name: "r3", priority: 3, chainMode: mode}))
 	if _, err := d.Client.SetStats(ctx(t), true); err != nil {
 		t.Fatal(err)
 	}
@@ -512,6 +652,16 @@ func TestChainRunCounts(t *testing.T) {
 			t.Errorf("%s run count %v, want %d like r1", m, c, *n)
 		}
 	}
+	// Switching to the other mode keeps the counters (the same maps).
+	other := desired.ChainModeFused
+	if mode == other {
+		other = desired.ChainModeTailCall
+	}
+	apply(t, d, chainDoc(p, member{name: "r1", priority: 1, chainMode: other}, member{name: "r2", priority: 2, chainMode: other}, member{name: "r3", priority: 3, chainMode: other}))
+	checkMode(t, status(t, d), []string{"r1", "r2", "r3"}, other)
+	if c := status(t, d)["r2"].RunCount; c == nil || *c < *n {
+		t.Errorf("after switching to %s, r2 run count %v, want at least %d", other, c, *n)
+	}
 	if _, err := d.Client.SetStats(ctx(t), false); err != nil {
 		t.Fatal(err)
 	}
@@ -522,5 +672,52 @@ func TestChainRunCounts(t *testing.T) {
 	}
 	if got := chainOrder(t, d); !slices.Equal(got, []string{"r1", "r2", "r3"}) {
 		t.Fatalf("chain after statistics off: %v", got)
+	}
+}
+
+// TestParallelLoadsAllOrNothing applies programs on four independent
+// hooks at once (their loads run in parallel), one of which the verifier
+// refuses: the apply fails naming it, and nothing is attached or pinned.
+// The three good ones then apply together.
+func TestParallelLoadsAllOrNothing(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata}})
+	att := func(name, pkg, netns, ifname string) string {
+		mode := "native"
+		if ifname == "lo" {
+			mode = "generic"
+		}
+		return fmt.Sprintf("name: %s\npackage: %s\nhook: {type: xdp, interface: %s, netns: %s, mode: %s}", name, pkg, ifname, netns, mode)
+	}
+	good := []string{
+		att("g1", "portfilter@1.0.0", p.NsA, "lo"),
+		att("g2", "portfilter@1.0.0", p.NsB, "lo"),
+		att("g3", "portfilter@1.0.0", p.NsB, p.IfB),
+	}
+	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsA, p.IfA))...), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "rejected by the verifier") {
+		t.Fatalf("want 422 naming the verifier's refusal, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Attachment != "bad" {
+		t.Fatalf("details %+v, want one, for bad", apiErr.Body.Details)
+	}
+	for _, h := range [][2]string{{p.NsA, "lo"}, {p.NsB, "lo"}, {p.NsB, p.IfB}, {p.NsA, p.IfA}} {
+		if id := xdpProgID(t, h[0], h[1]); id != 0 {
+			t.Errorf("%s in %s runs program %d after a refused apply", h[1], h[0], id)
+		}
+	}
+	for _, pin := range pinTree(t, d.BPFFS) {
+		if strings.HasPrefix(pin, "/attachments/") || strings.HasPrefix(pin, "/hooks/") {
+			t.Errorf("pin %s left after a refused apply", pin)
+		}
+	}
+	apply(t, d, doc(good...))
+	for name, a := range status(t, d) {
+		if a.State != "attached" {
+			t.Errorf("%s is %s: %s", name, a.State, a.Problem)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
+	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -43,9 +44,9 @@ type crashDoc struct {
 	exUID uint32
 }
 
-func crashDocs(p *testenv.Pair, cg string) (a, b crashDoc) {
+func crashDocs(p *testenv.Pair, cg, chainMode string) (a, b crashDoc) {
 	cgHook := "{type: cgroup_skb, direction: egress, cgroup: " + cg + "}"
-	xdpB := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	xdpB := fmt.Sprintf("{type: xdp, interface: %s, netns: %s, chainMode: %s}", p.IfB, p.NsB, chainMode)
 	tcB := fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB)
 	xdpA := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)
 	a = crashDoc{name: "A", order: []string{"s1", "s2", "pf"}, s1Port: 9000, pfTCP: true, pfPorts: []uint16{7001}, t1TC: true, cgVersion: "1.0.0", exUID: 1000,
@@ -78,15 +79,23 @@ func crashDocs(p *testenv.Pair, cg string) (a, b crashDoc) {
 // and restart the kernel runs exactly one whole document, the one
 // `leaf status` reports; no pin, program or link of leaf's is left that
 // no attachment explains; and the next apply succeeds.
+//
+// It runs with B's XDP chain linked by tail calls and fused.
 func TestCrashAtEveryStep(t *testing.T) {
 	testenv.RequireKernel(t)
+	for _, mode := range []string{desired.ChainModeTailCall, desired.ChainModeFused} {
+		t.Run(mode, func(t *testing.T) { crashAtEveryStep(t, mode) })
+	}
+}
+
+func crashAtEveryStep(t *testing.T, chainMode string) {
 	p := testenv.NewPair(t)
 	cg := filepath.Join(cgroup2Root(t), fmt.Sprintf("leaf-crash-%d", os.Getpid()))
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Skipf("cannot create a cgroup: %v", err)
 	}
 	t.Cleanup(func() { os.Remove(cg) })
-	docA, docB := crashDocs(p, cg)
+	docA, docB := crashDocs(p, cg, chainMode)
 	trace := filepath.Join(t.TempDir(), "points")
 	pkgRepo := pktcountRepo(t, "1.0.0", "1.0.1")
 	args := append(fixtureRepos(t), "--repository-allow-unsigned", pkgRepo, "--no-builtin-repository")
@@ -276,15 +285,26 @@ func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, cg string
 		}
 		ids[s.ProgramID] = n
 	}
-	// The XDP chain on B, walked in the kernel.
-	chain := kernelChain(t, xdpProgID(t, p.NsB, p.IfB), ids)
-	if !slices.Equal(chain, want.order) {
+	// The XDP chain on B, walked in the kernel: through its PROG_ARRAYs,
+	// or, fused, one program whose maps come member by member in the
+	// order the kernel first meets them (so member k's .rodata is the
+	// program's k-th).
+	head := xdpProgID(t, p.NsB, p.IfB)
+	rodata := map[string]int{}
+	if st["s1"].Chain.Mode == desired.ChainModeFused {
+		for k, n := range want.order {
+			if st[n].ProgramID != head || st[n].Chain.Position != k+1 {
+				t.Fatalf("document %s: %s is member %d in program %d; the hook runs the fused program %d, with %v", want.name, n, st[n].Chain.Position, st[n].ProgramID, head, want.order)
+			}
+			rodata[n] = k
+		}
+	} else if chain := kernelChain(t, head, ids); !slices.Equal(chain, want.order) {
 		t.Fatalf("status says document %s (chain %v); the kernel runs the chain %v", want.name, want.order, chain)
 	}
-	if got := rodataUint(t, st["s1"].ProgramID, "testdata/packages/seqcount/seqcount.bpf.o", "port"); got != uint64(want.s1Port) {
+	if got := rodataUint(t, st["s1"].ProgramID, rodata["s1"], "testdata/packages/seqcount/seqcount.bpf.o", "port"); got != uint64(want.s1Port) {
 		t.Fatalf("document %s: s1 runs with port %d, want %d", want.name, got, want.s1Port)
 	}
-	if got := rodataUint(t, st["pf"].ProgramID, "packages/portfilter/portfilter.bpf.o", "filter_tcp"); (got != 0) != want.pfTCP {
+	if got := rodataUint(t, st["pf"].ProgramID, rodata["pf"], "packages/portfilter/portfilter.bpf.o", "filter_tcp"); (got != 0) != want.pfTCP {
 		t.Fatalf("document %s: pf runs with filter_tcp %d, want %v", want.name, got, want.pfTCP)
 	}
 	if got := progMapKeys(t, st["pf"].ProgramID, "blocked_ports"); !slices.Equal(got, want.pfPorts) {
@@ -302,7 +322,7 @@ func checkCrashState(t *testing.T, d *testenv.Daemon, p *testenv.Pair, cg string
 	if got := cgroupPrograms(t, cg); !slices.Equal(got, []uint32{st["cg"].ProgramID}) || st["cg"].Package != "pktcount@"+want.cgVersion {
 		t.Fatalf("document %s: the cgroup runs %v; status says %s program %d", want.name, got, st["cg"].Package, st["cg"].ProgramID)
 	}
-	if got := rodataUint(t, st["ex"].ProgramID, "packages/execcount/execcount.bpf.o", "only_uid"); got != uint64(want.exUID) {
+	if got := rodataUint(t, st["ex"].ProgramID, 0, "packages/execcount/execcount.bpf.o", "only_uid"); got != uint64(want.exUID) {
 		t.Fatalf("document %s: ex runs with only_uid %d, want %d", want.name, got, want.exUID)
 	}
 	if got := pinnedLinkProgID(t, d, "ex"); got != st["ex"].ProgramID {
@@ -460,12 +480,22 @@ func progMaps(t *testing.T, id uint32) []*ebpf.Map {
 
 func progMap(t *testing.T, id uint32, suffix string) *ebpf.Map {
 	t.Helper()
+	return progMapAt(t, id, suffix, 0)
+}
+
+// progMapAt returns the k-th map (from 0) of the program whose name ends
+// in suffix.
+func progMapAt(t *testing.T, id uint32, suffix string, k int) *ebpf.Map {
+	t.Helper()
 	var found *ebpf.Map
 	for _, m := range progMaps(t, id) {
 		info, err := m.Info()
 		if found == nil && err == nil && strings.HasSuffix(info.Name, suffix) {
-			found = m
-			continue
+			if k == 0 {
+				found = m
+				continue
+			}
+			k--
 		}
 		m.Close()
 	}
@@ -475,9 +505,10 @@ func progMap(t *testing.T, id uint32, suffix string) *ebpf.Map {
 	return found
 }
 
-// rodataUint reads a constant from the .rodata of the program the kernel
-// runs, at the offset the object file gives it.
-func rodataUint(t *testing.T, id uint32, object, variable string) uint64 {
+// rodataUint reads a constant from the k-th .rodata of the program the
+// kernel runs (0 but in a fused program), at the offset the object file
+// gives it.
+func rodataUint(t *testing.T, id uint32, k int, object, variable string) uint64 {
 	t.Helper()
 	spec, err := ebpf.LoadCollectionSpec(filepath.Join("..", object))
 	if err != nil {
@@ -487,7 +518,7 @@ func rodataUint(t *testing.T, id uint32, object, variable string) uint64 {
 	if v == nil {
 		t.Fatalf("%s has no variable %s", object, variable)
 	}
-	m := progMap(t, id, ".rodata")
+	m := progMapAt(t, id, ".rodata", k)
 	defer m.Close()
 	buf := make([]byte, m.ValueSize())
 	if err := m.Lookup(uint32(0), &buf); err != nil {

@@ -103,7 +103,7 @@ repositories:
   - {name: layout, path: %s, %s}
   - {name: registry, type: oci, url: %s/leaf, caFile: %s, username: %s, passwordFile: %s, %s}
   - {name: web, type: http, url: %s, %s}
-  - {name: kfaas, type: kfaas, url: %s, %s}
+  - {name: kfaas, type: kfaas, url: %s, platform: linux, %s}
 `, layoutDir, trust, reg.Host, reg.CAFile, reg.Username, reg.PasswordFile, trust, webSrv.URL, trust, kfaasSrv.URL, trust)))
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--config", cfg}})
 

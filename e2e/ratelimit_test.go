@@ -143,8 +143,12 @@ func TestSharedBucketAcrossCPUs(t *testing.T) {
 	if float64(passed) > limit {
 		t.Fatalf("%d packets passed, more than burst + rate × elapsed = %.0f", passed, limit)
 	}
-	if float64(passed) < 0.5*limit || dropped == 0 {
-		t.Fatalf("%d passed and %d dropped, want close to %.0f passed", passed, dropped, limit)
+	// The floor is loose on purpose: tokens beyond the burst are lost while
+	// both flooding threads are descheduled, which a busy machine does for
+	// many milliseconds; what must hold is that the bucket refills (more
+	// than two bursts pass) and that the flood is cut (some are dropped).
+	if passed <= 2*burst || dropped == 0 {
+		t.Fatalf("%d passed and %d dropped, want more than %d passed (the bucket refills) and some dropped", passed, dropped, 2*burst)
 	}
 }
 
@@ -216,8 +220,10 @@ params: {ports: [7100], rate: 200, burst: 20, syn_only: false}`, p.IfB, p.NsB)))
 	if sent < 2000 {
 		t.Fatalf("only %d datagrams sent: not a flood", sent)
 	}
-	if float64(got) < 0.9*want || float64(got) > want+1 {
-		t.Errorf("%d of the flood arrived, want %.0f (-10%%)", got, want)
+	// Above the bound is a bug; below it by more than 30 % only if the
+	// sender stalled longer than a burst's worth (100 ms) on a busy machine.
+	if float64(got) < 0.7*want || float64(got) > want+1 {
+		t.Errorf("%d of the flood arrived, want %.0f (-30%%)", got, want)
 	}
 	if otherGot != 50 {
 		t.Errorf("other traffic: %d of 50 arrived", otherGot)

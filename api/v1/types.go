@@ -103,8 +103,11 @@ type ChainStatus struct {
 	Length    int      `json:"length"`
 	Priority  int      `json:"priority"`
 	ProceedOn []string `json:"proceedOn"`
-	// Mode is rewrite or cooperative.
+	// Mode is fused (one program built from every member's code), or
+	// rewrite or cooperative (members linked by tail calls).
 	Mode string `json:"mode"`
+	// ModeReason says why the chain is not fused, when it is not.
+	ModeReason string `json:"modeReason,omitempty"`
 	// NextProgramID is the next member's program (0 for the last).
 	NextProgramID uint32 `json:"nextProgramID,omitempty"`
 }

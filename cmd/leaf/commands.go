@@ -136,6 +136,9 @@ func printStatus(w io.Writer, st *v1.Status) {
 		order := "-"
 		if c := a.Chain; c != nil {
 			order = fmt.Sprintf("%d/%d prio %d", c.Position, c.Length, c.Priority)
+			if c.Mode == "fused" {
+				order += " fused"
+			}
 		}
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", a.Name, a.Package, a.Program, a.Hook, order, state, a.ProgramID, a.LinkID)
 		if st.BPFStats {

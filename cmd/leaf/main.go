@@ -57,7 +57,7 @@ func newRoot(out io.Writer) *cobra.Command {
 	}
 	g.conn.register(root.PersistentFlags())
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
-	root.AddCommand(pkgCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g),
+	root.AddCommand(pkgCmd(g), l3afCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g),
 		whoamiCmd(g), tokenCmd(g), configCmd(g), eventsCmd(g), versionCmd(g))
 	return root
 }

@@ -26,6 +26,10 @@ type Admitted struct {
 	State *desired.State
 	// Packages are the admitted packages, by digest.
 	Packages map[string]*repository.Package
+	// Resolved is the resolution admission made, for the apply that
+	// follows at once (with the same Options) to use rather than repeat.
+	Resolved []*planner.Resolved
+	Options  planner.Options
 }
 
 // Admit validates st within limits and resolves its packages through
@@ -39,7 +43,7 @@ func Admit(ctx context.Context, st *desired.State, limits desired.Limits, repos 
 	if err != nil {
 		return nil, err
 	}
-	a := &Admitted{State: st, Packages: map[string]*repository.Package{}}
+	a := &Admitted{State: st, Packages: map[string]*repository.Package{}, Resolved: resolved, Options: opts}
 	for _, r := range resolved {
 		a.Packages[r.Package.Digest] = r.Package
 	}

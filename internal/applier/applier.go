@@ -173,30 +173,13 @@ type paramError struct{ err error }
 func (e *paramError) Error() string { return e.err.Error() }
 func (e *paramError) Unwrap() error { return e.err }
 
-// prepare loads the programs of every create, replace and reattach.
+// prepare loads the programs of every create, replace and reattach
+// (parallel.go), if leafd has the file descriptors for them.
 func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
-	out := map[string]*loaded{}
 	if err := checkFDBudget(plan); err != nil {
-		return out, err
+		return map[string]*loaded{}, err
 	}
-	var errs desired.Errors
-	for _, act := range plan.Actions {
-		if !needsLoad(act) {
-			continue
-		}
-		l, err := ap.load(act.Name, act.Desired)
-		if err != nil {
-			kind := ""
-			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
-				kind = desired.KindLimit
-			}
-			errs = append(errs, desired.Error{Attachment: act.Name, Field: "package", Message: err.Error(), Kind: kind})
-			continue
-		}
-		out[act.Name] = l
-		crashpoint.Hit(crashpoint.Loaded)
-	}
-	return out, errs.Err()
+	return ap.prepareParallel(plan)
 }
 
 // checkFDBudget refuses a plan whose loads would need more file
@@ -208,6 +191,9 @@ func checkFDBudget(plan *planner.Plan) error {
 	for _, act := range plan.Actions {
 		if needsLoad(act) && act.Desired != nil && act.Desired.Spec != nil {
 			need += 2 + len(act.Desired.Spec.Maps) // program, next map, maps
+		}
+		if fusedLoad(act) {
+			need += 2 + len(act.Desired.Chain.FuseSpec.Maps) // its handle of the fused program, its maps and run counter
 		}
 	}
 	var lim unix.Rlimit
@@ -230,6 +216,9 @@ func checkFDBudget(plan *planner.Plan) error {
 // needsLoad reports whether an action needs a new program instance: a
 // create or replace, or a chain member among its chain's fresh ones.
 func needsLoad(act *planner.Action) bool {
+	if act.Chain != nil && act.Chain.Fused {
+		return false // prepareFusedChain loads the hook's one program
+	}
 	if act.Chain != nil {
 		for i, r := range act.Chain.Members {
 			if r == act.Desired {
@@ -257,44 +246,15 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 			ps.AttachType = ebpf.AttachCGroupInetEgress
 		}
 	}
-	for pname, v := range r.ConstParams {
-		p := r.Package.Manifest.Param(pname)
-		typ, _ := p.TypeOf()
-		gv, err := typ.GoValue(v)
-		if err != nil {
-			return nil, fmt.Errorf("parameter %s: %w", pname, err)
-		}
-		if err := spec.Variables[p.Const].Set(gv); err != nil {
-			return nil, fmt.Errorf("parameter %s: set %s: %w", pname, p.Const, err)
-		}
+	if err := setConstParams(spec, r); err != nil {
+		return nil, err
 	}
-	replacements := map[string]*ebpf.Map{}
-	defer func() {
-		for _, m := range replacements {
-			m.Close()
-		}
-	}()
 	chainMap := ""
 	if r.Chain != nil {
 		chainMap = r.Chain.Map
 	}
-	for mname, ms := range spec.Maps {
-		// leaf pins maps itself, under its own layout, whatever pinning
-		// the object asks of libbpf.
-		ms.Pinning = ebpf.PinNone
-		if strings.HasPrefix(mname, ".") || mname == chainMap {
-			continue
-		}
-		pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
-		if err != nil {
-			continue
-		}
-		if ms.Compatible(pinned) != nil {
-			pinned.Close()
-			continue
-		}
-		replacements[mname] = pinned
-	}
+	replacements := ap.pinnedReplacements(name, spec, chainMap)
+	defer closeMaps(replacements)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
 		return nil, explainLoadError(r, err)
@@ -316,6 +276,59 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	coll.Maps = nil
 	coll.Close()
 	return l, nil
+}
+
+// setConstParams writes the attachment's load-time parameters into the
+// spec's variables.
+func setConstParams(spec *ebpf.CollectionSpec, r *planner.Resolved) error {
+	for pname, v := range r.ConstParams {
+		p := r.Package.Manifest.Param(pname)
+		typ, _ := p.TypeOf()
+		gv, err := typ.GoValue(v)
+		if err != nil {
+			return fmt.Errorf("parameter %s: %w", pname, err)
+		}
+		if err := spec.Variables[p.Const].Set(gv); err != nil {
+			return fmt.Errorf("parameter %s: set %s: %w", pname, p.Const, err)
+		}
+	}
+	return nil
+}
+
+// pinnedReplacements opens the attachment's pinned maps that the spec can
+// use as they are, so that counters and parameters survive a new load.
+// It also stops libbpf-style pinning: leaf pins maps itself, under its own
+// layout, whatever the object asks.
+func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, chainMap string) map[string]*ebpf.Map {
+	replacements := map[string]*ebpf.Map{}
+	for mname, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+		if mname == chainMap {
+			continue
+		}
+		if m := ap.compatiblePin(name, mname, ms); m != nil {
+			replacements[mname] = m
+		}
+	}
+	return replacements
+}
+
+// compatiblePin opens the attachment's pinned map mname if ms can use it
+// as it is. Global data sections (".rodata", ...) are never reused: they
+// hold the new program's constants.
+func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map {
+	if strings.HasPrefix(mname, ".") {
+		return nil
+	}
+	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
+	if err != nil {
+		return nil
+	}
+	if ms.Compatible(pinned) != nil {
+		pinned.Close()
+		return nil
+	}
+	return pinned
 }
 
 // explainLoadError keeps the verifier's words: the cause and the end of

@@ -39,8 +39,9 @@ func (ap *Applier) commitChain(cp *planner.ChainPlan, plan *planner.Plan, prepar
 		return recs, nil, err
 	}
 	// Wire each fresh instance to its successor. Their next maps are new,
-	// so nothing that runs sees this until the switch.
-	for i := 0; i < cp.Fresh && i+1 < len(progs); i++ {
+	// so nothing that runs sees this until the switch. (A fused chain has
+	// its order built in.)
+	for i := 0; i < cp.Fresh && i+1 < len(progs) && !cp.Fused; i++ {
 		l := prepared[cp.Members[i].Attachment.Name]
 		if err := l.next.Put(uint32(0), progs[i+1]); err != nil {
 			closeKept()
@@ -118,7 +119,7 @@ func (ap *Applier) swapMemberPins(name string, l *loaded, undo *undoStack) (func
 		return nil, err
 	}
 	err := pinFD(filepath.Join(staging, "prog"), l.prog.FD())
-	if err == nil {
+	if err == nil && l.next != nil { // a fused member has none
 		err = pinFD(filepath.Join(staging, "next"), l.next.FD())
 	}
 	for mname, m := range l.maps {
@@ -261,6 +262,7 @@ func memberRecord(cp *planner.ChainPlan, r *planner.Resolved, index int) *store.
 	m := &store.ChainMember{
 		Hook: cp.Key, Index: index, Priority: r.Chain.Priority, ProceedOn: r.Chain.ProceedOn,
 		Mode: r.Chain.Mode, Map: r.Chain.Map, CountRuns: r.Chain.CountRuns,
+		Fused: cp.Fused, ModeReason: cp.ModeReason, FuseRefused: cp.FuseRefused,
 	}
 	if r.Attachment.Hook.Type == "xdp" {
 		m.XDPMode = r.Attachment.Hook.XDPMode()

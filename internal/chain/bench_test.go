@@ -18,7 +18,8 @@ import (
 //	ns/hop       (chain of N - chain of 1) / (N-1): what one more member costs
 //
 // "plain" members are rewritten as leafd did before run counting; "counted"
-// members also count their runs (Options.CountRuns), as leafd's are.
+// members also count their runs (Options.CountRuns), as leafd's are;
+// "fused" and "fused-counted" are the same members fused into one program.
 //
 // Run: go test -run '^$' -bench ChainHop -benchtime 2000000x ./internal/chain/
 func BenchmarkChainHop(b *testing.B) {
@@ -68,6 +69,30 @@ func BenchmarkChainHop(b *testing.B) {
 		return members[0].prog
 	}
 
+	// fused returns the n members fused into one program.
+	fused := func(b *testing.B, n int, opts FuseOptions) *ebpf.Program {
+		b.Helper()
+		var ms []Member
+		for range n {
+			ms = append(ms, fuseMember(b, spec, "xdp_trivial", xdpProceed.ProceedOn, nil))
+		}
+		return loadFused(b, ms, opts, nil).Programs[FusedProgram]
+	}
+	for _, variant := range []string{"fused", "fused-counted"} {
+		opts := FuseOptions{CountRuns: variant == "fused-counted"}
+		for _, n := range []int{1, 2, 5, 10} {
+			b.Run(fmt.Sprintf("%s/N=%d", variant, n), func(b *testing.B) {
+				base := measure(b, single.prog)
+				one := measure(b, fused(b, 1, opts))
+				total := measure(b, fused(b, n, opts))
+				b.ReportMetric(float64(total.Nanoseconds()), "ns/pkt")
+				b.ReportMetric(float64(base.Nanoseconds()), "single-ns/pkt")
+				if n > 1 {
+					b.ReportMetric(float64(total.Nanoseconds()-one.Nanoseconds())/float64(n-1), "ns/hop")
+				}
+			})
+		}
+	}
 	for _, variant := range []string{"plain", "counted"} {
 		for _, n := range []int{1, 2, 5, 10} {
 			b.Run(fmt.Sprintf("%s/N=%d", variant, n), func(b *testing.B) {

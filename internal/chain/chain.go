@@ -1,7 +1,12 @@
-// Package chain prepares XDP and TC programs to run as members of a chain
-// linked by tail calls.
+// Package chain prepares XDP and TC programs to run as members of a chain:
+// linked by tail calls, or fused into one program.
 //
-// Two kinds of member are supported:
+// [Fuse] builds one program from the members' code, run straight through
+// in order (each exit becomes a check of the verdict), with every member's
+// subprograms, maps and global data kept its own. A chain of such members
+// costs what one program doing the same steps costs.
+//
+// Tail-call chains support two kinds of member:
 //
 //   - Ordinary programs, compiled by anyone and unaware of chaining. [Rewrite]
 //     changes their instructions at load time: the context pointer is saved
@@ -159,13 +164,7 @@ func Rewrite(spec *ebpf.CollectionSpec, function string, opts Options) error {
 		MaxEntries: 1,
 	}
 	if opts.CountRuns {
-		spec.Maps[RunsMap] = &ebpf.MapSpec{
-			Name:       RunsMap,
-			Type:       ebpf.PerCPUArray,
-			KeySize:    4,
-			ValueSize:  8,
-			MaxEntries: 1,
-		}
+		spec.Maps[RunsMap] = runsMapSpec()
 	}
 	return nil
 }
@@ -224,22 +223,42 @@ func funcStart(ins asm.Instruction) bool {
 // analyze finds the main function's exits and a free stack slot.
 func analyze(insns asm.Instructions) (Info, error) {
 	n := mainLen(insns)
-	info := Info{MainLen: n, StackKnown: true}
+	info := Info{MainLen: n}
+	for _, ins := range insns[:n] {
+		if ins.OpCode.JumpOp() == asm.Exit && ins.OpCode.Class().IsJump() {
+			info.Exits++
+		}
+	}
+	if info.Exits == 0 {
+		return Info{}, cannot("main function has no exit")
+	}
+	var lowest int
+	lowest, info.StackKnown = stackUse(insns[:n])
 
-	// lowest is the lowest r10-relative offset the main function touches or
-	// takes the address of. Subprograms have frames of their own.
-	lowest := 0
+	// Objects on the stack lie at and above their lowest offset; the slot
+	// goes in the next aligned 8 bytes below everything seen.
+	slot := -((-lowest + 7) &^ 7) - 8
+	if slot < -maxStack {
+		return Info{}, cannot("no free stack slot: the main function uses %d of %d bytes of stack", -lowest, maxStack)
+	}
+	info.Slot = int16(slot)
+	return info, nil
+}
+
+// stackUse returns the lowest r10-relative offset one function touches or
+// takes the address of (other functions have frames of their own), and
+// whether that is all it can touch: known is false when it copies r10 in
+// a way the analysis cannot follow.
+func stackUse(insns asm.Instructions) (lowest int, known bool) {
+	known = true
 	note := func(off int) {
 		if off < lowest {
 			lowest = off
 		}
 	}
-	for i := 0; i < n; i++ {
-		ins := insns[i]
+	for i, ins := range insns {
 		op := ins.OpCode
 		switch cls := op.Class(); {
-		case op.JumpOp() == asm.Exit && cls.IsJump():
-			info.Exits++
 		case cls == asm.LdXClass:
 			if ins.Src == asm.RFP {
 				note(int(ins.Offset))
@@ -250,31 +269,20 @@ func analyze(insns asm.Instructions) (Info, error) {
 			}
 			if cls == asm.StXClass && ins.Src == asm.RFP {
 				// The frame pointer itself is stored somewhere.
-				info.StackKnown = false
+				known = false
 			}
 		case cls.IsALU():
 			if ins.Src == asm.RFP && op.Source() == asm.RegSource {
-				off, ok := frameAddress(insns[:n], i)
+				off, ok := frameAddress(insns, i)
 				if ok {
 					note(off)
 				} else {
-					info.StackKnown = false
+					known = false
 				}
 			}
 		}
 	}
-	if info.Exits == 0 {
-		return Info{}, cannot("main function has no exit")
-	}
-
-	// Objects on the stack lie at and above their lowest offset; the slot
-	// goes in the next aligned 8 bytes below everything seen.
-	slot := -((-lowest + 7) &^ 7) - 8
-	if slot < -maxStack {
-		return Info{}, cannot("no free stack slot: the main function uses %d of %d bytes of stack", -lowest, maxStack)
-	}
-	info.Slot = int16(slot)
-	return info, nil
+	return lowest, known
 }
 
 // frameAddress recognises "rX = r10; ...; rX += imm" starting at insns[i] and

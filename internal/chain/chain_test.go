@@ -26,6 +26,7 @@ const (
 	idxBigstack
 	idxCoop
 	idxRuncfg
+	idxDeepcall
 )
 
 const (
@@ -675,18 +676,25 @@ func xdpProgram(t *testing.T, spec *ebpf.CollectionSpec) string {
 	return names[0]
 }
 
-func TestThirdPartyObject(t *testing.T) {
-	path := xdpFilterObject(t)
-	filt, err := ebpf.LoadCollectionSpec(path)
+// loadXDPFilter returns the spec of Debian's xdp-filter object and its XDP
+// program's name, or skips.
+func loadXDPFilter(t *testing.T) (spec *ebpf.CollectionSpec, fn, path string) {
+	t.Helper()
+	path = xdpFilterObject(t)
+	spec, err := ebpf.LoadCollectionSpec(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fn := xdpProgram(t, filt)
 	// The filter pins its maps by name (LIBBPF_PIN_BY_NAME) for xdp-filter's
-	// user space; the test wants private ones.
-	for _, m := range filt.Maps {
+	// user space; the tests want private ones.
+	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 	}
+	return spec, xdpProgram(t, spec), path
+}
+
+func TestThirdPartyObject(t *testing.T) {
+	filt, fn, path := loadXDPFilter(t)
 
 	cfg, ok, err := RunConfig(filt, fn)
 	if err != nil || !ok {

@@ -15,7 +15,7 @@ import (
 )
 
 // cgroupRoots are where companions' cgroups go: this leafd's own subtree
-// (sub, "leaf/<instance>") under the cgroup v2 mount, and on hybrid hosts
+// (sub, "leaf-<instance>") under the cgroup v2 mount, and on hybrid hosts
 // (memory and cpu controllers still on v1 hierarchies) under those v1
 // hierarchies too, for the limits. A leafd creates, sweeps and removes
 // only cgroups inside its own subtree, so two leafds on one host (other
@@ -27,10 +27,11 @@ type cgroupRoots struct {
 	sub      string
 }
 
-// CgroupName is the default subtree of a leafd: "leaf/" and its state
+// CgroupName is the default subtree of a leafd: "leaf-" and its state
 // directory with "/" turned into "-" ("/var/lib/leaf" →
-// "leaf/var-lib-leaf"); a directory name with other characters, or a
-// very long one, is named by a hash of it instead.
+// "leaf-var-lib-leaf"); a directory name with other characters, or a
+// very long one, is named by a hash of it instead. It sits beside, not
+// below, the "leaf" cgroup older leafds used and swept whole.
 func CgroupName(stateDir string) string {
 	abs, err := filepath.Abs(stateDir)
 	if err != nil {
@@ -47,7 +48,7 @@ func CgroupName(stateDir string) string {
 		sum := sha256.Sum256([]byte(abs))
 		name = "state-" + hex.EncodeToString(sum[:8])
 	}
-	return "leaf/" + name
+	return "leaf-" + name
 }
 
 // checkCgroupName refuses a configured subtree that would leave the
@@ -57,7 +58,7 @@ func checkCgroupName(sub string) error {
 	// "leaf" itself is the parent every leafd shares: sweeping it would
 	// reach the others' companions.
 	if sub == "" || filepath.IsAbs(sub) || clean != sub || clean == "." || clean == "leaf" || strings.HasPrefix(clean, "..") {
-		return fmt.Errorf("companion cgroup %q: want a relative path below the cgroup2 mount, such as leaf/NAME", sub)
+		return fmt.Errorf("companion cgroup %q: want a relative path below the cgroup2 mount, such as leaf-NAME", sub)
 	}
 	return nil
 }

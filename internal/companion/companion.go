@@ -72,7 +72,7 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the pause before a restart.
 	MinBackoff, MaxBackoff time.Duration
 	// Cgroup is this leafd's subtree under the cgroup2 mount
-	// ("leaf/NAME"), the only place its companions' cgroups go and the
+	// ("leaf-NAME"), the only place its companions' cgroups go and the
 	// only one it sweeps; default CgroupName of "/var/lib/leaf".
 	Cgroup string
 }

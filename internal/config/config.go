@@ -67,6 +67,20 @@ type RateLimitConfig struct {
 	Burst     int     `json:"burst,omitempty"`
 }
 
+// L3AFConfig shapes the L3AF API. Its programs come from the kfaas
+// repositories, the first being l3afd's default ebpf-repo-url.
+type L3AFConfig struct {
+	// HostName is the host_name payloads must carry (default: the
+	// kernel's host name, as l3afd).
+	HostName string `json:"hostName,omitempty"`
+	// Netns holds the payloads' interfaces (default: leafd's own).
+	Netns string `json:"netns,omitempty"`
+	// PollInterval is how often monitor_maps are sampled (default 30s).
+	PollInterval Duration `json:"pollInterval,omitempty"`
+	// Samples is how many samples max-rate and avg span (default 20).
+	Samples int `json:"samples,omitempty"`
+}
+
 // Duration is a time.Duration written as a Go duration string ("720h").
 type Duration time.Duration
 
@@ -146,6 +160,8 @@ type Config struct {
 	Repositories []pkgsource.Config `json:"repositories,omitempty"`
 	// NoBuiltinRepository leaves out the packages built into leafd.
 	NoBuiltinRepository bool `json:"noBuiltinRepository,omitempty"`
+	// L3AF shapes l3afd's API, which leafd serves (docs/l3af.md).
+	L3AF L3AFConfig `json:"l3af,omitempty"`
 	// BPFStats asks the kernel for per-program run counts and times.
 	BPFStats bool `json:"bpfStats,omitempty"`
 	// LogLevel is debug, info, warn or error.
@@ -171,8 +187,8 @@ type Config struct {
 	CompanionDir string `json:"companionDir,omitempty"`
 	// CompanionCgroup is this leafd's cgroup subtree below the cgroup2
 	// mount, the only one it creates, sweeps and removes companions'
-	// cgroups in; default "leaf/" and the state directory with "/"
-	// turned into "-" (leaf/var-lib-leaf).
+	// cgroups in; default "leaf-" and the state directory with "/"
+	// turned into "-" (leaf-var-lib-leaf).
 	CompanionCgroup string `json:"companionCgroup,omitempty"`
 	// Kubernetes, if set, takes the desired state from LeafPolicy objects
 	// (docs/kubernetes.md); local applies are then refused.

@@ -25,6 +25,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/enforcer"
 	"github.com/leaf-ebpf/leaf/internal/events"
 	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/metrics"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
@@ -59,6 +60,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hints := &l3af.Catalog{}
+	l3afRepos := withL3AFHints(&cfg, hints)
 	repos, err := openRepositories(cfg, cache, log)
 	if err != nil {
 		return err
@@ -101,6 +104,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	enf.SetTarget(rec)
+	l3afSvc, err := newL3AF(cfg, l3afRepos, rec, repos, hints)
+	if err != nil {
+		return err
+	}
+	m.Registry.MustRegister(l3afSvc.Collector())
 	// Restored before the start-up reconcile: chain members count their
 	// runs only while statistics are on, so a restart that forgot them
 	// would rebuild every chain.
@@ -124,7 +132,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var ready atomic.Bool
 	done := make(chan struct{})
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
-		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter}
+		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, L3AF: l3afSvc}
 	if cfg.Kubernetes != nil {
 		srv.ManagedBy = ManagedByKubernetes
 	}
@@ -149,12 +157,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		os.Remove(cfg.Socket)
 	}
-	if err := startState(ctx, cfg, rec, log); err != nil {
+	if err := startState(ctx, cfg, rec, l3afSvc, log); err != nil {
 		stop()
 		return err
 	}
 	ready.Store(true)
 	go pruneCache(ctx, cache, st, log)
+	go l3afSvc.Run(ctx)
 	go pruneTokens(ctx, st, log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -238,7 +247,7 @@ func tlsAddress(cfg config.Config) string {
 
 // startState applies the configured desired-state file, or adopts the
 // stored state: same programs, same IDs, stale pins removed.
-func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconciler, log *slog.Logger) error {
+func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconciler, l3afSvc *l3af.Service, log *slog.Logger) error {
 	if cfg.DesiredState != "" {
 		data, err := os.ReadFile(cfg.DesiredState)
 		if err != nil {
@@ -246,6 +255,9 @@ func startState(ctx context.Context, cfg config.Config, rec *reconciler.Reconcil
 		}
 		doc, err := desired.Parse(data)
 		if err != nil {
+			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
+		}
+		if err := l3afSvc.Learn(doc); err != nil {
 			return fmt.Errorf("desired state %s: %w", cfg.DesiredState, err)
 		}
 		res, err := rec.Start(ctx, doc)

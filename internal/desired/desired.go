@@ -111,6 +111,29 @@ type Hook struct {
 	Secure bool `json:"secure,omitempty"`
 	// xdp, tc: foreign programs secure mode leaves on the hook.
 	AllowForeign []ProgramMatch `json:"allowForeign,omitempty"`
+	// xdp, tc: how the hook's chain is built: auto (the default: fused
+	// when every member can be, else tail calls), fused or tailcall. The
+	// attachments of one hook that set it must agree.
+	ChainMode string `json:"chainMode,omitempty"`
+}
+
+// Chain modes (Hook.ChainMode).
+const (
+	ChainModeAuto     = "auto"
+	ChainModeFused    = "fused"
+	ChainModeTailCall = "tailcall"
+)
+
+// HookChainModes returns, per chained hook key, the chain mode its
+// attachments set (absent: auto).
+func (s *State) HookChainModes() map[string]string {
+	out := map[string]string{}
+	for _, a := range s.Spec.Attachments {
+		if a.Hook.Chained() && a.Hook.ChainMode != "" && a.Hook.ChainMode != ChainModeAuto {
+			out[a.Hook.Key()] = a.Hook.ChainMode
+		}
+	}
+	return out
 }
 
 // ProgramMatch names a program by exactly one of its name (as the kernel
@@ -279,6 +302,7 @@ func (s *State) ValidateWith(l Limits) error {
 	names := map[string]bool{}
 	members := map[string]int{}
 	modes := map[string]string{}
+	chainModes := map[string]string{}
 	for i := range s.Spec.Attachments {
 		a := &s.Spec.Attachments[i]
 		label := a.Name
@@ -300,6 +324,12 @@ func (s *State) ValidateWith(l Limits) error {
 				errs = append(errs, Error{Attachment: label, Field: "hook", Message: fmt.Sprintf("programs on hook %s disagree on mode or replaceForeign; they share one attachment", a.Hook)})
 			}
 			modes[key] = a.Hook.XDPMode() + fmt.Sprint(a.Hook.ReplaceForeign)
+			if cm := a.Hook.ChainMode; cm != "" {
+				if other, ok := chainModes[key]; ok && other != cm {
+					errs = append(errs, Error{Attachment: label, Field: "hook.chainMode", Message: fmt.Sprintf("%s, but another program on hook %s says %s; they share one chain", cm, a.Hook, other)})
+				}
+				chainModes[key] = cm
+			}
 			if members[key] == l.MaxChainLength+1 {
 				errs = append(errs, Error{Attachment: label, Field: "hook", Kind: KindLimit, Message: fmt.Sprintf("more than %d programs on hook %s (maxChainLength; the kernel allows %d tail calls)", l.MaxChainLength, a.Hook, MaxChainLength)})
 			}

@@ -301,7 +301,7 @@ func TestHooks(t *testing.T) {
 		{`{type: xdp}`, "hook.interface", "is required for xdp hooks"},
 		{`{type: xdp, interface: eth0, mode: offload}`, "hook.mode", `must be native or generic, got "offload"`},
 		{`{type: xdp, interface: eth0, netns: run/netns/blue}`, "hook.netns", `"run/netns/blue" must be a name or an absolute path`},
-		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign, secure, allowForeign)"},
+		{`{type: xdp, interface: eth0, direction: ingress}`, "hook.direction", "does not apply to xdp hooks (they take: interface, netns, mode, replaceForeign, secure, allowForeign, chainMode)"},
 		{`{type: xdp, interface: eth0, tracepoint: a/b}`, "hook.tracepoint", "does not apply to xdp hooks"},
 		{`{type: xdp, interface: eth0, pid: 3}`, "hook.pid", "does not apply to xdp hooks"},
 		// Interface names and namespaces are checked before any lookup.
@@ -320,7 +320,7 @@ func TestHooks(t *testing.T) {
 		{`{type: tc, interface: eth0}`, "hook.direction", `must be ingress or egress, got ""`},
 		{`{type: tc, interface: eth0, direction: both}`, "hook.direction", `got "both"`},
 		{`{type: tc, direction: ingress}`, "hook.interface", "is required for tc hooks"},
-		{`{type: tc, interface: eth0, direction: ingress, mode: generic}`, "hook.mode", "does not apply to tc hooks (they take: interface, netns, direction, secure, allowForeign)"},
+		{`{type: tc, interface: eth0, direction: ingress, mode: generic}`, "hook.mode", "does not apply to tc hooks (they take: interface, netns, direction, secure, allowForeign, chainMode)"},
 		{`{type: tc, interface: eth0, direction: ingress, cgroup: /sys/fs/cgroup}`, "hook.cgroup", "does not apply to tc hooks"},
 		// tracepoint
 		{`{type: tracepoint, tracepoint: sched/sched_process_exec}`, "", ""},
@@ -360,6 +360,12 @@ func TestHooks(t *testing.T) {
 		{`{type: xdp, interface: eth0, allowForeign: [{}]}`, "hook.allowForeign[0]", "set exactly one of name, tag and id"},
 		{`{type: xdp, interface: eth0, allowForeign: [{name: ok}, {tag: xyz}]}`, "hook.allowForeign[1]", `tag "xyz" must be 16 hex digits`},
 		{`{type: xdp, interface: eth0, allowForeign: [{name: a_name_longer_than_15}]}`, "hook.allowForeign[0]", "longer than the 15 characters"},
+		// chain mode
+		{`{type: xdp, interface: eth0, chainMode: fused}`, "", ""},
+		{`{type: tc, direction: ingress, interface: eth0, chainMode: tailcall}`, "", ""},
+		{`{type: xdp, interface: eth0, chainMode: auto}`, "", ""},
+		{`{type: xdp, interface: eth0, chainMode: inline}`, "hook.chainMode", `must be auto, fused or tailcall, got "inline"`},
+		{`{type: kprobe, function: f, chainMode: fused}`, "hook.chainMode", "does not apply to kprobe hooks"},
 		// unknown
 		{`{type: lsm}`, "hook.type", `unknown hook type "lsm" (known: cgroup_skb, kprobe, tc, tracepoint, uprobe, xdp)`},
 		{`{}`, "hook.type", `unknown hook type ""`},
@@ -651,6 +657,38 @@ func TestProgramMatch(t *testing.T) {
 		if got := c.m.Matches("squatter", "0123456789abcdef", 42); got != c.want {
 			t.Errorf("%+v.Matches = %v, want %v", c.m, got, c.want)
 		}
+	}
+}
+
+// TestChainModeDisagreement: programs of one hook that set chainMode must
+// agree; one setting it sets it for the hook.
+func TestChainModeDisagreement(t *testing.T) {
+	in := doc(`
+    - name: a
+      package: p@1.0.0
+      hook: {type: xdp, interface: eth0, chainMode: fused}
+    - name: b
+      package: p@1.0.0
+      hook: {type: xdp, interface: eth0, chainMode: tailcall}
+`)
+	_, err := Parse(in)
+	var errs Errors
+	if !errors.As(err, &errs) || !hasError(errs, "b", "hook.chainMode", "another program on hook xdp/native eth0 says fused") {
+		t.Fatalf("got %v, want hook.chainMode disagreement on b", err)
+	}
+	st, err := Parse(doc(`
+    - name: a
+      package: p@1.0.0
+      hook: {type: xdp, interface: eth0}
+    - name: b
+      package: p@1.0.0
+      hook: {type: xdp, interface: eth0, chainMode: tailcall}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.HookChainModes(); len(got) != 1 || got[st.Spec.Attachments[0].Hook.Key()] != ChainModeTailCall {
+		t.Errorf("HookChainModes = %v, want the hook in tailcall mode", got)
 	}
 }
 

@@ -11,8 +11,8 @@ import (
 // fieldsFor lists the hook fields each hook type takes; any other field set
 // is an error, so that typos do not pass silently.
 var fieldsFor = map[string][]string{
-	manifest.HookXDP:        {"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign"},
-	manifest.HookTC:         {"interface", "netns", "direction", "secure", "allowForeign"},
+	manifest.HookXDP:        {"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign", "chainMode"},
+	manifest.HookTC:         {"interface", "netns", "direction", "secure", "allowForeign", "chainMode"},
 	manifest.HookTracepoint: {"tracepoint"},
 	manifest.HookKprobe:     {"function"},
 	manifest.HookUprobe:     {"binary", "function", "pid"},
@@ -20,7 +20,7 @@ var fieldsFor = map[string][]string{
 }
 
 // hookFields lists every hook field but type, in document order.
-var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
+var hookFields = []string{"interface", "netns", "mode", "replaceForeign", "secure", "allowForeign", "chainMode", "direction", "tracepoint", "function", "binary", "pid", "cgroup"}
 
 func (h *Hook) set() map[string]bool {
 	return map[string]bool{
@@ -36,6 +36,7 @@ func (h *Hook) set() map[string]bool {
 		"replaceForeign": h.ReplaceForeign,
 		"secure":         h.Secure,
 		"allowForeign":   len(h.AllowForeign) > 0,
+		"chainMode":      h.ChainMode != "",
 	}
 }
 
@@ -75,6 +76,11 @@ func (h *Hook) validate() Errors {
 		if msg := m.Validate(); msg != "" {
 			add(fmt.Sprintf("allowForeign[%d]", i), "%s", msg)
 		}
+	}
+	switch h.ChainMode {
+	case "", ChainModeAuto, ChainModeFused, ChainModeTailCall:
+	default:
+		add("chainMode", "must be auto, fused or tailcall, got %q", h.ChainMode)
 	}
 	switch h.Type {
 	case manifest.HookXDP:

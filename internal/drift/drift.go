@@ -133,12 +133,14 @@ func managedHooks(st *desired.State, records map[string]*store.Record) map[strin
 	out := map[string]*managedHook{}
 	for _, a := range st.Spec.Attachments {
 		rec := records[a.Name]
-		if rec == nil || rec.Chain == nil || rec.Chain.Hook != a.Hook.Key() {
+		// The record holds the hook as resolved (an altname turned into
+		// the interface's main name), which is what the chain is keyed by.
+		if rec == nil || rec.Chain == nil || rec.Chain.Hook != rec.Attachment.Hook.Key() {
 			continue
 		}
 		mh := out[rec.Chain.Hook]
 		if mh == nil {
-			mh = &managedHook{key: rec.Chain.Hook, hook: a.Hook}
+			mh = &managedHook{key: rec.Chain.Hook, hook: rec.Attachment.Hook}
 			out[rec.Chain.Hook] = mh
 		}
 		mh.members = append(mh.members, a.Name)
@@ -205,7 +207,7 @@ func attachmentDrifts(rec *store.Record, o *observer.Attachment) []Drift {
 	if o.ProgramID == 0 {
 		out = append(out, d(ProgPinMissing, "the program pin is gone"))
 	}
-	if rec.Chain != nil && !o.HasNext {
+	if rec.Chain != nil && !rec.Chain.Fused && !o.HasNext {
 		out = append(out, d(NextPinMissing, "the next-member map pin is gone (the kernel empties an unpinned PROG_ARRAY)"))
 	}
 	if rec.Chain == nil {

@@ -220,3 +220,49 @@ func TestTooManyOverlappingRules(t *testing.T) {
 		t.Fatalf("after the refused install the old rule set should still allow udp/7: verdict %d", ret)
 	}
 }
+
+// TestReplacementLeavesNothingBehind: a prefix of an older rule set in the
+// same generation is gone once a newer set is written there.
+func TestReplacementLeavesNothingBehind(t *testing.T) {
+	coll, maps := load(t)
+	for _, set := range []string{"deny from 10.1.0.0/16\ndeny from 2001:db8:1::/48", "", "deny from 10.2.0.0/16\ndeny from 2001:db8:2::/48"} {
+		rs, err := ParseString(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := maps.Install(rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		pkt   frames.Packet
+		allow bool
+	}{
+		{p("10.1.2.3", "10.9.9.9", frames.UDP, 1, 2), true},
+		{p("10.2.2.3", "10.9.9.9", frames.UDP, 1, 2), false},
+		{p("2001:db8:1::1", "fd00::1", frames.UDP, 1, 2), true},
+		{p("2001:db8:2::1", "fd00::1", frames.UDP, 1, 2), false},
+	} {
+		ret, err := coll.Programs["firewall_xdp"].Run(&ebpf.RunOptions{Data: c.pkt.Build()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (ret == 2) != c.allow {
+			t.Errorf("%s: verdict %d, want allow %v", c.pkt.Src, ret, c.allow)
+		}
+	}
+	for _, name := range []string{"fw_src4", "fw_src6"} {
+		var n int
+		var k [24]byte
+		var v bpfClass
+		it := maps[name].Iterate()
+		kb := k[:maps[name].KeySize()]
+		for it.Next(&kb, &v) {
+			n++
+		}
+		// Two generations: each has the root class, the newest also its prefix.
+		if n != 3 {
+			t.Errorf("%s holds %d entries, want 3 (stale classes left behind?)", name, n)
+		}
+	}
+}

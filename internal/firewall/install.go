@@ -102,17 +102,15 @@ func genOf[K lpmKey](k K) uint32 {
 }
 
 func clearTrie[K lpmKey](t *ebpf.Map, gen uint32) error {
+	keys, err := trieKeys[K](t)
+	if err != nil {
+		return err
+	}
 	var stale []K
-	var k K
-	var discard bpfClass
-	it := t.Iterate()
-	for it.Next(&k, &discard) {
+	for _, k := range keys {
 		if genOf(k) == gen {
 			stale = append(stale, k)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", t, err)
 	}
 	for i := 0; i < len(stale); i += batchSize {
 		chunk := stale[i:min(i+batchSize, len(stale))]
@@ -128,6 +126,39 @@ func clearTrie[K lpmKey](t *ebpf.Map, gen uint32) error {
 		}
 	}
 	return nil
+}
+
+// trieKeys reads every key of a trie: in batches where the kernel has
+// them (a tenth of the syscalls of walking key by key), else key by key.
+func trieKeys[K lpmKey](t *ebpf.Map) ([]K, error) {
+	var out []K
+	var cursor ebpf.MapBatchCursor
+	keys := make([]K, batchSize)
+	vals := make([]bpfClass, batchSize)
+	for {
+		n, err := t.BatchLookup(&cursor, keys, vals, nil)
+		out = append(out, keys[:n]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil // the end
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", t, err)
+		}
+	}
+	out = out[:0]
+	var k K
+	var discard bpfClass
+	it := t.Iterate()
+	for it.Next(&k, &discard) {
+		out = append(out, k)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", t, err)
+	}
+	return out, nil
 }
 
 // writeTrie adds the generation's classes to a trie, in batches where the

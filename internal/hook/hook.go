@@ -53,11 +53,13 @@ func Resolve(h desired.Hook) (*Target, error) {
 				return nil, fieldErr("netns", "network namespace %s: %v", h.NetnsPath(), errors.Unwrap(err))
 			}
 		}
-		idx, err := netnsutil.Ifindex(h.NetnsPath(), h.Interface)
+		idx, name, err := netnsutil.Interface(h.NetnsPath(), h.Interface)
 		if err != nil {
 			return nil, &FieldError{Field: "interface", Err: err}
 		}
-		t.ifindex = idx
+		// Resolved once, to the main name: an altname is the same
+		// interface, so it joins the same chain rather than fighting it.
+		t.ifindex, t.Hook.Interface = idx, name
 	case manifest.HookCgroupSKB:
 		st, err := os.Stat(h.Cgroup)
 		if err != nil || !st.IsDir() {

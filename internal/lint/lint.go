@@ -91,9 +91,16 @@ func checkLicense(spec *ebpf.CollectionSpec, fn string) error {
 	return nil
 }
 
-// load loads the program through the verifier and closes it at once.
+// load loads the program through the verifier and closes it at once,
+// the way apply loads it: only this program, and no map pinned by the
+// object's own request (leaf pins maps itself; libbpf's pin-by-name
+// would otherwise need a pin path and fail).
 func load(spec *ebpf.CollectionSpec, fn string) error {
 	spec = spec.Copy()
+	spec.Programs = map[string]*ebpf.ProgramSpec{fn: spec.Programs[fn]}
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", fn, err)

@@ -62,9 +62,17 @@ func Handle(path string) (*netlink.Handle, error) {
 // Ifindex returns the index of the interface named ifname in the namespace
 // at path.
 func Ifindex(path, ifname string) (int, error) {
+	idx, _, err := Interface(path, ifname)
+	return idx, err
+}
+
+// Interface returns the index and the main name of the interface named
+// ifname — its main name or one of its altnames, which the kernel looks
+// up alike — in the namespace at path.
+func Interface(path, ifname string) (int, string, error) {
 	h, err := Handle(path)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer h.Close()
 	l, err := h.LinkByName(ifname)
@@ -73,7 +81,7 @@ func Ifindex(path, ifname string) (int, error) {
 		if path != "" {
 			where = "network namespace " + path
 		}
-		return 0, fmt.Errorf("interface %q not found in %s", ifname, where)
+		return 0, "", fmt.Errorf("interface %q not found in %s", ifname, where)
 	}
-	return l.Attrs().Index, nil
+	return l.Attrs().Index, l.Attrs().Name, nil
 }

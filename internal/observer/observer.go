@@ -170,12 +170,23 @@ func ObserveHooks(layout bpffs.Layout) (map[string]*Hook, error) {
 // ChainOrder follows a chain from its first program through each member's
 // next-member map and returns the attachment names in order. It stops at
 // a program that is no attachment's, or at a loop.
-func ChainOrder(head ebpf.ProgramID, attachments map[string]*Attachment) []string {
+//
+// Members of a fused chain all pin the one program the hook runs: they
+// are returned in the recorded order (recorded lists the names as leaf
+// applied them; the fused program fixes the order when it is built).
+func ChainOrder(head ebpf.ProgramID, attachments map[string]*Attachment, recorded []string) []string {
 	byProg := map[ebpf.ProgramID]string{}
+	var fused []string
 	for name, a := range attachments {
 		if a.ProgramID != 0 {
 			byProg[a.ProgramID] = name
 		}
+		if head != 0 && a.ProgramID == head && !a.HasNext {
+			fused = append(fused, name)
+		}
+	}
+	if len(fused) > 0 {
+		return fusedOrder(fused, recorded)
 	}
 	var order []string
 	seen := map[string]bool{}
@@ -189,4 +200,26 @@ func ChainOrder(head ebpf.ProgramID, attachments map[string]*Attachment) []strin
 		id = attachments[name].NextProgramID
 	}
 	return order
+}
+
+// fusedOrder returns the members running a fused program: those recorded
+// in the recorded order, then any other in name order.
+func fusedOrder(running, recorded []string) []string {
+	in := map[string]bool{}
+	for _, n := range running {
+		in[n] = true
+	}
+	var out []string
+	for _, n := range recorded {
+		if in[n] {
+			out = append(out, n)
+			delete(in, n)
+		}
+	}
+	rest := make([]string, 0, len(in))
+	for n := range in {
+		rest = append(rest, n)
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
 }

@@ -3,6 +3,8 @@ package pkgsource
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"path"
 	"strings"
 )
 
@@ -36,11 +38,15 @@ type Config struct {
 	// PlainHTTP talks HTTP to a registry (loopback development only).
 	PlainHTTP bool `json:"plainHTTP,omitempty"`
 	// Platform and Artifact shape KFaaS paths:
-	// <url>/<name>/<version>/<platform>/<artifact>; defaults linux and
-	// <name>.tar.gz ({name} and {version} are replaced).
+	// <url>/<name>/<version>/<platform>/<artifact>; defaults: the host's
+	// distribution codename (VERSION_CODENAME in /etc/os-release, else
+	// linux) and <name>.tar.gz ({name} and {version} are replaced).
 	Platform string      `json:"platform,omitempty"`
 	Artifact string      `json:"artifact,omitempty"`
 	Trust    TrustConfig `json:"trust"`
+	// Hints gives KFaaS packages' l3afd payload details (leafd's L3AF
+	// API sets it; never read from the file).
+	Hints KFaaSHints `json:"-"`
 }
 
 // TrustConfig is a repository's trust policy.
@@ -99,8 +105,37 @@ func (r *Config) Validate() error {
 		if r.URL == "" && r.Path == "" {
 			return fmt.Errorf("repository %s: type kfaas needs url or path", r.DisplayName())
 		}
+		if _, err := kfaasBase(r); err != nil {
+			return fmt.Errorf("repository %s: %w", r.DisplayName(), err)
+		}
 	default:
 		return fmt.Errorf("repository %s: type must be dir, oci, http or kfaas, got %q", r.DisplayName(), r.Type)
 	}
 	return nil
+}
+
+// kfaasBase is where a KFaaS tree is: an http(s) URL, or a directory,
+// given as path or as a file:// URL (l3afd's default scheme), which must
+// be absolute.
+func kfaasBase(r *Config) (string, error) {
+	if r.URL == "" {
+		return r.Path, nil
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return "", fmt.Errorf("url %q: %w", r.URL, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return r.URL, nil
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return "", fmt.Errorf("url %q: a file URL names a local path (file:///dir), not host %q", r.URL, u.Host)
+		}
+		if !path.IsAbs(u.Path) {
+			return "", fmt.Errorf("url %q: a file URL must hold an absolute path (file:///dir)", r.URL)
+		}
+		return path.Clean(u.Path), nil
+	}
+	return "", fmt.Errorf("url %q: scheme must be http, https or file", r.URL)
 }

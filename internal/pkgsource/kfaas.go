@@ -3,12 +3,14 @@ package pkgsource
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -24,20 +26,28 @@ import (
 // <root>/<name>/<version>/<platform>/<artifact>, the artifact a .tar.gz
 // whose files sit in one top-level directory. leaf reads leaf.yaml and
 // the objects from it and builds the package the same way `leaf pkg
-// build` would, so its digest (and what signs it) is the same.
+// build` would, so its digest (and what signs it) is the same. An
+// archive without leaf.yaml (as L3AF's build makes them) gets one derived
+// from its object and the package's hint (see DeriveManifest).
 // Signatures sit beside the artifact as <artifact>.author.sigstore.json
 // and <artifact>.repository.sigstore.json.
 type KFaaS struct {
 	g        getter
 	platform string
 	artifact string
+	// repo and hints give l3afd's per-package artifact names, version
+	// path segments and object details (nil: none).
+	repo  string
+	hints KFaaSHints
+	memo  builds
 }
 
 // NewKFaaS makes a KFaaS origin at root (URL or directory). artifact may
-// use {name} and {version}.
+// use {name} and {version}. The platform segment defaults to the host's
+// distribution codename, as l3afd takes it.
 func NewKFaaS(root, platform, artifact string, client *http.Client) *KFaaS {
 	if platform == "" {
-		platform = "linux"
+		platform = HostCodename()
 	}
 	if artifact == "" {
 		artifact = "{name}.tar.gz"
@@ -45,14 +55,34 @@ func NewKFaaS(root, platform, artifact string, client *http.Client) *KFaaS {
 	return &KFaaS{g: getter{base: strings.TrimSuffix(root, "/"), client: client}, platform: platform, artifact: artifact}
 }
 
+// hint is the package's hint, or none.
+func (k *KFaaS) hint(name, version string) KFaaSHint {
+	if k.hints == nil {
+		return KFaaSHint{}
+	}
+	h, _ := k.hints.KFaaSHint(k.repo, name, version)
+	return h
+}
+
 func (k *KFaaS) path(name, version string) (string, error) {
+	h := k.hint(name, version)
+	segment, artifact := version, k.artifact
+	if h.Version != "" {
+		segment = h.Version
+	}
+	if h.Artifact != "" {
+		artifact = h.Artifact
+	}
 	// Names and versions come from desired state, but check here too:
 	// they become path components.
-	if !safeComponent(name) || !safeComponent(version) {
-		return "", fmt.Errorf("%s@%s cannot name a KFaaS path", name, version)
+	if !safeComponent(name) || !safeComponent(segment) {
+		return "", fmt.Errorf("%s@%s cannot name a KFaaS path", name, segment)
 	}
-	a := strings.NewReplacer("{name}", name, "{version}", version).Replace(k.artifact)
-	return k.g.join(name, version, k.platform, a), nil
+	a := strings.NewReplacer("{name}", name, "{version}", segment).Replace(artifact)
+	if !safeComponent(a) {
+		return "", fmt.Errorf("artifact %q cannot name a KFaaS file", a)
+	}
+	return k.g.join(name, segment, k.platform, a), nil
 }
 
 func regularFile(path string) bool {
@@ -74,6 +104,14 @@ func (k *KFaaS) Resolve(ctx context.Context, name, version string) (ocispec.Desc
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}
+	// The same bytes read the same way build the same package: an L3AF
+	// call resolves its artifact in its own admission and again in the
+	// reconciler's, so keep the last few builds.
+	sum := sha256.Sum256(data)
+	key := fmt.Sprintf("%s\x00%x\x00%+v", loc, sum, k.hint(name, version))
+	if b, ok := k.memo.get(key); ok {
+		return b.desc, b.store, nil
+	}
 	files, err := archive.Read(bytes.NewReader(data), archive.DefaultLimits)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
@@ -82,12 +120,47 @@ func (k *KFaaS) Resolve(ctx context.Context, name, version string) (ocispec.Desc
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
 	}
+	if files, err = withDerivedManifest(name, version, files, k.hint(name, version)); err != nil {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
+	}
 	store := memory.New()
 	desc, _, err := ocipkg.BuildFiles(ctx, files, store)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
 	}
+	k.memo.put(key, built{desc, store})
 	return desc, store, nil
+}
+
+// built is a package built from an artifact.
+type built struct {
+	desc  ocispec.Descriptor
+	store content.ReadOnlyGraphStorage
+}
+
+// builds remembers the last maxBuilds packages built, by what they were
+// built from.
+type builds struct {
+	mu sync.Mutex
+	m  map[string]built
+}
+
+const maxBuilds = 16
+
+func (b *builds) get(key string) (built, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.m[key]
+	return v, ok
+}
+
+func (b *builds) put(key string, v built) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil || len(b.m) >= maxBuilds {
+		b.m = map[string]built{}
+	}
+	b.m[key] = v
 }
 
 // Extra reads the signatures beside the artifact.
@@ -145,4 +218,25 @@ func WriteKFaaS(w *bytes.Buffer, name string, files archive.Files) error {
 		prefixed[name+"/"+p] = d
 	}
 	return archive.WriteGzip(w, prefixed)
+}
+
+// HostCodename is the distribution codename from /etc/os-release
+// (VERSION_CODENAME, as l3afd reads it), or "linux" when there is none.
+func HostCodename() string {
+	return codenameFrom("/etc/os-release")
+}
+
+func codenameFrom(file string) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "linux"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "VERSION_CODENAME="); ok {
+			if v = strings.Trim(v, `"'`); safeComponent(v) {
+				return v
+			}
+		}
+	}
+	return "linux"
 }

@@ -82,7 +82,12 @@ func openInner(cfg Config, cache *pkgcache.Cache, log *slog.Logger) (repository.
 		if cfg.Type == RepoHTTP {
 			origin = NewHTTPIndex(base, client)
 		} else {
-			origin = NewKFaaS(base, cfg.Platform, cfg.Artifact, client)
+			if base, err = kfaasBase(&cfg); err != nil {
+				return nil, fmt.Errorf("repository %s: %w", name, err)
+			}
+			k := NewKFaaS(base, cfg.Platform, cfg.Artifact, client)
+			k.repo, k.hints = name, cfg.Hints
+			origin = k
 		}
 	}
 	r := New(name, origin, cache)

@@ -302,8 +302,8 @@ func TestKFaaS(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(root)))
 	defer srv.Close()
 	for _, cfg := range []Config{
-		{Name: "kfaas-http", Type: RepoKFaaS, URL: srv.URL, Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}},
-		{Name: "kfaas-dir", Type: RepoKFaaS, Path: root, Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}},
+		{Name: "kfaas-http", Type: RepoKFaaS, URL: srv.URL, Platform: "linux", Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}},
+		{Name: "kfaas-dir", Type: RepoKFaaS, Path: root, Platform: "linux", Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}},
 	} {
 		cache, _ := pkgcache.Open(t.TempDir())
 		r, err := Open(cfg, cache, nil)
@@ -323,7 +323,7 @@ func TestKFaaS(t *testing.T) {
 	var eb bytes.Buffer
 	archive.WriteGzip(&eb, evil)
 	os.WriteFile(filepath.Join(dir, "execcount.tar.gz"), eb.Bytes(), 0o644)
-	r, _ := Open(Config{Name: "k", Type: RepoKFaaS, Path: root, Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}}, nil, nil)
+	r, _ := Open(Config{Name: "k", Type: RepoKFaaS, Path: root, Platform: "linux", Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}}, nil, nil)
 	if _, err := r.Resolve("execcount", "1.0.0"); err == nil || !strings.Contains(err.Error(), "leaves the archive") {
 		t.Errorf("escaping artifact: %v", err)
 	}

@@ -54,6 +54,18 @@ type ChainPlan struct {
 	Old []string
 	// ObservedHook is the kernel's view of the hook's link.
 	ObservedHook *observer.Hook
+	// Fused: the chain is (to be) one program built from every member's
+	// code; a change rebuilds it whole. Otherwise members are linked by
+	// tail calls, and ModeReason says why.
+	Fused      bool
+	ModeReason string
+	// ForceFused: the hook asks for a fused chain; if the verifier
+	// refuses it the apply fails instead of falling back to tail calls.
+	ForceFused bool
+	// FuseRefused is the verifier's refusal of this chain fused (set by
+	// the applier when it fell back to tail calls, or kept from the
+	// records while the chain stays the same).
+	FuseRefused string
 }
 
 // chainMembers groups the chained attachments by hook, each sorted by
@@ -155,8 +167,9 @@ func planChain(key string, members []*Resolved, old []string, records map[string
 	n := len(members)
 	var running []string
 	if oh != nil && oh.ProgramID != 0 {
-		running = observer.ChainOrder(oh.ProgramID, observed)
+		running = observer.ChainOrder(oh.ProgramID, observed, old)
 	}
+	chooseMode(cp, records, observed, old)
 	trusted := len(old) > 0 && slices.Equal(running, old)
 	switch {
 	case len(old) == 0:
@@ -175,14 +188,18 @@ func planChain(key string, members []*Resolved, old []string, records map[string
 		cp.Kind, cp.Fresh = ChainSwitch, n
 		return cp
 	}
-	// Keep the longest tail of the old chain that runs unchanged.
+	// Keep the longest tail of the old chain that runs unchanged (a fused
+	// chain is rebuilt whole, or kept whole).
 	kept := 0
-	for kept < n && kept < len(old) {
+	for kept < n && kept < len(old) && !cp.Fused {
 		r := members[n-1-kept]
 		if r.Attachment.Name != old[len(old)-1-kept] || !sameInstance(r, records[r.Attachment.Name], observed[r.Attachment.Name]) {
 			break
 		}
 		kept++
+	}
+	if cp.Fused && slices.Equal(names(members), old) && allSameFused(members, records, observed, oh) {
+		kept = n
 	}
 	cp.Fresh = n - kept
 	switch {
@@ -192,10 +209,79 @@ func planChain(key string, members []*Resolved, old []string, records map[string
 		cp.Kind, cp.Fresh, cp.Reason = ChainSwitch, n, "XDP mode changed"
 	case cp.NewLink:
 		cp.Kind, cp.Reason = ChainSwitch, "the hook's link was detached"
+	case modeChanged(cp, records[old[0]]):
+		cp.Kind, cp.Reason = ChainSwitch, fmt.Sprintf("%s → %s", modeName(records[old[0]].Chain.Fused), modeName(cp.Fused))
 	default:
 		cp.Kind, cp.Reason = ChainSwitch, fmt.Sprintf("order %s → %s", orderString(old), orderString(names(members)))
 	}
 	return cp
+}
+
+// chooseMode decides whether the hook's chain is fused: when every member
+// can be, the hook does not ask for tail calls, and the verifier has not
+// refused this same chain fused before.
+func chooseMode(cp *ChainPlan, records map[string]*store.Record, observed map[string]*observer.Attachment, old []string) {
+	for _, r := range cp.Members {
+		switch r.Chain.HookMode {
+		case desired.ChainModeTailCall:
+			cp.ModeReason = "the hook asks for tail calls (chainMode: tailcall)"
+			return
+		case desired.ChainModeFused:
+			cp.ForceFused = true
+		}
+	}
+	for _, r := range cp.Members {
+		if r.Chain.NoFuse != "" {
+			cp.ModeReason = fmt.Sprintf("%s cannot be fused: %s", r.Attachment.Name, r.Chain.NoFuse)
+			return
+		}
+	}
+	if refused := refusedBefore(cp, records, observed, old); refused != "" && !cp.ForceFused {
+		cp.FuseRefused = refused
+		cp.ModeReason = "the fused chain was refused: " + refused
+		return
+	}
+	cp.Fused = true
+}
+
+// refusedBefore returns the verifier's earlier refusal of this chain
+// fused, if the same members run unchanged as tail-call members since.
+func refusedBefore(cp *ChainPlan, records map[string]*store.Record, observed map[string]*observer.Attachment, old []string) string {
+	if !slices.Equal(names(cp.Members), old) {
+		return ""
+	}
+	refused := ""
+	for _, r := range cp.Members {
+		rec := records[r.Attachment.Name]
+		if !sameInstance(r, rec, observed[r.Attachment.Name]) || rec.Chain.FuseRefused == "" {
+			return ""
+		}
+		refused = rec.Chain.FuseRefused
+	}
+	return refused
+}
+
+// allSameFused reports whether the hook runs the fused program built from
+// exactly these members, unchanged.
+func allSameFused(members []*Resolved, records map[string]*store.Record, observed map[string]*observer.Attachment, oh *observer.Hook) bool {
+	for _, r := range members {
+		rec, obs := records[r.Attachment.Name], observed[r.Attachment.Name]
+		if rec == nil || rec.Chain == nil || !rec.Chain.Fused || obs == nil || oh == nil || obs.ProgramID != oh.ProgramID || kernelDrift(rec, obs) != "" || !sameConfig(r, rec) {
+			return false
+		}
+	}
+	return true
+}
+
+func modeChanged(cp *ChainPlan, first *store.Record) bool {
+	return first != nil && first.Chain != nil && first.Chain.Fused != cp.Fused
+}
+
+func modeName(fused bool) string {
+	if fused {
+		return "fused"
+	}
+	return "tail calls"
 }
 
 func xdpModeChanged(rec *store.Record, h desired.Hook) bool {
@@ -205,9 +291,15 @@ func xdpModeChanged(rec *store.Record, h desired.Hook) bool {
 // sameInstance reports whether the member's running instance is what is
 // desired, so that it can stay in place.
 func sameInstance(r *Resolved, rec *store.Record, obs *observer.Attachment) bool {
-	if rec == nil || rec.Chain == nil || obs == nil || obs.ProgramID == 0 || !obs.HasNext || kernelDrift(rec, obs) != "" {
+	if rec == nil || rec.Chain == nil || rec.Chain.Fused || obs == nil || obs.ProgramID == 0 || !obs.HasNext || kernelDrift(rec, obs) != "" {
 		return false
 	}
+	return sameConfig(r, rec)
+}
+
+// sameConfig reports whether the member's record describes the desired
+// program, parameters and chain settings.
+func sameConfig(r *Resolved, rec *store.Record) bool {
 	return rec.Package.Digest == r.Package.Digest &&
 		rec.Program == r.Program.Name &&
 		rec.Chain.Mode == r.Chain.Mode && rec.Chain.Map == r.Chain.Map &&
@@ -254,6 +346,8 @@ func memberReason(r *Resolved, rec *store.Record, obs *observer.Attachment, cp *
 		return "proceed-on verdicts changed"
 	case rec.Chain.CountRuns != r.Chain.CountRuns:
 		return "run counting turned on or off with BPF statistics"
+	case rec.Chain.Fused != cp.Fused:
+		return fmt.Sprintf("chain %s → %s", modeName(rec.Chain.Fused), modeName(cp.Fused))
 	case obs == nil || obs.ProgramID == 0:
 		return "program no longer pinned"
 	case kernelDrift(rec, obs) != "":

@@ -46,6 +46,14 @@ type ChainConfig struct {
 	// CountRuns: the member counts its runs in chain.RunsMap (rewrite
 	// mode only).
 	CountRuns bool
+	// HookMode is the chain mode the hook's attachments ask for
+	// (desired.ChainModeFused or ChainModeTailCall; "" is auto).
+	HookMode string
+	// FuseSpec is the member's collection before the tail-call rewrite,
+	// to build a fused chain from; nil when NoFuse says why it cannot be
+	// fused.
+	FuseSpec *ebpf.CollectionSpec
+	NoFuse   string
 }
 
 // Options are host-wide choices that shape how programs are prepared.
@@ -54,6 +62,9 @@ type Options struct {
 	// statistics miss tail-called programs). leafd sets it while BPF
 	// statistics are on, since both cost a little per packet.
 	CountRuns bool
+
+	// chainModes holds the chain mode of each hook that sets one.
+	chainModes map[string]string
 }
 
 // Resolve checks every attachment: the package and program exist, the
@@ -68,6 +79,7 @@ func Resolve(st *desired.State, repos repository.Set, opts Options) ([]*Resolved
 func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set, opts Options) ([]*Resolved, error) {
 	var out []*Resolved
 	var errs desired.Errors
+	opts.chainModes = st.HookChainModes()
 	for _, a := range st.Spec.Attachments {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -134,6 +146,11 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 		errs = append(errs, desired.Error{Field: field, Message: err.Error()})
 	}
 	r.Target = target
+	if target != nil {
+		// The hook as resolved: an interface named by an altname is keyed
+		// by its main name, so both name one chain.
+		r.Attachment.Hook = target.Hook
+	}
 	if a.Hook.Chained() && len(errs) == 0 {
 		cfg, field, err := resolveChain(a, prog, spec, opts)
 		if err != nil {
@@ -191,13 +208,23 @@ func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.Colle
 		}
 		cfg.ProceedOn = v
 	}
+	cfg.HookMode = ro.chainModes[a.Hook.Key()]
 	if cfg.Mode == manifest.ChainCooperative {
 		if err := chain.Cooperative(spec, prog.Function, cfg.Map); err != nil {
 			return nil, "program", err
 		}
+		cfg.NoFuse = "it chains itself with bpf_tail_call (cooperative mode)"
+		if cfg.HookMode == desired.ChainModeFused {
+			return nil, "hook.chainMode", fmt.Errorf("fused: program %s chains itself with bpf_tail_call (cooperative mode) and cannot be fused", prog.Name)
+		}
 		return cfg, "", nil
 	}
 	cfg.CountRuns = ro.CountRuns
+	if err := chain.CanFuse(spec, prog.Function); err != nil {
+		cfg.NoFuse = err.Error()
+	} else {
+		cfg.FuseSpec = spec.Copy()
+	}
 	opts := chain.Options{ProceedOn: cfg.ProceedOn, CountRuns: ro.CountRuns}
 	if a.Hook.Type == manifest.HookTC {
 		// When every member proceeds, let TCX go on to the programs

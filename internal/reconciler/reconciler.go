@@ -9,7 +9,9 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -161,6 +163,10 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 	if err != nil {
 		return nil, fmt.Errorf("settle pins of an interrupted apply: %w", err)
 	}
+	// Whatever happens below, the committed state's packages end up
+	// admitted when they can be, so drift repair (which never asks a
+	// repository) can restore it even if this first apply fails.
+	defer r.admitCommitted(ctx)
 	if doc != nil {
 		return r.admitAndApply(ctx, doc)
 	}
@@ -177,6 +183,20 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 		r.cfg.Logger.Error("start-up: the interrupted apply cannot be finished; restoring the last recorded state", "error", err)
 	}
 	return r.admitAndApply(ctx, r.desired)
+}
+
+// admitCommitted admits the committed desired state's packages if no
+// apply did; callers hold mu.
+func (r *Reconciler) admitCommitted(ctx context.Context) {
+	if len(r.packages) > 0 || len(r.desired.Spec.Attachments) == 0 {
+		return
+	}
+	adm, err := admission.Admit(ctx, r.desired, r.limits(), r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	if err != nil {
+		r.cfg.Logger.Error("start-up: cannot admit the recorded state's packages; drift repair waits for the next apply", "error", err)
+		return
+	}
+	r.packages = adm.Packages
 }
 
 // admitAndApply admits st and applies it; callers hold mu (start-up only:
@@ -203,6 +223,16 @@ func (r *Reconciler) limits() desired.Limits {
 		l.MaxChainLength = desired.DefaultLimits.MaxChainLength
 	}
 	return l
+}
+
+// sameJSON reports whether a and b encode alike.
+func sameJSON(a, b any) bool {
+	ja, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	jb, err := json.Marshal(b)
+	return err == nil && bytes.Equal(ja, jb)
 }
 
 // repoNames lists the configured repositories in order.
@@ -290,6 +320,43 @@ func (r *Reconciler) Delete(ctx context.Context, names []string, dryRun bool) (*
 	return res, err
 }
 
+// ErrConflict is returned by Modify when the desired state changed
+// between the change being built and being applied.
+var ErrConflict = errors.New("desired state changed during the call; retry")
+
+// Modify applies change(current desired state), unless the state changed
+// in between (ErrConflict), so that a change built from the current state
+// (the L3AF API's add and delete) never overwrites one applied meanwhile.
+// change must be quick: it only edits the document.
+func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
+	base := r.Desired()
+	next, err := change(base.Clone())
+	if err != nil {
+		return nil, err
+	}
+	// Admission (packages fetched and verified) without the lock, as
+	// Apply does.
+	adm, err := r.admit(ctx, next, dryRun)
+	if err != nil {
+		r.recordApply(nil, err, dryRun)
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !sameState(r.desired, base) {
+		return nil, ErrConflict
+	}
+	res, err := r.apply(ctx, adm, dryRun, nil)
+	r.recordApply(res, err, dryRun)
+	return res, err
+}
+
+func sameState(a, b *desired.State) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
+}
+
 // apply reconciles: it resolves adm against its admitted packages only,
 // observes, plans, applies and records. Attachments in hold are left
 // exactly as they are — not resolved, not planned, their records kept —
@@ -308,9 +375,13 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 		}
 	}()
 	pinned := admission.Pinned(adm.Packages, r.repoNames())
-	resolved, err := planner.Resolve(without(st, hold), pinned, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
-	if err != nil {
-		return nil, err
+	opts := planner.Options{CountRuns: r.cfg.Stats.Enabled()}
+	resolved := adm.Resolved
+	if resolved == nil || len(hold) > 0 || adm.Options.CountRuns != opts.CountRuns {
+		resolved, err = planner.Resolve(without(st, hold), pinned, opts)
+		if err != nil {
+			return nil, err
+		}
 	}
 	allRecords, err := r.cfg.Store.Records()
 	if err != nil {
@@ -381,8 +452,12 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.BeforeCommit)
 	}
-	if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
-		return nil, fmt.Errorf("record applied state: %w", cerr)
+	// A no-op re-apply writes nothing: the store already says exactly
+	// this, and a commit is a disk sync.
+	if plan.Changes() || !sameJSON(st, r.desired) || !sameJSON(newRecords, allRecords) {
+		if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
+			return nil, fmt.Errorf("record applied state: %w", cerr)
+		}
 	}
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.AfterCommit)

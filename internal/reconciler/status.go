@@ -62,7 +62,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 			s.Companion = r.cfg.Companions(a.Name)
 		}
 		if rec := records[a.Name]; rec != nil && rec.Chain != nil {
-			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)])
+			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)], recordedOrder(records, rec.Chain.Hook))
 			r.chainRuns(&s, rec)
 		}
 		out.Attachments = append(out.Attachments, s)
@@ -100,9 +100,12 @@ func fillObserved(s *v1.AttachmentStatus, o *observer.Attachment, statsOn bool) 
 
 // fillChain reports a chain member: its place in the order the kernel
 // runs, and the hook's link.
-func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*observer.Attachment, h *observer.Hook) {
+func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*observer.Attachment, h *observer.Hook, recorded []string) {
 	hookType := rec.Attachment.Hook.Type
-	c := &v1.ChainStatus{Position: rec.Chain.Index + 1, Priority: rec.Chain.Priority, Mode: rec.Chain.Mode}
+	c := &v1.ChainStatus{Position: rec.Chain.Index + 1, Priority: rec.Chain.Priority, Mode: rec.Chain.Mode, ModeReason: rec.Chain.ModeReason}
+	if rec.Chain.Fused {
+		c.Mode = desired.ChainModeFused
+	}
 	for _, v := range rec.Chain.ProceedOn {
 		c.ProceedOn = append(c.ProceedOn, desired.VerdictName(hookType, v))
 	}
@@ -118,7 +121,7 @@ func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*o
 		return
 	}
 	s.LinkID = uint32(h.LinkID)
-	order := observer.ChainOrder(h.ProgramID, observed)
+	order := observer.ChainOrder(h.ProgramID, observed, recorded)
 	c.Length = len(order)
 	running := false
 	for i, n := range order {
@@ -137,9 +140,26 @@ func fillChain(s *v1.AttachmentStatus, rec *store.Record, observed map[string]*o
 	}
 }
 
+// recordedOrder lists the members recorded on a hook, in order.
+func recordedOrder(records map[string]*store.Record, hookKey string) []string {
+	var rs []*store.Record
+	for _, r := range records {
+		if r.Chain != nil && r.Chain.Hook == hookKey {
+			rs = append(rs, r)
+		}
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Chain.Index < rs[j].Chain.Index })
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Name
+	}
+	return out
+}
+
 // chainRuns reports a chain member's runs from its own counter. The
 // kernel's statistics cannot: they skip tail-called programs, and the first
-// member's run time includes every member after it.
+// member's run time includes every member after it (a fused chain is one
+// program to the kernel).
 //
 // A member alone on its hook is the one case the kernel counts exactly.
 func (r *Reconciler) chainRuns(s *v1.AttachmentStatus, rec *store.Record) {

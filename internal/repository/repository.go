@@ -14,6 +14,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"oras.land/oras-go/v2/content/memory"
@@ -50,6 +51,14 @@ type Package struct {
 	// repository, nil before.
 	Trust *Trust
 	files fs.FS
+	// specs keeps each parsed object, shared by clones: a package's bytes
+	// never change, and parsing ELF and BTF is most of a re-apply.
+	specs *specCache
+}
+
+type specCache struct {
+	mu sync.Mutex
+	m  map[string]*ebpf.CollectionSpec
 }
 
 // Trust is what verifying a package found.
@@ -78,7 +87,7 @@ type Signer struct {
 // NewPackage makes a package from files already checked (the OCI reader
 // checks digests and caps).
 func NewPackage(m *manifest.Manifest, digest, repo string, raw []byte, files fs.FS) *Package {
-	return &Package{Manifest: m, Digest: digest, Repository: repo, Raw: raw, files: files}
+	return &Package{Manifest: m, Digest: digest, Repository: repo, Raw: raw, files: files, specs: &specCache{}}
 }
 
 // Clone returns a shallow copy that can carry its own Trust.
@@ -103,13 +112,9 @@ func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Prog
 	if err != nil {
 		return nil, nil, err
 	}
-	data, err := p.ReadFile(prog.Object)
+	spec, err := p.objectSpec(prog.Object)
 	if err != nil {
-		return nil, nil, fmt.Errorf("package %s: program %s: %w", p.Ref(), prog.Name, err)
-	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), prog.Object, err)
+		return nil, nil, err
 	}
 	ps, ok := spec.Programs[prog.Function]
 	if !ok {
@@ -122,6 +127,34 @@ func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Prog
 		return nil, nil, fmt.Errorf("package %s: function %s has program type %s, manifest says %s", p.Ref(), prog.Function, ps.Type, prog.Type)
 	}
 	return spec, prog, nil
+}
+
+// objectSpec parses an object of the package, once; callers get a copy
+// they may change.
+func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
+	if p.specs != nil {
+		p.specs.mu.Lock()
+		defer p.specs.mu.Unlock()
+		if spec := p.specs.m[object]; spec != nil {
+			return spec.Copy(), nil
+		}
+	}
+	data, err := p.ReadFile(object)
+	if err != nil {
+		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
+	}
+	if p.specs != nil {
+		if p.specs.m == nil {
+			p.specs.m = map[string]*ebpf.CollectionSpec{}
+		}
+		p.specs.m[object] = spec
+		return spec.Copy(), nil
+	}
+	return spec, nil
 }
 
 func programType(t string) ebpf.ProgramType {
@@ -245,7 +278,7 @@ func readPackage(fsys fs.FS) (*Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: built.Raw, files: built.Files}, nil
+	return &Package{Manifest: m, Digest: desc.Digest.String(), Raw: built.Raw, files: built.Files, specs: &specCache{}}, nil
 }
 
 // checkFiles refuses a package directory holding anything but regular

@@ -46,6 +46,13 @@ func (s *Server) routes() []route {
 		{"GET", v1.PathTokens, A, auth.None, s.listTokens},
 		{"POST", v1.PathTokens, A, auth.None, s.issueToken},
 		{"DELETE", v1.PathTokens + "/{id}", A, auth.None, s.revokeToken},
+		// l3afd's API (internal/l3af), for controllers written for l3afd.
+		{"POST", l3afPrefix + "/add", A, O, s.l3afAdd()},
+		{"POST", l3afPrefix + "/update", A, O, s.l3afUpdate()},
+		{"POST", l3afPrefix + "/delete", A, O, s.l3afDelete()},
+		{"GET", l3afPrefix, R, auth.None, s.l3afGet},
+		{"GET", l3afPrefix + "/{iface}", R, auth.None, s.l3afGet},
+		{"PUT", l3afPrefix + "/restart", A, auth.None, s.l3afRestart},
 		// Profiles expose memory contents and cost CPU: admin only.
 		{"", v1.PathDebug, A, auth.None, pprof.Index},
 		{"", v1.PathDebug + "cmdline", A, auth.None, pprof.Cmdline},

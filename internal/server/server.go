@@ -19,6 +19,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/auth/token"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/events"
+	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/yamljson"
@@ -48,6 +49,8 @@ type Server struct {
 	// Recheck is how often a running request re-checks its caller's
 	// credentials (DefaultRecheck when zero).
 	Recheck time.Duration
+	// L3AF serves l3afd's API; nil: those routes answer 404.
+	L3AF *l3af.Service
 	// ManagedBy, if set, says who owns the desired state (kubernetes):
 	// local changes to it are refused with 409.
 	ManagedBy string
@@ -113,6 +116,14 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 	if err := checkProbeTargets(&st, auth.IdentityFrom(r.Context())); err != nil {
 		writeError(w, http.StatusUnprocessableEntity, err)
 		return
+	}
+	if s.L3AF != nil {
+		// A document carrying an L3AF configuration names its packages
+		// the way l3afd's payloads do.
+		if err := s.L3AF.Learn(&st); err != nil {
+			writeError(w, http.StatusUnprocessableEntity, err)
+			return
+		}
 	}
 	res, err := s.Reconciler.Apply(r.Context(), &st, dryRun)
 	if err != nil {

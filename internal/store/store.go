@@ -93,6 +93,14 @@ type ChainMember struct {
 	CountRuns bool `json:"countRuns,omitempty"`
 	// XDPMode is the hook's XDP attach mode, which the link fixes.
 	XDPMode string `json:"xdpMode,omitempty"`
+	// Fused: the member runs inside the hook's fused program (one program
+	// built from every member's code), which its prog pin holds.
+	Fused bool `json:"fused,omitempty"`
+	// ModeReason says why the hook's chain is not fused, when it is not.
+	ModeReason string `json:"modeReason,omitempty"`
+	// FuseRefused keeps the verifier's refusal of this chain fused, so
+	// that leafd does not try again until the chain changes.
+	FuseRefused string `json:"fuseRefused,omitempty"`
 }
 
 // Store is the state database.

@@ -69,11 +69,12 @@ type chainBenchmark struct {
 	cb      *bench.ChainBench
 	entries map[int]*ebpf.Program
 	res     *bench.ChainResult
+	loads   []bench.FusedLoad
 }
 
 func (c *chainBenchmark) run(ctx context.Context) error {
 	var err error
-	c.r.Note("load the programs of bench/bpf/chainbench.bpf.o (embedded): for each N, a leaf chain (N copies of xdp_step, each rewritten by chain.Rewrite, with its own leaf_chain_next, wired in order), xdp_single_N, and xdp_root + N copies of xdp_coop_step (each its own coop_next, wired in order); xdp_empty")
+	c.r.Note("load the programs of bench/bpf/chainbench.bpf.o (embedded): for each N, a leaf tail-call chain (N copies of xdp_step, each rewritten by chain.Rewrite, with its own leaf_chain_next, wired in order), a leaf fused chain (N copies of xdp_step fused by chain.Fuse into one program), xdp_single_N, and xdp_root + N copies of xdp_coop_step (each its own coop_next, wired in order); xdp_empty")
 	if c.cb, err = bench.LoadChainBench(bench.ChainSizes); err != nil {
 		return err
 	}
@@ -89,9 +90,18 @@ func (c *chainBenchmark) run(ctx context.Context) error {
 			fmt.Fprintf(os.Stderr, "%-32s %7.2f ns/pkt (thread CPU)  %3d ns/pkt (kernel)\n", what, s.CPU, s.Kernel.Nanoseconds())
 		}
 	}
-	c.res, err = c.cb.Measure(c.rounds, c.repeat, progress)
+	if c.res, err = c.cb.Measure(c.rounds, c.repeat, progress); err != nil {
+		return err
+	}
+	c.r.Note(fmt.Sprintf("build and load fused chains of %v members (chain.Fuse + map creation + verifier), %d times each", fusedLoadSizes, fusedLoadRounds))
+	c.loads, err = bench.MeasureFusedLoads(fusedLoadSizes, fusedLoadRounds)
 	return err
 }
+
+// The fused chains whose build and load time the benchmark reports.
+var fusedLoadSizes = []int{2, 5, 10, 32}
+
+const fusedLoadRounds = 11
 
 // startLeafd builds leafd, gives it a repository with the chainbench
 // package, and applies one chain per size on its own veth.
@@ -123,7 +133,7 @@ func (c *chainBenchmark) startLeafd(ctx context.Context) error {
 	if c.entries, err = bench.LeafdChains(ctx, c.d.Client, c.sb.NsB, c.sb.Ifaces, bench.ChainSizes); err != nil {
 		return err
 	}
-	c.r.Note("for each hook: the status's link ID -> the link's program (checked: following leaf_chain_next from it visits N programs)")
+	c.r.Note("for each hook: the status's link ID -> the link's program (checked: all N members fused into it, or for a tail-call chain, following leaf_chain_next from it visits N programs)")
 	c.cb.AddLeafd(c.entries)
 	return nil
 }
@@ -166,7 +176,7 @@ func (c *chainBenchmark) report() {
 	fmt.Printf("\nharness floor (empty XDP program): %.2f ns/pkt\n\n", res.Floor)
 
 	leafd := res.Has(bench.Leafd)
-	kinds := []bench.ChainKind{bench.Leaf}
+	kinds := []bench.ChainKind{bench.Fused, bench.Leaf}
 	if leafd {
 		kinds = append(kinds, bench.Leafd)
 	}
@@ -182,10 +192,10 @@ func (c *chainBenchmark) report() {
 	}
 	for _, k := range kinds {
 		head = append(head, map[bench.ChainKind]string{
-			bench.Leaf: "leaf per hop", bench.Leafd: "leafd per hop", bench.Single: "single per step", bench.L3afd: "l3afd per hop",
+			bench.Fused: "fused per hop", bench.Leaf: "tail-call per hop", bench.Leafd: "leafd per hop", bench.Single: "single per step", bench.L3afd: "l3afd per hop",
 		}[k])
 	}
-	head = append(head, "leaf/single", "leaf/single net of floor")
+	head = append(head, "fused/single", "tail-call/single", "tail-call/single net of floor")
 	row(head...)
 	rule(len(head))
 	for _, n := range res.Sizes {
@@ -197,9 +207,10 @@ func (c *chainBenchmark) report() {
 			h, ok := res.PerHop(k, n)
 			cells = append(cells, map[bool]string{true: ns(h), false: "–"}[ok])
 		}
+		f, _ := res.Ratio(bench.Fused, bench.Single, n, false)
 		r, _ := res.Ratio(bench.Leaf, bench.Single, n, false)
 		rn, _ := res.Ratio(bench.Leaf, bench.Single, n, true)
-		cells = append(cells, fmt.Sprintf("%.2fx", r), fmt.Sprintf("%.2fx", rn))
+		cells = append(cells, fmt.Sprintf("%.2fx", f), fmt.Sprintf("%.2fx", r), fmt.Sprintf("%.2fx", rn))
 		row(cells...)
 	}
 	w.Flush()
@@ -227,15 +238,27 @@ func (c *chainBenchmark) report() {
 	fmt.Println()
 
 	big := res.Sizes[len(res.Sizes)-1]
+	fh, _ := res.PerHop(bench.Fused, big)
+	fr, _ := res.Ratio(bench.Fused, bench.Single, big, false)
+	fmt.Printf("target: a %d-member fused chain within 1.1x of one program doing the %d steps: %.2fx: %s\n", big, big, fr, verdict(fr <= 1.1, "not met"))
+	fmt.Printf("target: fused per hop under 1 ns: %.2f ns (N=%d): %s\n", fh, big, verdict(fh < 1, "not met"))
 	lh, _ := res.PerHop(bench.Leaf, big)
 	th, _ := res.PerHop(bench.L3afd, big)
-	fmt.Printf("target: leaf per-hop overhead no worse than a plain tail call: leaf %.2f ns, l3afd-style %.2f ns per hop (N=%d): %s\n",
+	fmt.Printf("target: tail-call per-hop overhead no worse than a plain tail call: leaf %.2f ns, l3afd-style %.2f ns per hop (N=%d): %s\n",
 		lh, th, big, verdict(lh <= th, fmt.Sprintf("leaf is %.2f ns (%.0f%%) more", lh-th, 100*(lh-th)/th)))
 	if dh, ok := res.PerHop(bench.Leafd, big); ok {
 		fmt.Printf("        (the chain leafd applied: %.2f ns per hop)\n", dh)
 	}
 	r, _ := res.Ratio(bench.Leaf, bench.Single, big, false)
-	fmt.Printf("target: a %d-member chain within 1.5x of one program doing the %d steps: %.2fx: %s\n", big, big, r, verdict(r <= 1.5, "not met"))
+	fmt.Printf("target: a %d-member tail-call chain within 1.5x of one program doing the %d steps: %.2fx: %s\n", big, big, r, verdict(r <= 1.5, "not met"))
+	fmt.Println()
+	fmt.Printf("Building and loading a fused chain (chain.Fuse, map creation, verifier; median of %d):\n\n", fusedLoadRounds)
+	row("members", "instructions", "verified instructions", "build + load")
+	rule(4)
+	for _, l := range c.loads {
+		row(fmt.Sprint(l.N), fmt.Sprint(l.Insns), fmt.Sprint(l.Verified), fmt.Sprintf("%.2f ms", float64(l.Median.Microseconds())/1000))
+	}
+	w.Flush()
 	fmt.Println()
 	fmt.Println("Steps (set-up and tear-down included):")
 	for _, l := range c.r.Log {
