@@ -13,7 +13,7 @@ BPF_SOURCES := $(wildcard packages/*/*.bpf.c testdata/packages/*/*.bpf.c testdat
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build docs generate crds check-generate test vet fmt-check demo bench clean deps cross-build bench-kube
+.PHONY: all build docs package generate crds check-generate test vet fmt-check demo bench clean deps cross-build bench-kube
 
 all: build
 
@@ -40,6 +40,11 @@ cross-build:
 	@for os in $(CROSS_OS); do ext=; [ $$os = windows ] && ext=.exe; \
 		GOOS=$$os GOARCH=amd64 CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(LDFLAGS)' -o $(BIN)/cross/leaf-$$os-amd64$$ext ./cmd/leaf || exit 1; done
 	@ls -l $(BIN)/cross
+
+# The .deb and .rpm (leafd, leaf, systemd unit, sysusers, tmpfiles,
+# config, completions) into bin/pkg: docs/install.md.
+package:
+	scripts/package.sh bin/pkg
 
 # Compile every BPF source to an object next to it, and write the CRDs
 # from their Go types. Both are committed.

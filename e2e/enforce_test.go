@@ -290,8 +290,8 @@ func TestDriftInterfaceRecreated(t *testing.T) {
 		seq := lastSeq(t, d)
 		sh(t, "ip", "-n", p.NsB, "link", "del", p.IfB)
 		waitEvent(t, d, seq, v1.EventDrift, "interface-missing")
-		if a := status(t, d)["pf"]; a.State == v1.StateAttached {
-			t.Fatalf("pf reported attached while its interface is gone")
+		if a := status(t, d)["pf"]; a.State != v1.StateInterfaceMissing || !strings.Contains(a.Problem, p.IfB) {
+			t.Fatalf("pf reported %s (%s) while its interface is gone, want %s", a.State, a.Problem, v1.StateInterfaceMissing)
 		}
 		start := time.Now()
 		sh(t, "ip", "link", "add", p.IfA, "netns", p.NsA, "type", "veth", "peer", "name", p.IfB, "netns", p.NsB)

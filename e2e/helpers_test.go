@@ -16,7 +16,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
-	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -91,19 +90,7 @@ func actionKinds(res *v1.ApplyResult) map[string]string {
 // xdpProgID asks the kernel (netlink) which XDP program the interface runs.
 func xdpProgID(t *testing.T, netns, ifname string) uint32 {
 	t.Helper()
-	h, err := netnsutil.Handle(testenv.NetnsPath(netns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if x := l.Attrs().Xdp; x != nil && x.Attached {
-		return x.ProgId
-	}
-	return 0
+	return testenv.XDPProgID(t, netns, ifname)
 }
 
 var _ = netlink.LinkByName

@@ -177,8 +177,8 @@ func TestMetrics(t *testing.T) {
 	}
 	// Labels are bounded: every hook type and state, nothing else.
 	programs := m["leaf_attachments_programs"].GetMetric()
-	if len(programs) != 18 {
-		t.Errorf("leaf_attachments_programs has %d series, want 6 hook types × 3 states", len(programs))
+	if len(programs) != 24 {
+		t.Errorf("leaf_attachments_programs has %d series, want 6 hook types × 4 states", len(programs))
 	}
 	for _, s := range programs {
 		if v := s.GetGauge().GetValue(); v != 0 {

@@ -12,9 +12,11 @@ BPFFS=$WORK/bpffs
 SOCK=$WORK/leafd.sock
 LEAF="bin/leaf --socket $SOCK"
 LEAFD_PID=
+CONSOLE_PID=
 
 cleanup() {
 	set +e
+	if [ -n "$CONSOLE_PID" ]; then kill "$CONSOLE_PID" 2>/dev/null; wait "$CONSOLE_PID" 2>/dev/null; fi
 	if [ -n "$LEAFD_PID" ]; then kill "$LEAFD_PID" 2>/dev/null; wait "$LEAFD_PID" 2>/dev/null; fi
 	ip netns del leaf-demo-a 2>/dev/null
 	ip netns del leaf-demo-b 2>/dev/null
@@ -111,5 +113,15 @@ echo "the limiter (flood-guard, map rl_stats: key 0 passed, key 1 dropped, key 2
 $LEAF maps flood-guard rl_stats
 echo "expected to pass: burst 20 + 200/s x 2 s = 420 (the counter behind it, count-passed, saw them plus other traffic):"
 $LEAF maps count-passed counters
+
+step "web console: leaf console serves leafd's console on 127.0.0.1 behind a one-time login link"
+$LEAF console >"$WORK/console.out" &
+CONSOLE_PID=$!
+for _ in $(seq 100); do grep -q '^leaf console: ' "$WORK/console.out" 2>/dev/null && break; sleep 0.1; done
+echo "console: $(sed -n 's/^leaf console: //p' "$WORK/console.out")"
+if [ -t 0 ] && [ -t 1 ]; then
+	echo "open it in a browser on this host; Ctrl-C ends the demo and cleans up"
+	wait "$CONSOLE_PID" || true
+fi
 
 step "cleanup: stop leafd, delete the namespaces, unmount the private bpffs"

@@ -20,6 +20,15 @@ have etcd          || need+=(etcd-server)
 # Debian's docker-registry is distribution 2.8 (no referrers API): the
 # registry tests run it on loopback with a generated config.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+# The console's browser test: Debian's Chromium driven by playwright-core
+# (npm); promtool for the alerting rules; dpkg, rpm and systemd-analyze
+# for the package test.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+have node          || need+=(nodejs)
+have npm           || need+=(npm)
+have promtool      || need+=(prometheus)
+have rpm           || need+=(rpm)
+have systemd-analyze || need+=(systemd)
 # The package library's tests and leafbench firewall: tshark and text2pcap
 # decode the exported IPFIX; iptables-legacy and nft hold the rule sets
 # the firewall is compared with (in throwaway namespaces only).
@@ -56,3 +65,10 @@ fi
 # (internal/kube/kubetest), about 10 minutes and 2 GB the first time.
 "$(dirname "$0")/build-kube-apiserver.sh" ||
 	echo "warning: kube-apiserver could not be built; the Kubernetes tests will skip, saying so" >&2
+# playwright-core for the console's browser test (e2e/console, locked by
+# its package-lock.json); it drives /usr/bin/chromium and never downloads
+# a browser.
+if [ ! -d "$(dirname "$0")/../e2e/console/node_modules/playwright-core" ]; then
+	(cd "$(dirname "$0")/../e2e/console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) ||
+		echo "warning: npm ci failed; the console browser test will skip, saying so" >&2
+fi

@@ -12,6 +12,7 @@ const (
 	PathPackages    = "/v1/packages"    // GET: packages in the repositories
 	PathStats       = "/v1/stats"       // GET, PUT: kernel BPF statistics on or off
 	PathTokens      = "/v1/tokens"      // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
+	PathConsole     = "/console/"       // GET: the web console (files; the page uses the endpoints above)
 	PathWhoami      = "/v1/whoami"      // GET: the caller's identity and role
 	PathDebug       = "/debug/pprof/"   // Go runtime profiles (admin only)
 	PathEvents      = "/v1/events"      // GET: the event log; ?follow=true streams it
@@ -117,6 +118,9 @@ const (
 	StateAttached = "attached"
 	StateDetached = "detached"
 	StateMissing  = "missing"
+	// StateInterfaceMissing: the hook's interface or network namespace
+	// does not exist (yet or any more); leafd attaches when it appears.
+	StateInterfaceMissing = "interface-missing"
 )
 
 // Package is a package version a repository offers.

@@ -45,17 +45,24 @@ func (c *connFlags) path() string {
 // options resolves the flags, environment and config into client options.
 func (c *connFlags) options(fs *pflag.FlagSet) (client.Options, error) {
 	var o client.Options
-	cfg, err := client.LoadConfig(c.path())
-	if err != nil {
-		return o, err
-	}
-	x, err := cfg.Context(c.context)
-	if err != nil {
-		return o, err
-	}
-	if x != nil {
-		if o, err = x.Options(); err != nil {
+	// A socket given on the command line or in LEAF_SOCKET replaces
+	// whatever a context says, so the client config is not needed (and
+	// one that cannot be read, say another user's, is no reason to fail)
+	// unless a context or config is named explicitly.
+	socketGiven := fs.Changed("socket") || os.Getenv("LEAF_SOCKET") != ""
+	if !socketGiven || fs.Changed("context") || fs.Changed("client-config") {
+		cfg, err := client.LoadConfig(c.path())
+		if err != nil {
 			return o, err
+		}
+		x, err := cfg.Context(c.context)
+		if err != nil {
+			return o, err
+		}
+		if x != nil {
+			if o, err = x.Options(); err != nil {
+				return o, err
+			}
 		}
 	}
 	// The environment replaces the context's target; a flag replaces both.

@@ -28,9 +28,16 @@ func eventsCmd(g *globals) *cobra.Command {
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
+			header := output == "table"
 			print := func(e v1.Event) error {
 				if output == "json" {
 					return printJSONLine(g.out, e)
+				}
+				if header {
+					// Times are local, with their UTC offset, so
+					// events from hosts in other zones line up.
+					fmt.Fprintln(g.out, "SEQ\tTIME\tTYPE/KIND\tATTACHMENT/HOOK\tMESSAGE")
+					header = false
 				}
 				printEvent(g.out, e)
 				return nil
@@ -80,7 +87,7 @@ func printEvent(w io.Writer, e v1.Event) {
 	if e.LatencyMs != nil {
 		msg += fmt.Sprintf(" (%.1f ms)", *e.LatencyMs)
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("2006-01-02T15:04:05.000"), kind, subject, msg)
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), kind, subject, msg)
 }
 
 func printJSONLine(w io.Writer, v any) error {

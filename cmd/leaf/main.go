@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +22,9 @@ import (
 func main() {
 	if err := newRoot(os.Stdout).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "leaf:", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintln(os.Stderr, "hint:", h)
+		}
 		var apiErr *client.APIError
 		if errors.As(err, &apiErr) && apiErr.StatusCode < 500 {
 			os.Exit(3)
@@ -58,8 +64,25 @@ func newRoot(out io.Writer) *cobra.Command {
 	g.conn.register(root.PersistentFlags())
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for leafd")
 	root.AddCommand(pkgCmd(g), l3afCmd(g), applyCmd(g), statusCmd(g), deleteCmd(g), mapsCmd(g), packagesCmd(g), statsCmd(g), getCmd(g),
-		whoamiCmd(g), tokenCmd(g), configCmd(g), eventsCmd(g), versionCmd(g))
+		whoamiCmd(g), tokenCmd(g), configCmd(g), eventsCmd(g), versionCmd(g), consoleCmd(g))
 	return root
+}
+
+// hint says what to try when leafd cannot be reached at all.
+func hint(err error) string {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return ""
+	}
+	switch {
+	case op.Net == "unix" && errors.Is(err, fs.ErrNotExist):
+		return "the socket does not exist: is leafd running (systemctl status leafd)? Another socket: --socket PATH or LEAF_SOCKET"
+	case op.Net == "unix" && errors.Is(err, fs.ErrPermission):
+		return "no permission on leafd's socket: join its group (socketGroup in leafd's config, leaf with the package) or use sudo"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "nothing listens there: is leafd running, and is that its socket or TLS address?"
+	}
+	return ""
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -27,6 +27,10 @@ func whoamiCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.out, "subject: %s\nvia: %s\nrole: %s\n", w.Subject, w.Via, w.Role)
+			if w.Role == "none" {
+				fmt.Fprintln(g.out, "leafd lets you connect but grants you no role, so every other call is refused (403):\n"+
+					"ask for one in its socketRoles (unix socket) or tls.subjects (certificates), or use a token")
+			}
 			return nil
 		},
 	}

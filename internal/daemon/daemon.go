@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -149,6 +150,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}(servers[i], listeners[i])
 	}
 	stop := func() {
+		notify(log, sd.SdNotifyStopping)
 		close(done)
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -179,6 +181,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		stop()
 		return err
 	}
+	go watchdog(enfCtx, func() error { _, err := rec.Status(); return err }, log)
+	notify(log, "READY=1\nSTATUS=first reconciliation done; serving the API")
 	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir,
 		"drift_scan_interval", time.Duration(cfg.DriftScanInterval).String(), "secure", cfg.Secure)
 	select {

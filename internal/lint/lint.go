@@ -11,7 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/leaf-ebpf/leaf/internal/planner"
+	"github.com/leaf-ebpf/leaf/internal/pkgcheck"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -60,7 +60,7 @@ func Run(p *repository.Package, opts Options) Summary {
 		add("btf:"+prog.Name, checkBTF(spec))
 		add("license:"+prog.Name, checkLicense(spec, prog.Function))
 		// Apply's own checks, so lint refuses first what apply would.
-		if errs := planner.CheckPackage(p, spec); len(errs) > 0 {
+		if errs := pkgcheck.Package(p, spec); len(errs) > 0 {
 			add("apply:"+prog.Name, errs)
 		} else {
 			add("apply:"+prog.Name, nil)

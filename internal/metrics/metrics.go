@@ -123,11 +123,14 @@ var (
 		[]string{"attachment"}, nil)
 	descStats = prometheus.NewDesc("leaf_bpf_stats_enabled",
 		"1 if the kernel collects per-program run counts and times.", nil, nil)
+	descCompanionRestarts = prometheus.NewDesc("leaf_companion_restarts_total",
+		"Times the attachment's companion exited and was restarted.",
+		[]string{"attachment"}, nil)
 )
 
 var (
 	hookTypes = []string{"xdp", "tc", "tracepoint", "kprobe", "uprobe", "cgroup_skb"}
-	states    = []string{v1.StateAttached, v1.StateDetached, v1.StateMissing}
+	states    = []string{v1.StateAttached, v1.StateDetached, v1.StateMissing, v1.StateInterfaceMissing}
 )
 
 // statusCollector reads the kernel's view at scrape time, so the numbers
@@ -141,6 +144,7 @@ func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRuns
 	ch <- descRunTime
 	ch <- descStats
+	ch <- descCompanionRestarts
 }
 
 func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -162,6 +166,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if a.RunTimeNs != nil {
 			ch <- prometheus.MustNewConstMetric(descRunTime, prometheus.CounterValue, float64(*a.RunTimeNs)/1e9, a.Name)
+		}
+		if a.Companion != nil {
+			ch <- prometheus.MustNewConstMetric(descCompanionRestarts, prometheus.CounterValue, float64(a.Companion.Restarts), a.Name)
 		}
 	}
 	for k, v := range counts {

@@ -17,6 +17,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/pkgcheck"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -128,12 +129,12 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 	r := &Resolved{Attachment: a, Package: pkg, Program: prog, Spec: spec}
 	var errs desired.Errors
 	r.ConstParams, r.MapParams, errs = resolveParams(a, pkg, spec)
-	errs = append(errs, checkMetrics(pkg, spec)...)
+	errs = append(errs, pkgcheck.Metrics(pkg, spec)...)
 	if a.Companion != nil {
 		if pkg.Manifest.Companion == nil {
 			errs = append(errs, desired.Error{Field: "companion", Message: fmt.Sprintf("package %s has no companion program", pkg.Ref())})
 		} else {
-			errs = append(errs, checkCompanion(pkg, runtime.GOARCH)...)
+			errs = append(errs, pkgcheck.Companion(pkg, runtime.GOARCH)...)
 		}
 	}
 	target, err := hook.Resolve(a.Hook)
@@ -270,7 +271,7 @@ func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.Col
 			add(field, "%v", err)
 			continue
 		}
-		if err := checkTarget(p, typ, len(encoded), spec); err != nil {
+		if err := pkgcheck.Target(p, typ, len(encoded), spec); err != nil {
 			add(field, "package %s: %v", pkg.Ref(), err)
 			continue
 		}
@@ -283,107 +284,10 @@ func resolveParams(a desired.Attachment, pkg *repository.Package, spec *ebpf.Col
 	return consts, maps, errs
 }
 
-// checkTarget verifies that the parameter's map or variable exists in the
-// object with a matching size, and that a key list fits the map.
-func checkTarget(p manifest.Param, typ manifest.Type, n int, spec *ebpf.CollectionSpec) error {
-	if p.Const != "" {
-		v, ok := spec.Variables[p.Const]
-		if !ok {
-			return fmt.Errorf("object has no variable %q", p.Const)
-		}
-		if !v.Constant() {
-			return fmt.Errorf("variable %q is not a load-time constant (declare it volatile const)", p.Const)
-		}
-		if int(v.Size()) != typ.Size() {
-			return fmt.Errorf("variable %q is %d bytes, parameter type %s is %d", p.Const, v.Size(), p.Type, typ.Size())
-		}
-		return nil
-	}
-	ms, ok := spec.Maps[p.Map.Name]
-	if !ok {
-		return fmt.Errorf("object has no map %q", p.Map.Name)
-	}
-	if perCPUMap(ms.Type) {
-		return fmt.Errorf("map %q is per-CPU (%s); a parameter writes one value for all CPUs: use a plain array or hash", p.Map.Name, ms.Type)
-	}
-	if !metricMapTypes[ms.Type] && ms.Type != ebpf.LPMTrie {
-		return fmt.Errorf("map %q is a %s; parameters go into array, hash and LPM trie maps", p.Map.Name, ms.Type)
-	}
-	switch p.Map.As {
-	case "keys":
-		if int(ms.KeySize) != typ.Size() {
-			return fmt.Errorf("map %q has %d-byte keys, parameter type %s has %d-byte items", p.Map.Name, ms.KeySize, p.Type, typ.Size())
-		}
-		if uint32(n) > ms.MaxEntries {
-			return fmt.Errorf("%d items do not fit map %q (max %d entries)", n, p.Map.Name, ms.MaxEntries)
-		}
-	case "value":
-		if int(ms.ValueSize) != typ.Size() {
-			return fmt.Errorf("map %q has %d-byte values, parameter type %s is %d bytes", p.Map.Name, ms.ValueSize, p.Type, typ.Size())
-		}
-		if ms.KeySize != 4 {
-			return fmt.Errorf("map %q must have u32 keys to hold a value parameter", p.Map.Name)
-		}
-	}
-	return nil
-}
-
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
 			return true
-		}
-	}
-	return false
-}
-
-// checkMetrics checks the package's declared metrics against the maps of
-// the attachment's program: a metric names a map the object has, with
-// integer keys and values leaf can read. Metrics naming a map of another
-// object of the package are not the program's and are skipped.
-func checkMetrics(pkg *repository.Package, spec *ebpf.CollectionSpec) desired.Errors {
-	var errs desired.Errors
-	bad := func(i int, sub, format string, args ...any) {
-		errs = append(errs, desired.Error{Field: "package", Message: fmt.Sprintf("%s: metrics[%d].%s: %s", pkg.Ref(), i, sub, fmt.Sprintf(format, args...))})
-	}
-	for i, m := range pkg.Manifest.Metrics {
-		ms, ok := spec.Maps[m.Map]
-		if !ok {
-			if !packageHasMap(pkg, m.Map) {
-				bad(i, "map", "no object of the package has a map %q", m.Map)
-			}
-			continue
-		}
-		if !metricMapTypes[ms.Type] {
-			bad(i, "map", "map %s is a %s; metrics read integer values from array and hash maps (stream ring and perf buffers with leaf tail)", m.Map, ms.Type)
-			continue
-		}
-		if !intSize(ms.KeySize) {
-			bad(i, "map", "map %s has %d-byte keys; metrics read integer keys of 1, 2, 4 or 8 bytes", m.Map, ms.KeySize)
-		}
-		if !intSize(ms.ValueSize) {
-			bad(i, "map", "map %s has %d-byte values; metrics read integer values of 1, 2, 4 or 8 bytes", m.Map, ms.ValueSize)
-		}
-		if m.Key != nil && ms.KeySize < 8 && *m.Key >= 1<<(8*ms.KeySize) {
-			bad(i, "key", "%d does not fit map %s's %d-byte key", *m.Key, m.Map, ms.KeySize)
-		}
-		if m.Type == manifest.MetricHistogram && ms.MaxEntries < uint32(len(m.Buckets)) {
-			bad(i, "buckets", "%d buckets but map %s holds only %d entries", len(m.Buckets), m.Map, ms.MaxEntries)
-		}
-	}
-	return errs
-}
-
-func intSize(n uint32) bool { return n == 1 || n == 2 || n == 4 || n == 8 }
-
-// packageHasMap reports whether any object of the package defines the map.
-func packageHasMap(pkg *repository.Package, name string) bool {
-	for _, p := range pkg.Manifest.Programs {
-		spec, _, err := pkg.LoadSpec(p.Name)
-		if err == nil {
-			if _, ok := spec.Maps[name]; ok {
-				return true
-			}
 		}
 	}
 	return false

@@ -65,6 +65,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)], recordedOrder(records, rec.Chain.Hook))
 			r.chainRuns(&s, rec)
 		}
+		interfaceMissing(&s, a.Hook)
 		out.Attachments = append(out.Attachments, s)
 	}
 	sort.Slice(out.Attachments, func(i, j int) bool { return out.Attachments[i].Name < out.Attachments[j].Name })

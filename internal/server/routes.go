@@ -33,7 +33,9 @@ func (s *Server) routes() []route {
 		{"GET", v1.PathHealth, auth.None, auth.None, s.health},
 		{"GET", v1.PathReady, auth.None, auth.None, s.getReady},
 		{"GET", v1.PathEvents, R, auth.None, s.getEvents},
-		{"GET", v1.PathWhoami, R, auth.None, s.whoami},
+		// Anyone who reaches leafd may ask how it sees them, even with no
+		// role: that is how a caller finds out why everything else is 403.
+		{"GET", v1.PathWhoami, auth.None, auth.None, s.whoami},
 		{"GET", v1.PathState, R, auth.None, s.getState},
 		{"PUT", v1.PathState, A, O, s.putState},
 		{"GET", v1.PathStatus, R, auth.None, s.getStatus},
@@ -46,6 +48,9 @@ func (s *Server) routes() []route {
 		{"GET", v1.PathTokens, A, auth.None, s.listTokens},
 		{"POST", v1.PathTokens, A, auth.None, s.issueToken},
 		{"DELETE", v1.PathTokens + "/{id}", A, auth.None, s.revokeToken},
+		// The web console's files; what it shows and changes goes through
+		// the endpoints above, with the caller's role.
+		{"GET", v1.PathConsole, R, auth.None, s.console},
 		// l3afd's API (internal/l3af), for controllers written for l3afd.
 		{"POST", l3afPrefix + "/add", A, O, s.l3afAdd()},
 		{"POST", l3afPrefix + "/update", A, O, s.l3afUpdate()},

@@ -25,8 +25,9 @@ func TestRouteTable(t *testing.T) {
 		if rt.handler == nil {
 			t.Errorf("%s has no handler", p)
 		}
-		if rt.role == auth.None && p != "GET /healthz" && p != "GET /readyz" && p != "/" {
-			t.Errorf("%s is open to anyone; only /healthz, /readyz and the 404 fallback may be", p)
+		// whoami tells a caller with no role that it has none.
+		if rt.role == auth.None && p != "GET /healthz" && p != "GET /readyz" && p != "GET /v1/whoami" && p != "/" {
+			t.Errorf("%s is open to anyone; only /healthz, /readyz, /v1/whoami and the 404 fallback may be", p)
 		}
 		if rt.method != "" && mutating(rt.method) && rt.role < auth.Operator {
 			t.Errorf("%s changes state but needs only %s", p, rt.role)

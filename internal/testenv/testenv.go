@@ -219,3 +219,22 @@ func cosignIsVersion(path string) bool {
 	out, err := exec.Command(path, "version").CombinedOutput()
 	return err == nil && strings.Contains(string(out), strings.TrimPrefix(CosignVersion, "v"))
 }
+
+// XDPProgID asks the kernel (netlink) which XDP program the interface in
+// the named namespace runs; 0 for none.
+func XDPProgID(t testing.TB, netns, ifname string) uint32 {
+	t.Helper()
+	h, err := netnsutil.Handle(NetnsPath(netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		return x.ProgId
+	}
+	return 0
+}
