@@ -13,7 +13,7 @@ BPF_SOURCES := $(wildcard packages/*/*.bpf.c examples/*/*.bpf.c testdata/package
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
 BIN := bin
 
-.PHONY: all build docs package generate check-generate test vet fmt-check demo bench clean deps cross-build
+.PHONY: all build docs package generate crds check-generate test vet fmt-check demo bench clean deps cross-build bench-kube
 
 all: build
 
@@ -46,8 +46,12 @@ cross-build:
 package:
 	scripts/package.sh bin/pkg
 
-# Compile every BPF source to an object next to it. Objects are committed.
-generate: $(BPF_OBJECTS)
+# Compile every BPF source to an object next to it, and write the CRDs
+# from their Go types. Both are committed.
+generate: $(BPF_OBJECTS) crds
+
+crds:
+	$(GO) run ./internal/kube/crdgen/cmd deploy/kubernetes/crds
 
 %.bpf.o: %.bpf.c
 	cd $(dir $<) && $(CLANG) $(BPF_CFLAGS) -c $(notdir $<) -o $(notdir $@)
@@ -58,6 +62,7 @@ check-generate:
 	touch $(BPF_SOURCES)
 	$(MAKE) --no-print-directory generate
 	git diff --exit-code -- '*.bpf.o' || (echo "generated BPF objects are stale: run make generate" >&2; exit 1)
+	git diff --exit-code -- deploy/kubernetes/crds || (echo "generated CRDs are stale: run make generate" >&2; exit 1)
 
 vet:
 	$(GO) vet ./...
@@ -91,6 +96,11 @@ bench: deps
 	$(BIN)/leafbench chain $(CHAIN_FLAGS)
 	$(BIN)/leafbench packages
 	$(BIN)/leafbench firewall
+
+# The Kubernetes scale run (docs/kubernetes.md): 1000 agents with the
+# kernel replaced by a recorder against one real API server.
+bench-kube: deps
+	$(GO) test -run '^$$' -bench Fleet -benchtime 1x -timeout 60m ./internal/kube/controller/ -fleet.agents $(or $(FLEET_AGENTS),1000)
 
 clean:
 	rm -rf $(BIN)

@@ -15,6 +15,8 @@ have ping          || need+=(iputils-ping)
 # xdp-tools ships BPF objects built by someone else (xdp-filter's); the
 # chain tests run one, unmodified, in the middle of a chain.
 ls /usr/lib/*/bpf/xdpfilt_alw_all.o >/dev/null 2>&1 || need+=(xdp-tools)
+# etcd backs the real kube-apiserver the Kubernetes tests start.
+have etcd          || need+=(etcd-server)
 # Debian's docker-registry is distribution 2.8 (no referrers API): the
 # registry tests run it on loopback with a generated config.
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
@@ -58,6 +60,11 @@ if [ ! -x "$cosign_dir/cosign" ]; then
 		echo "warning: cosign could not be built; the cosign interoperability tests will skip, saying so" >&2
 fi
 
+# kube-apiserver, for the Kubernetes tests (internal/kube/...): built once
+# from the Go module proxy into the cache directory they look in
+# (internal/kube/kubetest), about 10 minutes and 2 GB the first time.
+"$(dirname "$0")/build-kube-apiserver.sh" ||
+	echo "warning: kube-apiserver could not be built; the Kubernetes tests will skip, saying so" >&2
 # playwright-core for the console's browser test (e2e/console, locked by
 # its package-lock.json); it drives /usr/bin/chromium and never downloads
 # a browser.

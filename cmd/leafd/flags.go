@@ -34,6 +34,8 @@ type flagOnly struct {
 	version                 bool
 	tls                     config.TLSConfig
 	tokenFile, tokenCredent string
+	kube                    config.KubernetesConfig
+	kubeOn                  bool
 }
 
 // bindFlags defines leafd's flags on fs, bound to cfg: each flag's default
@@ -42,6 +44,9 @@ type flagOnly struct {
 func bindFlags(fs *pflag.FlagSet, cfg *config.Config, x *flagOnly) {
 	if cfg.TLS != nil {
 		x.tls = *cfg.TLS
+	}
+	if cfg.Kubernetes != nil {
+		x.kube, x.kubeOn = *cfg.Kubernetes, true
 	}
 	fs.StringVar(&x.config, "config", "", "config file (YAML or JSON, kind DaemonConfig)")
 	fs.BoolVar(&x.version, "version", false, "print leafd's version and exit")
@@ -72,6 +77,13 @@ func bindFlags(fs *pflag.FlagSet, cfg *config.Config, x *flagOnly) {
 	fs.BoolVar(&cfg.Secure, "secure", cfg.Secure, "secure mode on every managed XDP/TC hook: remove programs leaf does not own")
 	fs.StringArrayVar(&x.allow, "allow-foreign", nil, "foreign program secure mode keeps: name:NAME, tag:TAG or id:ID (repeatable)")
 	fs.StringVar(&cfg.CompanionDir, "companion-dir", cfg.CompanionDir, "where companion executables are unpacked (default /run/leaf/companions)")
+	fs.BoolVar(&x.kubeOn, "kubernetes", x.kubeOn, "take the desired state from LeafPolicy objects (local applies are refused; docs/kubernetes.md)")
+	fs.StringVar(&x.kube.Kubeconfig, "kubeconfig", x.kube.Kubeconfig, "Kubernetes client configuration (default: in-cluster)")
+	fs.StringVar(&x.kube.NodeName, "kubernetes-node-name", x.kube.NodeName, "this host's Node and LeafNode name (default $NODE_NAME, else the host name)")
+	fs.StringToStringVar(&x.kube.Labels, "kubernetes-labels", x.kube.Labels, "register as an external host (not a Kubernetes node) with these labels: key=value,...")
+	fs.StringVar(&x.kube.DefaultNetns, "kubernetes-netns", x.kube.DefaultNetns, "network namespace for xdp and tc hooks of policies that name none")
+	fs.BoolVar(&x.kube.Controller, "controller", x.kube.Controller, "run the rollout controller instead of the agent (needs no BPF; implies --kubernetes)")
+	fs.StringVar(&x.kube.ControllerNamespace, "controller-namespace", x.kube.ControllerNamespace, "namespace of the controller's lease (default leaf-system)")
 }
 
 // parseFlags reads the config file first, then lets flags given on the
@@ -130,6 +142,11 @@ func parseFlags(args []string) (config.Config, flagOnly, error) {
 			}
 			cfg.AllowForeign = append(cfg.AllowForeign, m)
 		}
+	}
+	if x.kubeOn || x.kube.Controller {
+		cfg.Kubernetes = &x.kube
+	} else if given["kubernetes"] {
+		cfg.Kubernetes = nil
 	}
 	if given["drift-scan-interval"] && cfg.DriftScanInterval < 0 {
 		return cfg, x, fmt.Errorf("--drift-scan-interval must not be negative")

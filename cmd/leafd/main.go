@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/leaf-ebpf/leaf/internal/config"
 	"github.com/leaf-ebpf/leaf/internal/daemon"
 	"github.com/leaf-ebpf/leaf/internal/version"
 )
@@ -44,7 +45,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.Run(ctx, cfg, log); err != nil {
+	run := daemon.Run
+	if k := cfg.Kubernetes; k != nil && k.Controller {
+		// The rollout controller: no BPF, no local API.
+		run = func(ctx context.Context, _ config.Config, log *slog.Logger) error {
+			return daemon.RunController(ctx, k, log)
+		}
+	}
+	if err := run(ctx, cfg, log); err != nil {
 		log.Error("leafd failed", "error", err)
 		return 1
 	}

@@ -212,6 +212,8 @@ func sampleValue(f *pflag.Flag) string {
 		return "true"
 	case f.Value.Type() == "duration":
 		return "1h2m3s"
+	case f.Value.Type() == "stringToString":
+		return "sample=1"
 	}
 	return "/sample"
 }

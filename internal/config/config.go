@@ -190,6 +190,32 @@ type Config struct {
 	// cgroups in; default "leaf-" and the state directory with "/"
 	// turned into "-" (leaf-var-lib-leaf).
 	CompanionCgroup string `json:"companionCgroup,omitempty"`
+	// Kubernetes, if set, takes the desired state from LeafPolicy objects
+	// (docs/kubernetes.md); local applies are then refused.
+	Kubernetes *KubernetesConfig `json:"kubernetes,omitempty"`
+}
+
+// KubernetesConfig is leafd's Kubernetes mode.
+type KubernetesConfig struct {
+	// Kubeconfig is the client configuration; empty means in-cluster
+	// (the pod's service account).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// NodeName names this host's Node and LeafNode (default: $NODE_NAME,
+	// else the host name).
+	NodeName string `json:"nodeName,omitempty"`
+	// Labels make this host an external one (not a Kubernetes node): its
+	// LeafNode carries them and policies select on them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// DefaultNetns is given to xdp and tc hooks that name no netns, for
+	// an agent that manages one network namespace.
+	DefaultNetns string `json:"defaultNetns,omitempty"`
+	// Controller runs the rollout controller instead of the agent (no
+	// BPF, no local API): leafd --controller, as the controller
+	// Deployment does.
+	Controller bool `json:"controller,omitempty"`
+	// ControllerNamespace holds the controller's lease (default
+	// leaf-system).
+	ControllerNamespace string `json:"controllerNamespace,omitempty"`
 }
 
 // ParseProgramMatch reads a --allow-foreign value: name:N, tag:T or id:N.
@@ -297,6 +323,9 @@ func (c *Config) Validate() error {
 		if t.DefaultTTL < 0 || t.MaxTTL < 0 || (t.MaxTTL > 0 && t.DefaultTTL > t.MaxTTL) {
 			errs = append(errs, errors.New("tokens: defaultTTL and maxTTL must be positive, defaultTTL at most maxTTL"))
 		}
+	}
+	if k := c.Kubernetes; k != nil && c.DesiredState != "" {
+		errs = append(errs, errors.New("desiredState and kubernetes exclude each other: in Kubernetes mode the desired state comes from LeafPolicy objects"))
 	}
 	return errors.Join(errs...)
 }

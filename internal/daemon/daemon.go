@@ -136,6 +136,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
 		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, L3AF: l3afSvc, Tail: tail.NewStats()}
 	m.Registry.MustRegister(srv.Tail)
+	if cfg.Kubernetes != nil {
+		srv.ManagedBy = ManagedByKubernetes
+	}
 	servers, listeners, err := listen(cfg, srv, sec, m, log)
 	if err != nil {
 		return err
@@ -173,6 +176,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	enfDone := make(chan struct{})
 	enf.Watch(rec.Namespaces())
 	go func() { defer close(enfDone); enf.Run(enfCtx) }()
+	kubeDone, err := startKubernetes(enfCtx, cfg.Kubernetes, rec, log)
+	if err != nil {
+		cancelEnf()
+		<-enfDone
+		stop()
+		return err
+	}
 	go watchdog(enfCtx, func() error { _, err := rec.Status(); return err }, log)
 	notify(log, "READY=1\nSTATUS=first reconciliation done; serving the API")
 	log.Info("leafd ready", "socket", cfg.Socket, "tls", tlsAddress(cfg), "metrics", cfg.MetricsAddress, "bpffs", cfg.BPFFS, "state", cfg.StateDir,
@@ -183,6 +193,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	cancelEnf()
 	<-enfDone
+	<-kubeDone
 	stop()
 	log.Info("leafd stopped; programs stay attached")
 	return err
@@ -224,6 +235,10 @@ func listen(cfg config.Config, srv *server.Server, sec *security, m *metrics.Met
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		// Liveness and readiness too, for probes that cannot reach the
+		// unix socket (a DaemonSet's httpGet); they reveal no state.
+		mux.Handle("GET "+v1.PathHealth, api)
+		mux.Handle("GET "+v1.PathReady, api)
 		servers, listeners = append(servers, newHTTPServer(mux, log)), append(listeners, mln)
 	}
 	return servers, listeners, nil

@@ -36,7 +36,7 @@ func (s *Server) l3afService(w http.ResponseWriter, r *http.Request) *l3af.Servi
 func l3afChange[T any](s *Server, apply func(*l3af.Service, *http.Request, T, bool) (*l3af.Result, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		svc := s.l3afService(w, r)
-		if svc == nil {
+		if svc == nil || s.refuseManaged(w) {
 			return
 		}
 		dryRun, err := boolQuery(r, "dryRun")

@@ -55,6 +55,18 @@ type Server struct {
 	Recheck time.Duration
 	// L3AF serves l3afd's API; nil: those routes answer 404.
 	L3AF *l3af.Service
+	// ManagedBy, if set, says who owns the desired state (kubernetes):
+	// local changes to it are refused with 409.
+	ManagedBy string
+}
+
+// refuseManaged answers 409 when the desired state is managed elsewhere.
+func (s *Server) refuseManaged(w http.ResponseWriter) bool {
+	if s.ManagedBy == "" {
+		return false
+	}
+	writeError(w, http.StatusConflict, fmt.Errorf("the desired state is managed by %s: change it there (LeafPolicy objects), not on the host", s.ManagedBy))
+	return true
 }
 
 // Handler returns the API: every route of the table in routes.go behind
@@ -87,6 +99,9 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+	if s.refuseManaged(w) {
+		return
+	}
 	dryRun, err := boolQuery(r, "dryRun")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
@@ -123,6 +138,9 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteAttachment(w http.ResponseWriter, r *http.Request) {
+	if s.refuseManaged(w) {
+		return
+	}
 	dryRun, err := boolQuery(r, "dryRun")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)

@@ -45,7 +45,10 @@ type Leaf struct {
 // Options shape an issued certificate. Zero times mean valid from an hour
 // ago for a year.
 type Options struct {
-	CN   string
+	CN string
+	// Org is the subject's organizations (Kubernetes reads them as the
+	// user's groups).
+	Org  []string
 	DNS  []string
 	URIs []string
 	IPs  []string
@@ -117,7 +120,7 @@ func (ca *CA) Issue(t testing.TB, o Options) *Leaf {
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: o.CN},
+		Subject:      pkix.Name{CommonName: o.CN, Organization: o.Org},
 		NotBefore:    o.NotBefore,
 		NotAfter:     o.NotAfter,
 		DNSNames:     o.DNS,
