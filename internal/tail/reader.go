@@ -48,13 +48,17 @@ func Open(m *ebpf.Map) (*Reader, error) {
 // ErrDeadline is returned by Read when the deadline passes first.
 var ErrDeadline = os.ErrDeadlineExceeded
 
-// Read waits for the next record until deadline. lost counts records the
-// kernel dropped before it (perf buffers report them; ring buffers drop
-// in the program, which sees bpf_ringbuf_output fail).
+// Read waits for the next record until deadline. It returns either a
+// record (raw not nil) or, from a perf buffer, a count of records the
+// kernel dropped because the buffer was full (raw nil, lost > 0). Ring
+// buffers drop in the program, which sees bpf_ringbuf_output fail.
 func (r *Reader) Read(deadline time.Time) (raw []byte, lost uint64, err error) {
 	if r.rb != nil {
 		r.rb.SetDeadline(deadline)
 		rec, err := r.rb.Read()
+		if err == nil && rec.RawSample == nil {
+			rec.RawSample = []byte{} // an empty record is still a record
+		}
 		return rec.RawSample, 0, err
 	}
 	r.perf.SetDeadline(deadline)
@@ -62,7 +66,11 @@ func (r *Reader) Read(deadline time.Time) (raw []byte, lost uint64, err error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	return rec.RawSample, rec.LostSamples, nil
+	if rec.LostSamples > 0 {
+		// A PERF_RECORD_LOST notice, not a record.
+		return nil, rec.LostSamples, nil
+	}
+	return rec.RawSample, 0, nil
 }
 
 // Close releases the reader; a Read in progress returns.
@@ -125,6 +133,10 @@ func (s *Stats) Acquire(attachment, m string) (release func(), err error) {
 		return nil, fmt.Errorf("%w: %s map %s", ErrBusy, attachment, m)
 	}
 	s.busy[key] = true
+	// Both series exist from the first tail on, so that no losses reads
+	// as 0 rather than as an absent metric.
+	s.records.WithLabelValues(attachment, m)
+	s.lost.WithLabelValues(attachment, m)
 	return func() {
 		s.mu.Lock()
 		delete(s.busy, key)

@@ -60,13 +60,23 @@ func (s *Stats) Run(ctx context.Context, src Source, r *Reader, dec *Decoder, op
 	var read, lost uint64
 	go func() {
 		defer close(ch)
-		for n := 0; n < opts.Max; n++ {
+		var lostBefore uint64 // kernel losses not yet reported with a record
+		for read < uint64(opts.Max) {
 			raw, kernelLost, err := r.Read(deadline)
 			if err != nil {
 				return // deadline, or closed when ctx ended
 			}
+			if raw == nil {
+				// The kernel's notice of records it dropped: counted
+				// now, reported with the next record.
+				s.Count(src.Attachment, src.Map, 0, kernelLost)
+				lost += kernelLost
+				lostBefore += kernelLost
+				continue
+			}
 			read++
-			ev := v1.TailEvent{Time: time.Now().UTC(), Lost: kernelLost}
+			ev := v1.TailEvent{Time: time.Now().UTC(), Lost: lostBefore}
+			lostBefore = 0
 			if dec != nil {
 				if ev.Record, err = dec.Decode(raw); err != nil {
 					ev.Error = err.Error()
@@ -75,8 +85,7 @@ func (s *Stats) Run(ctx context.Context, src Source, r *Reader, dec *Decoder, op
 			if ev.Record == nil {
 				ev.Raw = hex.EncodeToString(raw)
 			}
-			s.Count(src.Attachment, src.Map, 1, kernelLost)
-			lost += kernelLost
+			s.Count(src.Attachment, src.Map, 1, 0)
 			select {
 			case ch <- ev:
 			default:
