@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
@@ -153,5 +156,96 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	// A map that is no ring buffer is refused with the reason.
 	if r := runCLI(t, d.Socket, nil, "tail", att, "protocols", "--max", "1"); r.Code == 0 || !strings.Contains(r.Stderr, "reads ring buffers and perf event arrays") {
 		t.Errorf("tail of an array: exit %d, %s", r.Code, r.Stderr)
+	}
+}
+
+// TestTailPerfEventArray deploys testdata's perfmon, whose program writes
+// a record per UDP datagram to its port with bpf_perf_event_output into a
+// perf event array, sends numbered datagrams from the pair's other end
+// while `leaf tail` runs, and checks each record decoded from struct
+// datagram against what was sent (addresses, ports, frame length,
+// sequence number), the totals, and leafd's tail metrics, the lost
+// counter included. (internal/tail's TestPerfBufferLosses overflows the
+// buffer.)
+func TestTailPerfEventArray(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
+	addr := fmt.Sprintf("127.0.0.1:%d", metricsPort(t))
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata, "--metrics-address", addr}})
+	att := fmt.Sprintf("perfmon-tail-%d", os.Getpid())
+	const port, want = 7402, 20
+	apply(t, d, doc(fmt.Sprintf("name: %s\npackage: perfmon@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}\nparams: {port: %d}", att, p.IfB, p.NsB, port)))
+
+	// The program writes only while a reader holds the buffer: send
+	// numbered datagrams until the tail has its records.
+	res := make(chan cliResult, 1)
+	go func() {
+		res <- runCLI(t, d.Socket, nil, "tail", att, "events", "--max", fmt.Sprint(want), "--for", "60s", "-o", "json")
+	}()
+	rx := p.Listen(t, port)
+	defer rx.Close()
+	conn := p.Dial(t, port)
+	payload := make([]byte, 8)
+	var r cliResult
+	var sent uint64
+	for done := false; !done; {
+		sent++
+		binary.BigEndian.PutUint64(payload, sent)
+		if _, err := conn.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r = <-res:
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if r.Code != 0 {
+		t.Fatalf("leaf tail: exit %d: %s", r.Code, r.Stderr)
+	}
+
+	sport := fmt.Sprint(conn.LocalAddr().(*net.UDPAddr).Port)
+	fields := map[string]string{"saddr": p.AddrA.String(), "daddr": p.AddrB.String(), "sport": sport, "dport": fmt.Sprint(port), "len": fmt.Sprint(14 + 20 + 8 + len(payload))}
+	var records int
+	var end *v1.TailEnd
+	var last float64
+	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		var ev v1.TailEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if ev.End != nil {
+			end = ev.End
+			continue
+		}
+		records++
+		if ev.Record == nil || ev.Error != "" {
+			t.Fatalf("record not decoded: %+v", ev)
+		}
+		for k, v := range fields {
+			if got := fmt.Sprint(ev.Record[k]); got != v {
+				t.Fatalf("record %v: %s = %s, want %s", ev.Record, k, got, v)
+			}
+		}
+		// Datagrams go one by one over one veth: in order, each once.
+		seq, _ := ev.Record["seq"].(float64)
+		if seq <= last || seq > float64(sent) {
+			t.Fatalf("record %v: seq %v after %v; %d sent", ev.Record, seq, last, sent)
+		}
+		last = seq
+	}
+	if end == nil || records != want || end.Records != want || end.Lost != 0 {
+		t.Fatalf("printed %d records, end %+v; want %d, none lost", records, end, want)
+	}
+	t.Logf("sent %d datagrams; tailed %d records", sent, records)
+
+	fam := scrapeMetrics(t, addr)
+	labels := map[string]string{"attachment": att, "map": "events"}
+	if v := metricValue(t, fam, "leaf_tail_records_total", labels); v != want {
+		t.Errorf("leaf_tail_records_total = %v, want %d", v, want)
+	}
+	if v := metricValue(t, fam, "leaf_tail_lost_records_total", labels); v != 0 {
+		t.Errorf("leaf_tail_lost_records_total = %v, want 0", v)
 	}
 }
