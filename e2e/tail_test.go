@@ -105,24 +105,10 @@ func TestTailRingBufferUnderLoad(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("leaf tail: exit %d: %s", r.Code, r.Stderr)
 	}
-	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
-	var records int
-	var end *v1.TailEnd
+	recs, end := tailRecords(t, r.Stdout)
+	records := len(recs)
 	src, dst := p.AddrA.String(), p.AddrB.String()
-	for _, l := range lines {
-		var ev v1.TailEvent
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		if ev.End != nil {
-			end = ev.End
-			continue
-		}
-		records++
-		rec := ev.Record
-		if rec == nil {
-			t.Fatalf("record not decoded: %+v", ev)
-		}
+	for _, rec := range recs {
 		if rec["saddr"] == src && (rec["dport"] != "7401" || rec["daddr"] != dst || rec["protocol"] != float64(17)) {
 			t.Fatalf("record %v; want UDP %s → %s:7401", rec, src, dst)
 		}
@@ -207,31 +193,19 @@ func TestTailPerfEventArray(t *testing.T) {
 
 	sport := fmt.Sprint(conn.LocalAddr().(*net.UDPAddr).Port)
 	fields := map[string]string{"saddr": p.AddrA.String(), "daddr": p.AddrB.String(), "sport": sport, "dport": fmt.Sprint(port), "len": fmt.Sprint(14 + 20 + 8 + len(payload))}
-	var records int
-	var end *v1.TailEnd
+	recs, end := tailRecords(t, r.Stdout)
+	records := len(recs)
 	var last float64
-	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
-		var ev v1.TailEvent
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatalf("line %q: %v", l, err)
-		}
-		if ev.End != nil {
-			end = ev.End
-			continue
-		}
-		records++
-		if ev.Record == nil || ev.Error != "" {
-			t.Fatalf("record not decoded: %+v", ev)
-		}
+	for _, rec := range recs {
 		for k, v := range fields {
-			if got := fmt.Sprint(ev.Record[k]); got != v {
-				t.Fatalf("record %v: %s = %s, want %s", ev.Record, k, got, v)
+			if got := fmt.Sprint(rec[k]); got != v {
+				t.Fatalf("record %v: %s = %s, want %s", rec, k, got, v)
 			}
 		}
 		// Datagrams go one by one over one veth: in order, each once.
-		seq, _ := ev.Record["seq"].(float64)
+		seq, _ := rec["seq"].(float64)
 		if seq <= last || seq > float64(sent) {
-			t.Fatalf("record %v: seq %v after %v; %d sent", ev.Record, seq, last, sent)
+			t.Fatalf("record %v: seq %v after %v; %d sent", rec, seq, last, sent)
 		}
 		last = seq
 	}
@@ -248,4 +222,25 @@ func TestTailPerfEventArray(t *testing.T) {
 	if v := metricValue(t, fam, "leaf_tail_lost_records_total", labels); v != 0 {
 		t.Errorf("leaf_tail_lost_records_total = %v, want 0", v)
 	}
+}
+
+// tailRecords reads the output of `leaf tail -o json`: the records, each
+// decoded, and the totals.
+func tailRecords(t *testing.T, stdout string) (records []map[string]any, end *v1.TailEnd) {
+	t.Helper()
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var ev v1.TailEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if ev.End != nil {
+			end = ev.End
+			continue
+		}
+		if ev.Record == nil || ev.Error != "" {
+			t.Fatalf("record not decoded: %+v", ev)
+		}
+		records = append(records, ev.Record)
+	}
+	return records, end
 }
