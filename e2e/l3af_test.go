@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/companion"
 	"github.com/leaf-ebpf/leaf/internal/l3af"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
@@ -529,8 +530,8 @@ l3af: {hostName: leaf-l3af-test, netns: %s}
 		t.Errorf("user program's capabilities %s, want CAP_BPF alone", eff)
 	}
 	cg := procField(t, pid, "cgroup", "0::")
-	if !strings.HasPrefix(cg, "/leaf/") || !strings.HasSuffix(cg, "/"+att) {
-		t.Errorf("user program in cgroup %q, want leafd's subtree for %s", cg, att)
+	if want := "/" + companion.CgroupName(d.StateDir) + "/" + att; cg != want {
+		t.Errorf("user program in cgroup %q, want %q (leafd's own subtree)", cg, want)
 	}
 	for file, want := range map[string]string{"memory.max": fmt.Sprint(32 << 20), "cpu.max": "25000 100000"} {
 		for _, base := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {

@@ -73,7 +73,7 @@ func TestListingABombStaysSmall(t *testing.T) {
 	cfg := cliFile(t, "leafd.yaml", []byte(fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
 kind: DaemonConfig
 repositories:
-  - {name: hostile, type: kfaas, path: %s, trust: {allowUnsigned: true}}
+  - {name: hostile, type: kfaas, path: %s, platform: linux, trust: {allowUnsigned: true}}
 `, kfaas)))
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--config", cfg}})
 	hc := apiHTTP(d.Socket)
