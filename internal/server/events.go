@@ -43,21 +43,8 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, since uint64) {
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel, rc := s.startStream(w, r)
 	defer cancel()
-	if s.Done != nil {
-		go func() {
-			select {
-			case <-s.Done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc.Flush()
 	enc := json.NewEncoder(w)
 	for {
 		evs, err := s.Events.Wait(ctx, since)
@@ -77,4 +64,26 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, since uint
 			return
 		}
 	}
+}
+
+// startStream begins a newline-delimited JSON stream: its context ends
+// with the request or when leafd shuts down (a follower must not hold
+// shutdown up), and the 200 and headers are flushed at once so that a
+// client sees the stream open before the first record.
+func (s *Server) startStream(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc, *http.ResponseController) {
+	ctx, cancel := context.WithCancel(r.Context())
+	if s.Done != nil {
+		go func() {
+			select {
+			case <-s.Done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc.Flush()
+	return ctx, cancel, rc
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,21 +45,8 @@ func (s *Server) tailMap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rd.Close()
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel, rc := s.startStream(w, r)
 	defer cancel()
-	if s.Done != nil {
-		go func() {
-			select {
-			case <-s.Done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc.Flush()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	s.Tail.Run(ctx, src, rd, dec, opts, func(ev v1.TailEvent) error {
