@@ -7,6 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Do runs fn on an OS thread switched into the network namespace at path
@@ -45,18 +46,20 @@ func Do(path string, fn func() error) error {
 	return <-errc
 }
 
-// Handle returns a netlink handle for the namespace at path ("" for the
-// current one).
+// Handle returns a route netlink handle (links, qdiscs, filters) for the
+// namespace at path ("" for the current one). Only the route family:
+// netlink's default opens an XFRM and a netfilter socket too, each one
+// more trip into the namespace, and leaf uses neither.
 func Handle(path string) (*netlink.Handle, error) {
 	if path == "" {
-		return netlink.NewHandle()
+		return netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
 	defer ns.Close()
-	return netlink.NewHandleAt(ns)
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 }
 
 // Ifindex returns the index of the interface named ifname in the namespace

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -468,13 +467,6 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	r.desired = st.Clone()
 	r.packages = adm.Packages
 	r.snapshot.Store(st.Clone())
-	if res.Changed {
-		// cilium/ebpf memory-maps a program's .rodata and unmaps it only
-		// when the Go garbage collector finalizes the map; collect now so
-		// replaced and deleted programs leave the kernel promptly instead
-		// of lingering in `bpftool map list` until the next GC.
-		runtime.GC()
-	}
 	for _, a := range res.Actions {
 		if a.Kind != string(planner.Keep) {
 			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
