@@ -73,11 +73,33 @@ func Ifindex(path, ifname string) (int, error) {
 // ifname — its main name or one of its altnames, which the kernel looks
 // up alike — in the namespace at path.
 func Interface(path, ifname string) (int, string, error) {
-	h, err := Handle(path)
-	if err != nil {
-		return 0, "", err
+	var ifs Interfaces
+	defer ifs.Close()
+	return ifs.Lookup(path, ifname)
+}
+
+// Interfaces looks interfaces up as Interface does, keeping one netlink
+// handle per network namespace until Close: resolving a document whose
+// attachments name 50 interfaces of one namespace enters it once, not 50
+// times. The zero value is ready; it is not safe for concurrent use.
+type Interfaces struct {
+	handles map[string]*netlink.Handle
+}
+
+// Lookup returns the index and main name of ifname in the namespace at
+// path.
+func (c *Interfaces) Lookup(path, ifname string) (int, string, error) {
+	h := c.handles[path]
+	if h == nil {
+		var err error
+		if h, err = Handle(path); err != nil {
+			return 0, "", err
+		}
+		if c.handles == nil {
+			c.handles = map[string]*netlink.Handle{}
+		}
+		c.handles[path] = h
 	}
-	defer h.Close()
 	l, err := h.LinkByName(ifname)
 	if err != nil {
 		where := "leafd's network namespace"
@@ -87,4 +109,12 @@ func Interface(path, ifname string) (int, string, error) {
 		return 0, "", fmt.Errorf("interface %q not found in %s", ifname, where)
 	}
 	return l.Attrs().Index, l.Attrs().Name, nil
+}
+
+// Close closes the handles.
+func (c *Interfaces) Close() {
+	for _, h := range c.handles {
+		h.Close()
+	}
+	c.handles = nil
 }

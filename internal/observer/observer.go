@@ -84,12 +84,8 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 		return a
 	}
 	a.HasPins = true
-	if prog, err := ebpf.LoadPinnedProgram(layout.Prog(name), nil); err == nil {
-		if info, err := prog.Info(); err == nil {
-			a.ProgramID, _ = info.ID()
-			a.Tag = info.Tag
-		}
-		prog.Close()
+	if id, tag, err := pinnedProgram(layout.Prog(name)); err == nil {
+		a.ProgramID, a.Tag = id, tag
 	} else {
 		a.Problem = "program pin missing"
 	}
@@ -99,10 +95,9 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 			if info.Program != a.ProgramID && a.ProgramID != 0 {
 				a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", info.Program, a.ProgramID)
 			}
-		}
-		a.Attached, err = hook.Attached(l)
-		if err == nil && !a.Attached {
-			a.Problem = "link detached from its hook"
+			if a.Attached = hook.Attached(info); !a.Attached {
+				a.Problem = "link detached from its hook"
+			}
 		}
 		l.Close()
 	} else if a.Problem == "" {
@@ -121,14 +116,9 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 		a.Problem = fmt.Sprintf("maps: %v", err)
 	}
 	for _, e := range entries {
-		m, err := ebpf.LoadPinnedMap(layout.Map(name, e.Name()), nil)
-		if err != nil {
-			continue
+		if id, err := pinnedMapID(layout.Map(name, e.Name())); err == nil {
+			a.Maps[e.Name()] = id
 		}
-		if info, err := m.Info(); err == nil {
-			a.Maps[e.Name()], _ = info.ID()
-		}
-		m.Close()
 	}
 	return a
 }
@@ -160,8 +150,8 @@ func ObserveHooks(layout bpffs.Layout) (map[string]*Hook, error) {
 		}
 		if info, err := l.Info(); err == nil {
 			h.LinkID, h.ProgramID = info.ID, info.Program
+			h.Attached = hook.Attached(info)
 		}
-		h.Attached, _ = hook.Attached(l)
 		l.Close()
 	}
 	return out, nil

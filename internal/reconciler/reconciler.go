@@ -81,6 +81,8 @@ type Reconciler struct {
 	// enforce tracks drifts and foreign programs between checks; guarded
 	// by mu like everything the loop changes.
 	enforce enforceState
+	// notified: Config.Applied has been called since start.
+	notified bool
 
 	// snapshot is the committed desired state, for readers (status,
 	// metrics, maps) that must never wait behind an apply.
@@ -120,7 +122,7 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, err
 	}
 	r := &Reconciler{cfg: cfg, applier: &applier.Applier{Layout: cfg.Layout}, desired: st, packages: map[string]*repository.Package{}}
-	r.snapshot.Store(st.Clone())
+	r.snapshot.Store(st)
 	return r, nil
 }
 
@@ -201,7 +203,7 @@ func (r *Reconciler) admitCommitted(ctx context.Context) {
 // admitAndApply admits st and applies it; callers hold mu (start-up only:
 // an API apply admits outside the lock).
 func (r *Reconciler) admitAndApply(ctx context.Context, st *desired.State) (*v1.ApplyResult, error) {
-	adm, err := r.admit(ctx, st, false)
+	adm, err := r.admit(ctx, st, r.cfg.Repos, false)
 	if err == nil {
 		var res *v1.ApplyResult
 		res, err = r.apply(ctx, adm, false, nil)
@@ -260,7 +262,7 @@ func checkParams(layout bpffs.Layout, want []*planner.Resolved, records map[stri
 // (validation, packages fetched and verified) runs first, with ctx and
 // without the lock; only reconciliation waits for other changes.
 func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
-	adm, err := r.admit(ctx, st, dryRun)
+	adm, err := r.admit(ctx, st, r.cfg.Repos, dryRun)
 	if err != nil {
 		r.recordApply(nil, err, dryRun)
 		return nil, err
@@ -272,11 +274,11 @@ func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) 
 	return res, err
 }
 
-// admit runs admission, reporting a failure with its stage.
-func (r *Reconciler) admit(ctx context.Context, st *desired.State, dryRun bool) (*admission.Admitted, error) {
+// admit runs admission through repos, reporting a failure with its stage.
+func (r *Reconciler) admit(ctx context.Context, st *desired.State, repos repository.Set, dryRun bool) (*admission.Admitted, error) {
 	start := time.Now()
 	limits := r.limits()
-	adm, err := admission.Admit(ctx, st, limits, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	adm, err := admission.Admit(ctx, st, limits, repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err == nil {
 		return adm, nil
 	}
@@ -326,8 +328,11 @@ var ErrConflict = errors.New("desired state changed during the call; retry")
 // Modify applies change(current desired state), unless the state changed
 // in between (ErrConflict), so that a change built from the current state
 // (the L3AF API's add and delete) never overwrites one applied meanwhile.
-// change must be quick: it only edits the document.
-func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
+// change must be quick: it only edits the document. known are packages
+// the caller resolved, fetched and verified for the change already (the
+// L3AF API does, to type map_args): admission takes them as they are
+// rather than asking their repositories a second time.
+func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), known []*repository.Package, dryRun bool) (*v1.ApplyResult, error) {
 	base := r.Desired()
 	next, err := change(base.Clone())
 	if err != nil {
@@ -335,7 +340,7 @@ func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*d
 	}
 	// Admission (packages fetched and verified) without the lock, as
 	// Apply does.
-	adm, err := r.admit(ctx, next, dryRun)
+	adm, err := r.admit(ctx, next, admission.Preferring(known, r.cfg.Repos), dryRun)
 	if err != nil {
 		r.recordApply(nil, err, dryRun)
 		return nil, err
@@ -456,7 +461,8 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	}
 	// A no-op re-apply writes nothing: the store already says exactly
 	// this, and a commit is a disk sync.
-	if plan.Changes() || !sameJSON(st, r.desired) || !sameJSON(newRecords, allRecords) {
+	noop := !plan.Changes() && sameJSON(st, r.desired) && sameJSON(newRecords, allRecords)
+	if !noop {
 		if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
 			return nil, fmt.Errorf("record applied state: %w", cerr)
 		}
@@ -464,15 +470,24 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.AfterCommit)
 	}
-	r.desired = st.Clone()
+	if !noop {
+		// One copy, shared by the loop and the readers' snapshot: neither
+		// is ever modified in place, and Desired hands out copies.
+		frozen := st.Clone()
+		r.desired = frozen
+		r.snapshot.Store(frozen)
+	}
 	r.packages = adm.Packages
-	r.snapshot.Store(st.Clone())
 	for _, a := range res.Actions {
 		if a.Kind != string(planner.Keep) {
 			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
 		}
 	}
-	if r.cfg.Applied != nil {
+	// Watchers, the enforcer and companions follow the applied state; a
+	// no-op after the first notice has nothing new for them (and waking
+	// the enforcer would re-check every hook for nothing).
+	if r.cfg.Applied != nil && (!noop || !r.notified) {
+		r.notified = true
 		r.cfg.Applied(r.desired.Clone(), newRecords, pinned)
 	}
 	return res, err

@@ -106,8 +106,21 @@ func (p *Package) ReadFile(name string) ([]byte, error) {
 
 // LoadSpec parses the object holding the named program and checks that the
 // ELF agrees with the manifest: the function exists, in the declared
-// section, with the declared program type.
+// section, with the declared program type. The spec is the caller's to
+// change.
 func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Program, error) {
+	spec, prog, err := p.SharedSpec(program)
+	if err != nil {
+		return nil, nil, err
+	}
+	return spec.Copy(), prog, nil
+}
+
+// SharedSpec is LoadSpec without the copy: the spec is the one parse of
+// the object, shared by every caller, and must not be modified. Copying a
+// collection (its BTF above all) costs about as much as the checks a
+// re-apply makes with it.
+func (p *Package) SharedSpec(program string) (*ebpf.CollectionSpec, *manifest.Program, error) {
 	prog, err := p.Manifest.Program(program)
 	if err != nil {
 		return nil, nil, err
@@ -129,14 +142,14 @@ func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Prog
 	return spec, prog, nil
 }
 
-// objectSpec parses an object of the package, once; callers get a copy
-// they may change.
+// objectSpec parses an object of the package, once; callers share the
+// spec and must not change it.
 func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 	if p.specs != nil {
 		p.specs.mu.Lock()
 		defer p.specs.mu.Unlock()
 		if spec := p.specs.m[object]; spec != nil {
-			return spec.Copy(), nil
+			return spec, nil
 		}
 	}
 	data, err := p.ReadFile(object)
@@ -152,7 +165,6 @@ func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 			p.specs.m = map[string]*ebpf.CollectionSpec{}
 		}
 		p.specs.m[object] = spec
-		return spec.Copy(), nil
 	}
 	return spec, nil
 }
