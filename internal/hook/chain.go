@@ -48,7 +48,9 @@ func (t *Target) AttachChain(prog *ebpf.Program) (link.Link, error) {
 // clearForeignXDP makes sure no other program holds the interface's XDP
 // hook, removing it only when the operator allowed that.
 func (t *Target) clearForeignXDP() error {
-	x, _, err := xdpState(t.Hook)
+	ifs, done := own(nil)
+	defer done()
+	x, _, err := xdpState(t.Hook, ifs)
 	if err != nil || x == nil {
 		return err
 	}

@@ -156,19 +156,3 @@ func (t *Target) inNetns(fn func() (link.Link, error)) (link.Link, error) {
 	})
 	return l, err
 }
-
-// Attached reports, from its info, whether a link still holds its hook. A
-// network link whose interface went away, or that someone detached,
-// reports false.
-func Attached(info *link.Info) bool {
-	if x := info.XDP(); x != nil {
-		return x.Ifindex != 0
-	}
-	if x := info.TCX(); x != nil {
-		return x.Ifindex != 0
-	}
-	if x := info.Cgroup(); x != nil {
-		return x.CgroupId != 0
-	}
-	return true
-}

@@ -79,36 +79,103 @@ func Interface(path, ifname string) (int, string, error) {
 }
 
 // Interfaces looks interfaces up as Interface does, keeping one netlink
-// handle per network namespace until Close: resolving a document whose
-// attachments name 50 interfaces of one namespace enters it once, not 50
-// times. The zero value is ready; it is not safe for concurrent use.
+// handle per network namespace until Close, and answering from one dump
+// of the namespace's links once it is asked a second time there:
+// resolving a document whose attachments name 50 interfaces of one
+// namespace enters it once and asks the kernel twice, not 50 times. The
+// zero value is ready; it is not safe for concurrent use.
 type Interfaces struct {
 	handles map[string]*netlink.Handle
+	asked   map[string]int
+	// dumped indexes a namespace's links by name and altname.
+	dumped map[string]map[string]netlink.Link
+}
+
+// Handle returns the kept route netlink handle of the namespace at path,
+// opening it on first use. The caller must not close it.
+func (c *Interfaces) Handle(path string) (*netlink.Handle, error) {
+	if h := c.handles[path]; h != nil {
+		return h, nil
+	}
+	h, err := Handle(path)
+	if err != nil {
+		return nil, err
+	}
+	if c.handles == nil {
+		c.handles = map[string]*netlink.Handle{}
+	}
+	c.handles[path] = h
+	return h, nil
 }
 
 // Lookup returns the index and main name of ifname in the namespace at
 // path.
 func (c *Interfaces) Lookup(path, ifname string) (int, string, error) {
-	h := c.handles[path]
-	if h == nil {
-		var err error
-		if h, err = Handle(path); err != nil {
-			return 0, "", err
-		}
-		if c.handles == nil {
-			c.handles = map[string]*netlink.Handle{}
-		}
-		c.handles[path] = h
+	l, err := c.Link(path, ifname)
+	if err != nil {
+		return 0, "", err
 	}
+	return l.Attrs().Index, l.Attrs().Name, nil
+}
+
+// Link returns the link named ifname (or with that altname) in the
+// namespace at path, as the kernel described it in this lookup's dump of
+// the namespace or when asked.
+func (c *Interfaces) Link(path, ifname string) (netlink.Link, error) {
+	if l := c.fromDump(path, ifname); l != nil {
+		return l, nil
+	}
+	h, err := c.Handle(path)
+	if err != nil {
+		return nil, err
+	}
+	// A name the dump lacks is asked for: it may have appeared since,
+	// and the kernel's answer is the last word.
 	l, err := h.LinkByName(ifname)
 	if err != nil {
 		where := "leafd's network namespace"
 		if path != "" {
 			where = "network namespace " + path
 		}
-		return 0, "", fmt.Errorf("interface %q not found in %s", ifname, where)
+		return nil, fmt.Errorf("interface %q not found in %s", ifname, where)
 	}
-	return l.Attrs().Index, l.Attrs().Name, nil
+	return l, nil
+}
+
+// fromDump answers from the namespace's dump, taking it on the second
+// lookup there; nil when it cannot.
+func (c *Interfaces) fromDump(path, ifname string) netlink.Link {
+	if idx := c.dumped[path]; idx != nil {
+		return idx[ifname]
+	}
+	if c.asked == nil {
+		c.asked = map[string]int{}
+	}
+	if c.asked[path]++; c.asked[path] < 2 {
+		return nil
+	}
+	h, err := c.Handle(path)
+	if err != nil {
+		return nil
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		return nil
+	}
+	idx := map[string]netlink.Link{}
+	for _, l := range links {
+		idx[l.Attrs().Name] = l
+		for _, alt := range l.Attrs().AltNames {
+			if _, taken := idx[alt]; !taken {
+				idx[alt] = l
+			}
+		}
+	}
+	if c.dumped == nil {
+		c.dumped = map[string]map[string]netlink.Link{}
+	}
+	c.dumped[path] = idx
+	return idx[ifname]
 }
 
 // Close closes the handles.
@@ -116,5 +183,5 @@ func (c *Interfaces) Close() {
 	for _, h := range c.handles {
 		h.Close()
 	}
-	c.handles = nil
+	c.handles, c.asked, c.dumped = nil, nil, nil
 }

@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -8,13 +9,15 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
 // The leading fields of the kernel's struct bpf_prog_info and struct
 // bpf_map_info (include/uapi/linux/bpf.h). The kernel fills as much of
 // its info as info_len asks for, so these prefixes are all observing
-// needs; TestPinnedInfo checks them against cilium/ebpf's reading.
+// needs; TestPinnedInfo and TestPinnedLink check them against
+// cilium/ebpf's reading.
 type progInfo struct {
 	Type uint32
 	ID   uint32
@@ -24,6 +27,35 @@ type progInfo struct {
 type mapInfo struct {
 	Type uint32
 	ID   uint32
+}
+
+// The leading fields of struct bpf_link_info: the union after prog_id is
+// 8-byte aligned, and its first member for XDP and TCX links is the
+// ifindex (u32), for cgroup links the cgroup ID (u64).
+type linkInfo struct {
+	Type   uint32
+	ID     uint32
+	ProgID uint32
+	_      uint32
+	Target [8]byte
+}
+
+// pinnedLink returns the ID of the link pinned at path, the program it
+// runs, and whether it still holds its hook: a network link whose
+// interface went away, or that someone detached, has no target left.
+func pinnedLink(path string) (link.ID, ebpf.ProgramID, bool, error) {
+	var info linkInfo
+	if err := pinnedInfo(path, "bpf-link", 0, unsafe.Pointer(&info), unsafe.Sizeof(info)); err != nil {
+		return 0, 0, false, err
+	}
+	attached := true
+	switch link.Type(info.Type) {
+	case link.XDPType, link.TCXType:
+		attached = binary.NativeEndian.Uint32(info.Target[:4]) != 0
+	case link.CgroupType:
+		attached = binary.NativeEndian.Uint64(info.Target[:]) != 0
+	}
+	return link.ID(info.ID), ebpf.ProgramID(info.ProgID), attached, nil
 }
 
 // pinnedProgram returns the ID and tag of the program pinned at path.
@@ -52,7 +84,7 @@ func pinnedMapID(path string) (ebpf.MapID, error) {
 }
 
 // pinnedInfo opens the object pinned at path with flags, checks that it
-// is of kind ("bpf-prog", "bpf-map") and reads the first size bytes of
+// is of kind ("bpf-prog", "bpf-map", "bpf-link") and reads the first size bytes of
 // its info into info.
 func pinnedInfo(path, kind string, flags uint32, info unsafe.Pointer, size uintptr) error {
 	p, err := unix.BytePtrFromString(path)

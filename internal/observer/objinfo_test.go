@@ -8,7 +8,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -69,5 +71,56 @@ func TestPinnedInfo(t *testing.T) {
 	}
 	if _, err := pinnedMapID(filepath.Join(dir, "none")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing pin: %v, want ENOENT", err)
+	}
+}
+
+// TestPinnedLink checks the link info prefix against cilium/ebpf's reading
+// for an XDP link on a veth: its ID and program, attached while it holds
+// the interface, not attached once detached.
+func TestPinnedLink(t *testing.T) {
+	testenv.RequireKernel(t)
+	dir := testenv.BPFFS(t)
+	p := testenv.NewPair(t)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "leaf_test", Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R0, 2),
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	var lk link.Link
+	err = netnsutil.Do(testenv.NetnsPath(p.NsB), func() error {
+		ifindex, err := netnsutil.Ifindex("", p.IfB)
+		if err != nil {
+			return err
+		}
+		lk, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		return err
+	})
+	if err != nil {
+		t.Skipf("attach XDP: %v", err)
+	}
+	defer lk.Close()
+	pin := filepath.Join(dir, "link")
+	if err := lk.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	info, err := lk.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, progID, attached, err := pinnedLink(pin)
+	if err != nil || id != info.ID || progID != info.Program || !attached {
+		t.Errorf("pinnedLink = %d, %d, %v, %v; cilium/ebpf reads link %d running %d, attached", id, progID, attached, err, info.ID, info.Program)
+	}
+	if err := lk.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, attached, err := pinnedLink(pin); err != nil || attached {
+		t.Errorf("after detach: attached %v, %v", attached, err)
+	}
+	if _, _, _, err := pinnedLink(filepath.Join(dir, "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing pin: %v", err)
 	}
 }

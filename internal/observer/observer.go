@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
-	"github.com/leaf-ebpf/leaf/internal/hook"
 )
 
 // Attachment is what the kernel holds for one attachment name.
@@ -89,17 +88,14 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 	} else {
 		a.Problem = "program pin missing"
 	}
-	if l, err := link.LoadPinnedLink(layout.Link(name), nil); err == nil {
-		if info, err := l.Info(); err == nil {
-			a.LinkID, a.LinkProgramID = info.ID, info.Program
-			if info.Program != a.ProgramID && a.ProgramID != 0 {
-				a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", info.Program, a.ProgramID)
-			}
-			if a.Attached = hook.Attached(info); !a.Attached {
-				a.Problem = "link detached from its hook"
-			}
+	if id, prog, attached, err := pinnedLink(layout.Link(name)); err == nil {
+		a.LinkID, a.LinkProgramID, a.Attached = id, prog, attached
+		if prog != a.ProgramID && a.ProgramID != 0 {
+			a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", prog, a.ProgramID)
 		}
-		l.Close()
+		if !attached {
+			a.Problem = "link detached from its hook"
+		}
 	} else if a.Problem == "" {
 		a.Problem = "link pin missing"
 	}
@@ -144,15 +140,9 @@ func ObserveHooks(layout bpffs.Layout) (map[string]*Hook, error) {
 	for _, id := range ids {
 		h := &Hook{ID: id}
 		out[id] = h
-		l, err := link.LoadPinnedLink(layout.HookLink(id), nil)
-		if err != nil {
-			continue
+		if lid, prog, attached, err := pinnedLink(layout.HookLink(id)); err == nil {
+			h.LinkID, h.ProgramID, h.Attached = lid, prog, attached
 		}
-		if info, err := l.Info(); err == nil {
-			h.LinkID, h.ProgramID = info.ID, info.Program
-			h.Attached = hook.Attached(info)
-		}
-		l.Close()
 	}
 	return out, nil
 }
