@@ -79,16 +79,18 @@ func Interface(path, ifname string) (int, string, error) {
 }
 
 // Interfaces looks interfaces up as Interface does, keeping one netlink
-// handle per network namespace until Close, and answering from one dump
-// of the namespace's links once it is asked a second time there:
-// resolving a document whose attachments name 50 interfaces of one
-// namespace enters it once and asks the kernel twice, not 50 times. The
-// zero value is ready; it is not safe for concurrent use.
+// handle per network namespace until Close, each link it was asked for,
+// and, once asked for a second interface in a namespace, one dump of the
+// namespace's links that answers the rest: resolving a document whose
+// attachments name 50 interfaces of one namespace enters it once and asks
+// the kernel three times, not 50. The zero value is ready; it is not safe
+// for concurrent use.
 type Interfaces struct {
 	handles map[string]*netlink.Handle
-	asked   map[string]int
-	// dumped indexes a namespace's links by name and altname.
-	dumped map[string]map[string]netlink.Link
+	// links indexes, per namespace, the links seen by name and altname;
+	// dumped marks the namespaces whose every link is in it.
+	links  map[string]map[string]netlink.Link
+	dumped map[string]bool
 }
 
 // Handle returns the kept route netlink handle of the namespace at path,
@@ -119,15 +121,20 @@ func (c *Interfaces) Lookup(path, ifname string) (int, string, error) {
 }
 
 // Link returns the link named ifname (or with that altname) in the
-// namespace at path, as the kernel described it in this lookup's dump of
-// the namespace or when asked.
+// namespace at path, as the kernel described it in this lookup's time.
 func (c *Interfaces) Link(path, ifname string) (netlink.Link, error) {
-	if l := c.fromDump(path, ifname); l != nil {
+	if l := c.links[path][ifname]; l != nil {
 		return l, nil
 	}
 	h, err := c.Handle(path)
 	if err != nil {
 		return nil, err
+	}
+	if len(c.links[path]) > 0 && !c.dumped[path] {
+		c.dump(path, h)
+		if l := c.links[path][ifname]; l != nil {
+			return l, nil
+		}
 	}
 	// A name the dump lacks is asked for: it may have appeared since,
 	// and the kernel's answer is the last word.
@@ -139,43 +146,43 @@ func (c *Interfaces) Link(path, ifname string) (netlink.Link, error) {
 		}
 		return nil, fmt.Errorf("interface %q not found in %s", ifname, where)
 	}
+	c.keep(path, l)
 	return l, nil
 }
 
-// fromDump answers from the namespace's dump, taking it on the second
-// lookup there; nil when it cannot.
-func (c *Interfaces) fromDump(path, ifname string) netlink.Link {
-	if idx := c.dumped[path]; idx != nil {
-		return idx[ifname]
-	}
-	if c.asked == nil {
-		c.asked = map[string]int{}
-	}
-	if c.asked[path]++; c.asked[path] < 2 {
-		return nil
-	}
-	h, err := c.Handle(path)
-	if err != nil {
-		return nil
-	}
+// dump indexes every link of the namespace (a failed dump leaves the
+// lookups to LinkByName).
+func (c *Interfaces) dump(path string, h *netlink.Handle) {
 	links, err := h.LinkList()
 	if err != nil {
-		return nil
+		return
 	}
-	idx := map[string]netlink.Link{}
 	for _, l := range links {
-		idx[l.Attrs().Name] = l
-		for _, alt := range l.Attrs().AltNames {
-			if _, taken := idx[alt]; !taken {
-				idx[alt] = l
-			}
-		}
+		c.keep(path, l)
 	}
 	if c.dumped == nil {
-		c.dumped = map[string]map[string]netlink.Link{}
+		c.dumped = map[string]bool{}
 	}
-	c.dumped[path] = idx
-	return idx[ifname]
+	c.dumped[path] = true
+}
+
+// keep indexes l by its name and altnames (names come first: the kernel
+// lets no altname shadow another interface's name).
+func (c *Interfaces) keep(path string, l netlink.Link) {
+	if c.links == nil {
+		c.links = map[string]map[string]netlink.Link{}
+	}
+	idx := c.links[path]
+	if idx == nil {
+		idx = map[string]netlink.Link{}
+		c.links[path] = idx
+	}
+	idx[l.Attrs().Name] = l
+	for _, alt := range l.Attrs().AltNames {
+		if _, taken := idx[alt]; !taken {
+			idx[alt] = l
+		}
+	}
 }
 
 // Close closes the handles.
@@ -183,5 +190,5 @@ func (c *Interfaces) Close() {
 	for _, h := range c.handles {
 		h.Close()
 	}
-	c.handles, c.asked, c.dumped = nil, nil, nil
+	c.handles, c.links, c.dumped = nil, nil, nil
 }

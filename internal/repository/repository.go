@@ -6,6 +6,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -156,7 +157,7 @@ func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
 	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	spec, err := ParseObject(data)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
 	}
@@ -168,6 +169,41 @@ func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 	}
 	return spec, nil
 }
+
+// ParseObject parses a BPF ELF object, once per content: repositories
+// that read a package afresh on every resolve (OCI, KFaaS), and deriving
+// an L3AF package's manifest, parse the same bytes again and again, and
+// parsing ELF and BTF is the bulk of it. The spec is shared: callers must
+// not modify it (CollectionSpec.Copy gives one to change).
+func ParseObject(data []byte) (*ebpf.CollectionSpec, error) {
+	key := sha256.Sum256(data)
+	parsed.mu.Lock()
+	spec := parsed.m[key]
+	parsed.mu.Unlock()
+	if spec != nil {
+		return spec, nil
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	parsed.mu.Lock()
+	defer parsed.mu.Unlock()
+	if len(parsed.m) >= maxParsed {
+		clear(parsed.m) // rare; the packages in use hold their own specs
+	}
+	parsed.m[key] = spec
+	return spec, nil
+}
+
+// parsed memoizes ParseObject, by SHA-256 of the object. Bounded: a host
+// runs a handful of objects, and a parsed object's BTF can be megabytes.
+var parsed = struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*ebpf.CollectionSpec
+}{m: map[[sha256.Size]byte]*ebpf.CollectionSpec{}}
+
+const maxParsed = 16
 
 func programType(t string) ebpf.ProgramType {
 	switch t {
