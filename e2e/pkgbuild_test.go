@@ -105,17 +105,23 @@ func TestPkgInitBuildLintDeploy(t *testing.T) {
 	}
 }
 
-// portfilterSources writes portfilter's sources (no object) into dir,
-// with a scratch file .leafignore leaves out.
+// portfilterSources writes portfilter's sources (no object) into dir, and
+// the shared header it includes into dir/../include as in packages/, with
+// a scratch file .leafignore leaves out.
 func portfilterSources(t *testing.T, dir string) {
 	t.Helper()
+	include := filepath.Join(dir, "..", "include")
 	os.MkdirAll(dir, 0o755)
-	for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
-		data, err := os.ReadFile(filepath.Join("..", "packages", "portfilter", f))
+	os.MkdirAll(include, 0o755)
+	for src, to := range map[string]string{
+		"portfilter/leaf.yaml": dir, "portfilter/README.md": dir, "portfilter/portfilter.bpf.c": dir,
+		"include/leaf_parse.h": include,
+	} {
+		data, err := os.ReadFile(filepath.Join("..", "packages", src))
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+		os.WriteFile(filepath.Join(to, filepath.Base(src)), data, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("scratch "+dir), 0o644)
 	os.WriteFile(filepath.Join(dir, ".leafignore"), []byte("# scratch\nnotes.txt\n"), 0o644)

@@ -10,14 +10,12 @@
 // connection's entry (FIN, RST or timer, on any CPU) gives the slot back,
 // and only one can delete it, so a slot is never returned twice.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_parse.h"
 
 #define CLOCK_MONOTONIC 1
 
@@ -149,38 +147,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct conn_key *k, stru
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	void *l4;
-	__u8 proto;
+	struct leaf_pkt p;
+	struct tcphdr *t;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &p, k->saddr, k->daddr) || p.later_fragment || p.proto != IPPROTO_TCP)
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5 || (ip->frag_off & bpf_htons(0x1fff)))
-			return 0;
-		proto = ip->protocol;
-		k->saddr[0] = ip->saddr;
-		k->daddr[0] = ip->daddr;
-		k->family = 4;
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		proto = ip6->nexthdr;
-		__builtin_memcpy(k->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(k->daddr, &ip6->daddr, 16);
-		k->family = 6;
-		l4 = ip6 + 1;
-	} else {
+	t = p.l4;
+	if (!leaf_has_l4(&p, data_end, sizeof(*t)))
 		return 0;
-	}
-	if (proto != IPPROTO_TCP)
-		return 0;
-	struct tcphdr *t = l4;
-	if ((void *)(t + 1) > data_end)
-		return 0;
+	k->family = p.family;
 	k->sport = bpf_ntohs(t->source);
 	k->dport = bpf_ntohs(t->dest);
 	*tcp = t;
