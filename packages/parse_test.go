@@ -1,7 +1,6 @@
 package packages_test
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -91,11 +90,7 @@ func vlan(f []byte) []byte { return splice(f, 12, 0x81, 0x00, 0x00, 0x05) }
 func load(t *testing.T, name string) *ebpf.Collection {
 	t.Helper()
 	testenv.RequireKernel(t)
-	obj, err := packages.FS.ReadFile(name + "/" + name + ".bpf.o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	spec, err := packages.Spec(name)
 	if err != nil {
 		t.Fatal(err)
 	}
