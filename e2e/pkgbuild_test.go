@@ -106,18 +106,23 @@ func TestPkgInitBuildLintDeploy(t *testing.T) {
 }
 
 // portfilterSources writes portfilter's sources (no object) into dir, and
-// the shared header it includes into dir/../include as in packages/, with
+// the shared headers it includes into dir/../include as in packages/, with
 // a scratch file .leafignore leaves out.
 func portfilterSources(t *testing.T, dir string) {
 	t.Helper()
 	include := filepath.Join(dir, "..", "include")
 	os.MkdirAll(dir, 0o755)
 	os.MkdirAll(include, 0o755)
-	for src, to := range map[string]string{
-		"portfilter/leaf.yaml": dir, "portfilter/README.md": dir, "portfilter/portfilter.bpf.c": dir,
-		"include/leaf_parse.h": include,
-	} {
-		data, err := os.ReadFile(filepath.Join("..", "packages", src))
+	headers, _ := filepath.Glob(filepath.Join("..", "packages", "include", "*.h"))
+	files := map[string]string{}
+	for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
+		files[filepath.Join("..", "packages", "portfilter", f)] = dir
+	}
+	for _, h := range headers {
+		files[h] = include
+	}
+	for src, to := range files {
+		data, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 #define CLOCK_MONOTONIC 1
@@ -76,13 +77,6 @@ struct {
 	__type(value, __u64);
 } cl_stats SEC(".maps");
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&cl_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline __u64 config(__u32 key)
 {
 	__u64 *v = bpf_map_lookup_elem(&cl_config, &key);
@@ -107,7 +101,7 @@ static int expire(void *map, struct conn_key *key, struct conn *c)
 	__u16 port = c->key.dport;
 	if (bpf_map_delete_elem(map, key) == 0) {
 		release(port);
-		stat(STAT_EXPIRED);
+		leaf_count(&cl_stats, STAT_EXPIRED);
 	}
 	return 0;
 }
@@ -172,10 +166,10 @@ int connlimit_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (tcp->syn && !tcp->ack) {
 		if (admit(&k)) {
-			stat(STAT_ADMITTED);
+			leaf_count(&cl_stats, STAT_ADMITTED);
 			return TC_ACT_OK;
 		}
-		stat(STAT_REFUSED);
+		leaf_count(&cl_stats, STAT_REFUSED);
 		return TC_ACT_SHOT;
 	}
 	struct conn *c = bpf_map_lookup_elem(&cl_conns, &k);
@@ -184,7 +178,7 @@ int connlimit_ingress(struct __sk_buff *skb)
 	if (tcp->fin || tcp->rst) {
 		if (bpf_map_delete_elem(&cl_conns, &k) == 0) {
 			release(k.dport);
-			stat(STAT_CLOSED);
+			leaf_count(&cl_stats, STAT_CLOSED);
 		}
 		return TC_ACT_OK;
 	}

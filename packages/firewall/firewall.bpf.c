@@ -19,6 +19,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 #define MAX_RULES 131072 // per generation
@@ -173,13 +174,6 @@ struct walk {
 	__u8 action;
 };
 
-static __always_inline void count_total(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&fw_totals, &key);
-	if (v)
-		*v += 1;
-}
-
 // parse returns -1 for a frame that is not IPv4 or IPv6, else fills p
 // (ports only for a first fragment with a whole UDP-sized header) and
 // returns 0.
@@ -261,7 +255,7 @@ static __always_inline int decide(void *data, void *data_end)
 	__u32 zero = 0;
 
 	if (parse(data, data_end, &p) < 0) {
-		count_total(TOTAL_NOT_IP);
+		leaf_count(&fw_totals, TOTAL_NOT_IP);
 		return 1;
 	}
 	__u32 *active = bpf_map_lookup_elem(&fw_active, &zero);
@@ -290,21 +284,19 @@ static __always_inline int decide(void *data, void *data_end)
 	}
 	if (w.match < 0) {
 		if (def == ACTION_DENY) {
-			count_total(TOTAL_DEFAULT_DENIED);
+			leaf_count(&fw_totals, TOTAL_DEFAULT_DENIED);
 			return 0;
 		}
-		count_total(TOTAL_DEFAULT_ALLOWED);
+		leaf_count(&fw_totals, TOTAL_DEFAULT_ALLOWED);
 		return 1;
 	}
 	__u32 at = gen * MAX_RULES + (__u32)w.match;
-	__u64 *hits = bpf_map_lookup_elem(&fw_hits, &at);
-	if (hits)
-		*hits += 1;
+	leaf_count(&fw_hits, at);
 	if (w.action == ACTION_DENY) {
-		count_total(TOTAL_DENIED);
+		leaf_count(&fw_totals, TOTAL_DENIED);
 		return 0;
 	}
-	count_total(TOTAL_ALLOWED);
+	leaf_count(&fw_totals, TOTAL_ALLOWED);
 	return 1;
 }
 

@@ -8,6 +8,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 struct flow_key {
@@ -46,13 +47,6 @@ struct {
 	__type(value, __u64);
 } flow_stats SEC(".maps");
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&flow_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline int parse(struct __sk_buff *skb, struct flow_key *k)
 {
 	void *data = (void *)(long)skb->data;
@@ -74,7 +68,7 @@ int flowexport_tc(struct __sk_buff *skb)
 	struct flow_key k = {};
 
 	if (!parse(skb, &k)) {
-		stat(STAT_NOT_IP);
+		leaf_count(&flow_stats, STAT_NOT_IP);
 		return TC_ACT_OK;
 	}
 	__u64 now = bpf_ktime_get_ns();
@@ -84,7 +78,7 @@ int flowexport_tc(struct __sk_buff *skb)
 		struct flow nf = {.first_ns = now, .last_ns = now};
 		// Another CPU may create it first; then add to theirs.
 		if (bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST) == 0)
-			stat(STAT_NEW_FLOWS);
+			leaf_count(&flow_stats, STAT_NEW_FLOWS);
 		f = bpf_map_lookup_elem(&flows, &k);
 		if (!f)
 			return TC_ACT_OK;
@@ -92,7 +86,7 @@ int flowexport_tc(struct __sk_buff *skb)
 	__sync_fetch_and_add(&f->packets, 1);
 	__sync_fetch_and_add(&f->bytes, len);
 	f->last_ns = now;
-	stat(STAT_PACKETS);
+	leaf_count(&flow_stats, STAT_PACKETS);
 	return TC_ACT_OK;
 }
 

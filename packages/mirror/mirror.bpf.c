@@ -6,6 +6,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 // Ports (host byte order) whose packets are copied, as source or
@@ -40,13 +41,6 @@ struct {
 // Load-time: copy every packet of the protocol, whatever its ports.
 volatile const __u8 all_ports = 0;
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&mirror_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline __u32 config(__u32 key)
 {
 	__u32 *v = bpf_map_lookup_elem(&mirror_config, &key);
@@ -78,15 +72,15 @@ int mirror_tc(struct __sk_buff *skb)
 	__u32 ifindex = config(0);
 
 	if (!ifindex || !matches(skb)) {
-		stat(STAT_SKIPPED);
+		leaf_count(&mirror_stats, STAT_SKIPPED);
 		return TC_ACT_OK;
 	}
 	// The copy leaves through the target's egress; the original is not
 	// touched and continues.
 	if (bpf_clone_redirect(skb, ifindex, 0) == 0)
-		stat(STAT_MIRRORED);
+		leaf_count(&mirror_stats, STAT_MIRRORED);
 	else
-		stat(STAT_FAILED);
+		leaf_count(&mirror_stats, STAT_FAILED);
 	return TC_ACT_OK;
 }
 

@@ -7,6 +7,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 // Keys are destination ports in host byte order; the value is unused.
@@ -36,13 +37,6 @@ struct {
 // Load-time parameters: which protocols are filtered.
 volatile const __u8 filter_tcp = 1;
 volatile const __u8 filter_udp = 1;
-
-static __always_inline void count_total(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&totals, &key);
-	if (v)
-		*v += 1;
-}
 
 // dest_port returns the destination port of a TCP or UDP packet that this
 // program filters, or 0.
@@ -77,10 +71,10 @@ int xdp_port_filter(struct xdp_md *ctx)
 			*n += 1;
 		else
 			bpf_map_update_elem(&drops, &port, &one, BPF_NOEXIST);
-		count_total(1);
+		leaf_count(&totals, 1);
 		return XDP_DROP;
 	}
-	count_total(0);
+	leaf_count(&totals, 0);
 	return XDP_PASS;
 }
 

@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
 #include "../include/leaf_parse.h"
 
 // Destination ports (host byte order) that are limited.
@@ -63,11 +64,10 @@ volatile const __u8 syn_only = 1; // limit TCP SYNs (new connections) only
 volatile const __u8 source_prefix4 = 0; // per-source buckets: IPv4 prefix length, 0 for none
 volatile const __u8 source_prefix6 = 0; // IPv6 prefix length, 0 for none
 
+// count counts the packet under key in rl_stats and returns verdict.
 static __always_inline int count(__u32 key, int verdict)
 {
-	__u64 *v = bpf_map_lookup_elem(&rl_stats, &key);
-	if (v)
-		*v += 1;
+	leaf_count(&rl_stats, key);
 	return verdict;
 }
 
