@@ -72,7 +72,10 @@ static __always_inline int leaf_parse_ip(void *data, void *data_end, struct leaf
 		return 0;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		__u32 ihl = ip->ihl; // header length in 4-byte words
+		if (ihl < 5)
 			return 0;
 		p->family = 4;
 		p->proto = ip->protocol;
@@ -83,7 +86,7 @@ static __always_inline int leaf_parse_ip(void *data, void *data_end, struct leaf
 		// Only the first fragment carries the transport header.
 		p->later_fragment = (ip->frag_off & bpf_htons(LEAF_IP_OFFSET)) != 0;
 		p->l3 = ip;
-		p->l4 = (void *)ip + ip->ihl * 4;
+		p->l4 = (void *)ip + ihl * 4;
 		return 1;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
