@@ -33,7 +33,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &v1.Status{BPFStats: r.cfg.Stats.Enabled(), Attachments: []v1.AttachmentStatus{}}
+	out := &v1.Status{BPFStats: r.cfg.Stats.Enabled(), Attachments: []v1.AttachmentStatus{}, Foreign: r.Foreign()}
 	for _, a := range st.Spec.Attachments {
 		s := v1.AttachmentStatus{
 			Name: a.Name, Package: a.Package, Program: a.Program,
