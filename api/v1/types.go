@@ -62,6 +62,8 @@ type ForeignProgram struct {
 	// the program anyway.
 	Secure  bool `json:"secure,omitempty"`
 	Allowed bool `json:"allowed,omitempty"`
+	// RunsBefore: the kernel runs it before leaf's chain (TCX order).
+	RunsBefore bool `json:"runsBefore,omitempty"`
 }
 
 // AttachmentStatus is one attachment as desired and as observed.

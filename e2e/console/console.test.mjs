@@ -46,6 +46,9 @@ try {
   await admin.waitForSelector(`${tc} .member.foreign[data-foreign="${FOREIGN_ID}"]`, { timeout: 30000 });
   const tcLeaf = await admin.$$eval(`${tc} .member:not(.foreign)`, ms => ms.map(m => m.dataset.name));
   const tcForeign = await admin.$$eval(`${tc} .member.foreign`, ms => ms.map(m => m.dataset.foreign));
+  // The test attached it at the head of TCX: drawn first, before leaf's.
+  const tcOrder = await admin.$$eval(`${tc} .member`, ms => ms.map(m => m.classList.contains("foreign") ? "foreign" : "leaf"));
+  if (tcOrder.join(",") !== "foreign,leaf,leaf") fail(`TC hook drawn as ${tcOrder}, want the foreign program first`);
   console.log(`TC ${tcLeaf.join(",")} foreign ${tcForeign.join(",")}`);
   const tp = await admin.$$eval(`.hook[data-hook="${TP_HOOK}"] .member`, ms => ms.map(m => m.dataset.name));
   console.log("TRACEPOINT " + tp.join(","));

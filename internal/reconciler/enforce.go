@@ -129,6 +129,7 @@ func (r *Reconciler) handleForeign(rep *drift.Report) (removed bool) {
 			r.cfg.Logger.Warn("foreign program", "hook", f.Hook.String(), "program", f.Program, "name", f.Name, "secure", f.Secure, "allowed", f.Allowed)
 			r.event(v1.Event{Type: v1.EventForeign, Hook: f.Hook.String(), ProgramID: uint32(f.Program), Message: foreignMessage(f)})
 		}
+		tf.Foreign = f // the same program; its place on the hook may have moved
 		if !f.Remove() {
 			continue
 		}
@@ -160,7 +161,7 @@ func (r *Reconciler) publishForeign() {
 	for _, k := range slices.Sorted(maps.Keys(r.enforce.foreign)) {
 		f := r.enforce.foreign[k]
 		out = append(out, v1.ForeignProgram{Hook: f.Hook.String(), HookType: f.Hook.Type, ProgramID: uint32(f.Program), LinkID: uint32(f.Link),
-			Name: f.Name, Tag: f.Tag, Secure: f.Secure, Allowed: f.Allowed})
+			Name: f.Name, Tag: f.Tag, Secure: f.Secure, Allowed: f.Allowed, RunsBefore: f.RunsBefore})
 	}
 	r.foreign.Store(&out)
 }

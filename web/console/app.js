@@ -64,6 +64,11 @@ function drawHooks(st) {
   for (const [hook, members] of [...byHook.entries()].sort()) {
     members.sort((x, y) => ((x.chain && x.chain.position) || 0) - ((y.chain && y.chain.position) || 0) || x.priority - y.priority || x.name.localeCompare(y.name));
     const line = el("div", { class: "pipeline" });
+    // Foreign programs in the kernel's order: those ahead of leaf's link
+    // first, the rest after leaf's chain.
+    const others = foreign.get(hook) || [];
+    for (const f of others.filter(f => f.runsBefore)) line.append(foreignBox(f));
+    if (others.some(f => f.runsBefore)) line.append(el("span", { class: "sep", title: "then leaf's chain" }, "┆"));
     members.forEach((a, i) => {
       if (i > 0) line.append(el("span", { class: "arrow" }, "→"));
       const c = a.chain || {};
@@ -86,9 +91,9 @@ function drawHooks(st) {
       }
       line.append(m);
     });
-    const others = foreign.get(hook) || [];
-    if (others.length) line.append(el("span", { class: "sep", title: "also on this hook, not leaf's" }, "┆"));
-    for (const f of others) line.append(foreignBox(f));
+    const after = others.filter(f => !f.runsBefore);
+    if (after.length) line.append(el("span", { class: "sep", title: "after leaf's chain" }, "┆"));
+    for (const f of after) line.append(foreignBox(f));
     box.append(el("div", { class: "hook", "data-hook": hook }, el("h3", {}, `${members[0].hookType} ${hook}`), line));
   }
 }
@@ -97,9 +102,9 @@ function drawHooks(st) {
 // hooks: leaf does not manage it (secure mode would remove it).
 function foreignBox(f) {
   const fate = f.secure ? (f.allowed ? "kept by the allowlist" : "secure mode removes it") : "left in place";
-  return el("div", { class: "member foreign", "data-foreign": f.programID },
+  return el("div", { class: "member foreign", "data-foreign": f.programID, "data-runs-before": f.runsBefore ? "true" : "false" },
     el("div", { class: "name" }, f.name || `program ${f.programID}`),
-    el("div", { class: "muted" }, `foreign · ${fate}`),
+    el("div", { class: "muted" }, `foreign · ${f.runsBefore ? "runs before leaf's chain" : "runs after leaf's chain"} · ${fate}`),
     el("dl", {},
       el("dt", {}, "program"), el("dd", {}, f.programID),
       el("dt", {}, "link"), el("dd", {}, f.linkID || "-"),
