@@ -135,6 +135,12 @@ type ChainStatus struct {
 	ModeReason string `json:"modeReason,omitempty"`
 	// NextProgramID is the next member's program (0 for the last).
 	NextProgramID uint32 `json:"nextProgramID,omitempty"`
+	// HookRunCount and HookRunTimeNs are the kernel's BPF statistics of
+	// the program the hook runs: the whole chain, every member together
+	// (the kernel cannot time one member of a chain; its runs are
+	// RunCount). Set while statistics are on.
+	HookRunCount  *uint64 `json:"hookRunCount,omitempty"`
+	HookRunTimeNs *uint64 `json:"hookRunTimeNs,omitempty"`
 }
 
 // States of an attachment.

@@ -72,6 +72,10 @@ try {
     return dd && Number(dd.textContent) > 0;
   }), filter, { timeout: 30000 });
   const verdicts = await admin.$$eval(`${filter} dd.verdict`, ds => ds.map(d => `${d.dataset.verdict}=${d.textContent}`));
+  // The chain's cost, from the kernel's statistics of the hook's program.
+  const cost = await admin.waitForSelector(`.hook[data-hook="${XDP_HOOK}"] .chain-cost`, { timeout: 30000 });
+  const m = /chain: (\d+) runs · avg (\d+) ns/.exec(await cost.textContent());
+  if (!m || Number(m[1]) === 0 || Number(m[2]) === 0) fail(`XDP chain cost shown as ${await cost.textContent()}`);
   console.log("VERDICTS " + verdicts.join(" "));
 
   // The TLS listener's certificates with their expiry.

@@ -94,8 +94,18 @@ function drawHooks(st) {
     const after = others.filter(f => !f.runsBefore);
     if (after.length) line.append(el("span", { class: "sep", title: "after leaf's chain" }, "┆"));
     for (const f of after) line.append(foreignBox(f));
-    box.append(el("div", { class: "hook", "data-hook": hook }, el("h3", {}, `${members[0].hookType} ${hook}`), line));
+    box.append(el("div", { class: "hook", "data-hook": hook }, el("h3", {}, `${members[0].hookType} ${hook}`, chainCost(members)), line));
   }
+}
+
+// chainCost is the whole chain's run count and average time, from the
+// kernel's statistics of the program the hook runs (members of a chain
+// have no time of their own).
+function chainCost(members) {
+  const c = members[0].chain;
+  if (!c || members.length < 2 || c.hookRunCount === undefined) return null;
+  const avg = c.hookRunCount ? ` · avg ${(c.hookRunTimeNs / c.hookRunCount).toFixed(0)} ns per run` : "";
+  return el("span", { class: "muted chain-cost" }, ` — chain: ${c.hookRunCount} runs${avg}`);
 }
 
 // foreignBox draws a program someone else attached to one of leaf's
