@@ -208,8 +208,9 @@ function charts(times, series) {
   return out;
 }
 
-// metricLabel names a declared metric without leaf_pkg_ and _total.
-function metricLabel(s) { return s.metric.replace(/^leaf_pkg_/, "").replace(/_total$/, ""); }
+// metricLabel names a declared metric without leaf_pkg_ and the suffix
+// the chart's "/s" replaces (a rate's samples are its counter's).
+function metricLabel(s) { return s.metric.replace(/^leaf_pkg_/, "").replace(/_total$|_per_second$/, ""); }
 
 function drawCharts(h) {
   const box = document.getElementById("charts");
