@@ -1,8 +1,11 @@
 package metrics
 
 import (
+	"cmp"
 	"context"
-	"sort"
+	"maps"
+	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -35,31 +38,32 @@ const (
 // samples read from the kernel every interval, so a page opened now
 // shows what happened before it was opened. A by-key metric is summed
 // over its keys (one series per attachment and metric, whatever the map
-// holds), a histogram counts its observations.
+// holds), a histogram counts its observations. Memory is bounded by
+// capacity × MaxHistorySeries values (about 2.4 MB at the defaults,
+// a few KB per series in practice).
 type History struct {
 	status   StatusSource
 	objs     ObjectsSource
 	interval time.Duration
 	capacity int
 
-	mu      sync.Mutex
-	samples []sample // oldest first, at most capacity
-	meta    map[seriesKey]seriesMeta
+	mu    sync.Mutex
+	times []time.Time // oldest first, at most capacity
+	// series hold one value per time, NaN where the series had none.
+	series map[seriesKey]*seriesData
 }
 
 type seriesKey struct{ attachment, metric string }
 
-type seriesMeta struct{ help, typ, verdict string }
-
-type sample struct {
-	at     time.Time
-	values map[seriesKey]float64
+type seriesData struct {
+	help, typ, verdict string
+	values             []float64
 }
 
 // NewHistory samples status and objects every interval, keeping capacity
 // samples.
 func NewHistory(status StatusSource, objs ObjectsSource, interval time.Duration, capacity int) *History {
-	return &History{status: status, objs: objs, interval: interval, capacity: capacity, meta: map[seriesKey]seriesMeta{}}
+	return &History{status: status, objs: objs, interval: interval, capacity: capacity, series: map[seriesKey]*seriesData{}}
 }
 
 // Run samples until ctx is done.
@@ -79,20 +83,18 @@ func (h *History) Run(ctx context.Context) {
 // Sample reads one sample now. A source that fails leaves its series out
 // of this sample (a gap in the chart), not the whole history.
 func (h *History) Sample() {
-	s := sample{at: time.Now(), values: map[seriesKey]float64{}}
-	meta := map[seriesKey]seriesMeta{}
-	add := func(k seriesKey, m seriesMeta, v float64) {
-		if len(s.values) < MaxHistorySeries {
-			s.values[k], meta[k] = v, m
-		}
+	at := time.Now()
+	got := map[seriesKey]*seriesData{}
+	add := func(k seriesKey, help, typ, verdict string, v float64) {
+		got[k] = &seriesData{help: help, typ: typ, verdict: verdict, values: []float64{v}}
 	}
 	if st, err := h.status.Status(); err == nil {
 		for _, a := range st.Attachments {
 			if a.RunCount != nil {
-				add(seriesKey{a.Name, runsMetric}, seriesMeta{"Times the program ran.", manifest.MetricCounter, ""}, float64(*a.RunCount))
+				add(seriesKey{a.Name, runsMetric}, "Times the program ran.", manifest.MetricCounter, "", float64(*a.RunCount))
 			}
 			if a.RunTimeNs != nil {
-				add(seriesKey{a.Name, runTimeMetric}, seriesMeta{"Time the program spent running.", manifest.MetricCounter, ""}, float64(*a.RunTimeNs)/1e9)
+				add(seriesKey{a.Name, runTimeMetric}, "Time the program spent running.", manifest.MetricCounter, "", float64(*a.RunTimeNs)/1e9)
 			}
 		}
 	}
@@ -104,39 +106,56 @@ func (h *History) Sample() {
 					if d.Type == manifest.MetricGauge {
 						typ = manifest.MetricGauge
 					}
-					add(seriesKey{o.Attachment, manifest.MetricName(o.Package, d.Name)}, seriesMeta{d.Help, typ, d.Verdict}, v)
+					add(seriesKey{o.Attachment, manifest.MetricName(o.Package, d.Name)}, d.Help, typ, d.Verdict, v)
 				}
 			}
 		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.samples) == h.capacity {
-		h.samples = append(h.samples[:0], h.samples[1:]...)
+	full := len(h.times) == h.capacity
+	h.times = push(h.times, at, full)
+	for k, s := range h.series {
+		v := math.NaN()
+		if g, ok := got[k]; ok {
+			v = g.values[0]
+			s.help, s.typ, s.verdict = g.help, g.typ, g.verdict
+			delete(got, k)
+		}
+		s.values = push(s.values, v, full)
+		if allNaN(s.values) {
+			delete(h.series, k) // gone for the whole window
+		}
 	}
-	h.samples = append(h.samples, s)
-	for k, m := range meta {
-		h.meta[k] = m
+	for k, g := range got {
+		if len(h.series) >= MaxHistorySeries {
+			break
+		}
+		values := make([]float64, len(h.times))
+		for i := range values {
+			values[i] = math.NaN()
+		}
+		values[len(values)-1] = g.values[0]
+		g.values = values
+		h.series[k] = g
 	}
-	h.forgetLocked()
 }
 
-// forgetLocked drops the descriptions of series no sample holds any more.
-func (h *History) forgetLocked() {
-	if len(h.meta) <= MaxHistorySeries {
-		return
+// push appends v, dropping the oldest value when the ring is full.
+func push[T any](ring []T, v T, full bool) []T {
+	if full {
+		ring = append(ring[:0], ring[1:]...)
 	}
-	live := map[seriesKey]bool{}
-	for _, s := range h.samples {
-		for k := range s.values {
-			live[k] = true
+	return append(ring, v)
+}
+
+func allNaN(vs []float64) bool {
+	for _, v := range vs {
+		if !math.IsNaN(v) {
+			return false
 		}
 	}
-	for k := range h.meta {
-		if !live[k] {
-			delete(h.meta, k)
-		}
-	}
+	return true
 }
 
 // chartable leaves out rate metrics that read the same map key as a
@@ -196,35 +215,22 @@ func declaredTotal(o reconciler.Objects, d manifest.Metric) (float64, bool) {
 func (h *History) Snapshot() *v1.History {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := &v1.History{Interval: h.interval.Seconds(), Times: make([]time.Time, len(h.samples)), Series: []v1.Series{}}
-	seen := map[seriesKey]bool{}
-	var keys []seriesKey
-	for _, s := range h.samples {
-		for k := range s.values {
-			if !seen[k] {
-				seen[k] = true
-				keys = append(keys, k)
-			}
-		}
+	out := &v1.History{Interval: h.interval.Seconds(), Times: slices.Clone(h.times), Series: []v1.Series{}}
+	if out.Times == nil {
+		out.Times = []time.Time{}
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].attachment != keys[j].attachment {
-			return keys[i].attachment < keys[j].attachment
-		}
-		return keys[i].metric < keys[j].metric
+	keys := slices.SortedFunc(maps.Keys(h.series), func(a, b seriesKey) int {
+		return cmp.Or(cmp.Compare(a.attachment, b.attachment), cmp.Compare(a.metric, b.metric))
 	})
 	for _, k := range keys {
-		m := h.meta[k]
-		ser := v1.Series{Attachment: k.attachment, Metric: k.metric, Help: m.help, Type: m.typ, Verdict: m.verdict, Values: make([]*float64, len(h.samples))}
-		for i, s := range h.samples {
-			if v, ok := s.values[k]; ok {
+		s := h.series[k]
+		ser := v1.Series{Attachment: k.attachment, Metric: k.metric, Help: s.help, Type: s.typ, Verdict: s.verdict, Values: make([]*float64, len(s.values))}
+		for i, v := range s.values {
+			if !math.IsNaN(v) {
 				ser.Values[i] = &v
 			}
 		}
 		out.Series = append(out.Series, ser)
-	}
-	for i, s := range h.samples {
-		out.Times[i] = s.at
 	}
 	return out
 }

@@ -111,9 +111,26 @@ func TestHistory(t *testing.T) {
 	h.Sample()
 	runs = true
 	h.Sample()
+	found := false
 	for _, s := range h.Snapshot().Series {
-		if s.Metric == runsMetric && (s.Values[0] != nil || s.Values[1] == nil) {
-			t.Errorf("runs %v, want a gap then a value", s.Values)
+		if s.Metric == runsMetric {
+			found = true
+			if s.Values[0] != nil || s.Values[1] == nil {
+				t.Errorf("runs %v, want a gap then a value", s.Values)
+			}
+		}
+	}
+	if !found {
+		t.Error("no runs series")
+	}
+	// Gone for a whole window (statistics off again): forgotten.
+	runs = false
+	for range 3 {
+		h.Sample()
+	}
+	for _, s := range h.Snapshot().Series {
+		if s.Metric == runsMetric {
+			t.Errorf("runs still held after a window without them: %v", s.Values)
 		}
 	}
 }
