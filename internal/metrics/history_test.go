@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -23,6 +24,32 @@ func u64(v uint64) *uint64 { return &v }
 // repeat a counter left out, run counts from status, at most capacity
 // samples, and a series that appears late lined up with nulls before it.
 func TestHistory(t *testing.T) {
+	totals, byPort, sizes := historyMaps(t)
+	metrics := historyMetrics()
+	runs := false
+	status := statusFunc(func() (*v1.Status, error) {
+		st := &v1.Status{Attachments: []v1.AttachmentStatus{{Name: "f"}}}
+		if runs {
+			st.Attachments[0].RunCount, st.Attachments[0].RunTimeNs = u64(10), u64(5e9)
+		}
+		return st, nil
+	})
+	objs := objectsFunc(func() ([]reconciler.Objects, error) {
+		return []reconciler.Objects{{Attachment: "f", Package: "pf", Maps: map[string]string{"totals": totals, "by_port": byPort, "sizes": sizes}, Metrics: metrics}}, nil
+	})
+	h := NewHistory(status, objs, DefaultHistoryInterval, 3)
+	h.Sample()
+	runs = true
+	for range 3 {
+		h.Sample()
+	}
+	checkHistory(t, h)
+	checkGaps(t, status, objs, &runs)
+}
+
+// historyMaps pins three real maps: totals (array), by_port (hash) and
+// sizes (histogram buckets 0..2, the sum at key 3).
+func historyMaps(t testing.TB) (totals, byPort, sizes string) {
 	testenv.RequireKernel(t)
 	dir := testenv.BPFFS(t)
 	pin := func(name string, typ ebpf.MapType, entries map[uint32]uint64) string {
@@ -42,33 +69,23 @@ func TestHistory(t *testing.T) {
 		}
 		return path
 	}
-	totals := pin("totals", ebpf.Array, map[uint32]uint64{0: 40, 1: 2})
-	byPort := pin("by_port", ebpf.Hash, map[uint32]uint64{80: 5, 443: 7})
-	sizes := pin("sizes", ebpf.Array, map[uint32]uint64{0: 3, 1: 4, 2: 1, 3: 900}) // buckets 0..2, sum at 3
-	metrics := []manifest.Metric{
+	return pin("totals", ebpf.Array, map[uint32]uint64{0: 40, 1: 2}),
+		pin("by_port", ebpf.Hash, map[uint32]uint64{80: 5, 443: 7}),
+		pin("sizes", ebpf.Array, map[uint32]uint64{0: 3, 1: 4, 2: 1, 3: 900})
+}
+
+// historyMetrics declares a metric of every kind over historyMaps.
+func historyMetrics() []manifest.Metric {
+	return []manifest.Metric{
 		{Name: "passed_total", Help: "passed", Type: manifest.MetricCounter, Map: "totals", Key: u64(0), Verdict: "XDP_PASS"},
 		{Name: "dropped_total", Help: "dropped", Type: manifest.MetricCounter, Map: "totals", Key: u64(1), Verdict: "XDP_DROP"},
 		{Name: "dropped_per_second", Help: "rate", Type: manifest.MetricRate, Map: "totals", Key: u64(1)},
 		{Name: "ports", Help: "by port", Type: manifest.MetricGauge, Map: "by_port", ByKey: "port"},
 		{Name: "size", Help: "sizes", Type: manifest.MetricHistogram, Map: "sizes", Buckets: []float64{64, 512}, SumKey: u64(3)},
 	}
-	runs := false
-	status := statusFunc(func() (*v1.Status, error) {
-		st := &v1.Status{Attachments: []v1.AttachmentStatus{{Name: "f"}}}
-		if runs {
-			st.Attachments[0].RunCount, st.Attachments[0].RunTimeNs = u64(10), u64(5e9)
-		}
-		return st, nil
-	})
-	objs := objectsFunc(func() ([]reconciler.Objects, error) {
-		return []reconciler.Objects{{Attachment: "f", Package: "pf", Maps: map[string]string{"totals": totals, "by_port": byPort, "sizes": sizes}, Metrics: metrics}}, nil
-	})
-	h := NewHistory(status, objs, DefaultHistoryInterval, 3)
-	h.Sample()
-	runs = true
-	for range 3 {
-		h.Sample()
-	}
+}
+
+func checkHistory(t *testing.T, h *History) {
 	got := h.Snapshot()
 	if len(got.Times) != 3 {
 		t.Fatalf("%d samples, want the capacity 3", len(got.Times))
@@ -104,12 +121,15 @@ func TestHistory(t *testing.T) {
 	for m := range want {
 		t.Errorf("no series %s", m)
 	}
+}
 
-	// A run count that shows up later has nulls before it.
-	h = NewHistory(status, objs, DefaultHistoryInterval, 3)
-	runs = false
+// checkGaps: a run count that shows up later has nulls before it, and one
+// gone for a whole window is forgotten.
+func checkGaps(t *testing.T, status StatusSource, objs ObjectsSource, runs *bool) {
+	h := NewHistory(status, objs, DefaultHistoryInterval, 3)
+	*runs = false
 	h.Sample()
-	runs = true
+	*runs = true
 	h.Sample()
 	found := false
 	for _, s := range h.Snapshot().Series {
@@ -124,7 +144,7 @@ func TestHistory(t *testing.T) {
 		t.Error("no runs series")
 	}
 	// Gone for a whole window (statistics off again): forgotten.
-	runs = false
+	*runs = false
 	for range 3 {
 		h.Sample()
 	}
@@ -132,5 +152,23 @@ func TestHistory(t *testing.T) {
 		if s.Metric == runsMetric {
 			t.Errorf("runs still held after a window without them: %v", s.Values)
 		}
+	}
+}
+
+// BenchmarkHistorySample: one sample of 50 attachments declaring the five
+// metrics of historyMetrics each, read from real maps.
+func BenchmarkHistorySample(b *testing.B) {
+	totals, byPort, sizes := historyMaps(b)
+	var atts []v1.AttachmentStatus
+	var objs []reconciler.Objects
+	for i := range 50 {
+		name := fmt.Sprintf("a%d", i)
+		atts = append(atts, v1.AttachmentStatus{Name: name, RunCount: u64(1), RunTimeNs: u64(1)})
+		objs = append(objs, reconciler.Objects{Attachment: name, Package: "pf", Maps: map[string]string{"totals": totals, "by_port": byPort, "sizes": sizes}, Metrics: historyMetrics()})
+	}
+	h := NewHistory(statusFunc(func() (*v1.Status, error) { return &v1.Status{Attachments: atts}, nil }),
+		objectsFunc(func() ([]reconciler.Objects, error) { return objs, nil }), DefaultHistoryInterval, DefaultHistorySamples)
+	for b.Loop() {
+		h.Sample()
 	}
 }
