@@ -102,6 +102,9 @@ try {
   await reader.waitForSelector(`.hook[data-hook="${XDP_HOOK}"] .member >> nth=2`, { timeout: 30000 });
   if ((await reader.evaluate(() => document.body.dataset.role)) !== "reader") fail("reader page is not a reader's");
   if ((await reader.$$("button")).length !== 0) fail("reader sees buttons");
+  // It reads the charts and the certificates through the same API.
+  await reader.waitForSelector('#charts figure[data-metric="leaf_pkg_pktcount_packets_total"] svg polyline', { timeout: 30000 });
+  await reader.waitForSelector('#certs tr[data-kind="server"]', { timeout: 30000 });
   const answer = await reader.evaluate(async () => {
     const doc = await (await fetch("/v1/state")).json();
     for (const a of doc.spec.attachments) a.priority = 1000 - (a.priority || 0);
