@@ -364,8 +364,10 @@ var EventTypes = []string{EventApply, EventApplyFailed, EventDrift, EventRestore
 // History is what leafd sampled over the last minutes: every series'
 // values line up with Times (null where the series had no value).
 type History struct {
-	// Interval is the time between samples, in seconds.
+	// Interval is the time between samples, in seconds; Capacity is the
+	// most samples leafd keeps (?samples=N asks for the last N only).
 	Interval float64     `json:"interval"`
+	Capacity int         `json:"capacity"`
 	Times    []time.Time `json:"times"`
 	Series   []Series    `json:"series"`
 }

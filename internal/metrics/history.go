@@ -210,12 +210,17 @@ func declaredTotal(o reconciler.Objects, d manifest.Metric) (float64, bool) {
 	return float64(sum), true
 }
 
-// Snapshot returns the samples held, every series lined up with the
-// sample times.
-func (h *History) Snapshot() *v1.History {
+// Snapshot returns the last n samples held (all of them when n is 0 or
+// more than held), every series lined up with the sample times; series
+// with no value in them are left out.
+func (h *History) Snapshot(n int) *v1.History {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := &v1.History{Interval: h.interval.Seconds(), Times: slices.Clone(h.times), Series: []v1.Series{}}
+	from := 0
+	if n > 0 && n < len(h.times) {
+		from = len(h.times) - n
+	}
+	out := &v1.History{Interval: h.interval.Seconds(), Capacity: h.capacity, Times: slices.Clone(h.times[from:]), Series: []v1.Series{}}
 	if out.Times == nil {
 		out.Times = []time.Time{}
 	}
@@ -224,8 +229,12 @@ func (h *History) Snapshot() *v1.History {
 	})
 	for _, k := range keys {
 		s := h.series[k]
-		ser := v1.Series{Attachment: k.attachment, Metric: k.metric, Help: s.help, Type: s.typ, Verdict: s.verdict, Values: make([]*float64, len(s.values))}
-		for i, v := range s.values {
+		values := s.values[from:]
+		if allNaN(values) {
+			continue
+		}
+		ser := v1.Series{Attachment: k.attachment, Metric: k.metric, Help: s.help, Type: s.typ, Verdict: s.verdict, Values: make([]*float64, len(values))}
+		for i, v := range values {
 			if !math.IsNaN(v) {
 				ser.Values[i] = &v
 			}

@@ -86,7 +86,7 @@ func historyMetrics() []manifest.Metric {
 }
 
 func checkHistory(t *testing.T, h *History) {
-	got := h.Snapshot()
+	got := h.Snapshot(0)
 	if len(got.Times) != 3 {
 		t.Fatalf("%d samples, want the capacity 3", len(got.Times))
 	}
@@ -121,6 +121,16 @@ func checkHistory(t *testing.T, h *History) {
 	for m := range want {
 		t.Errorf("no series %s", m)
 	}
+	// The last sample only, as the console asks once it has the rest.
+	last := h.Snapshot(1)
+	if len(last.Times) != 1 || !last.Times[0].Equal(got.Times[2]) || last.Capacity != 3 || len(last.Series) != len(got.Series) {
+		t.Fatalf("last sample: %d times, capacity %d, %d series", len(last.Times), last.Capacity, len(last.Series))
+	}
+	for _, s := range last.Series {
+		if len(s.Values) != 1 || s.Values[0] == nil {
+			t.Errorf("%s: last values %v", s.Metric, s.Values)
+		}
+	}
 }
 
 // checkGaps: a run count that shows up later has nulls before it, and one
@@ -132,7 +142,7 @@ func checkGaps(t *testing.T, status StatusSource, objs ObjectsSource, runs *bool
 	*runs = true
 	h.Sample()
 	found := false
-	for _, s := range h.Snapshot().Series {
+	for _, s := range h.Snapshot(0).Series {
 		if s.Metric == runsMetric {
 			found = true
 			if s.Values[0] != nil || s.Values[1] == nil {
@@ -148,7 +158,7 @@ func checkGaps(t *testing.T, status StatusSource, objs ObjectsSource, runs *bool
 	for range 3 {
 		h.Sample()
 	}
-	for _, s := range h.Snapshot().Series {
+	for _, s := range h.Snapshot(0).Series {
 		if s.Metric == runsMetric {
 			t.Errorf("runs still held after a window without them: %v", s.Values)
 		}

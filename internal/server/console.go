@@ -1,7 +1,9 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
@@ -20,13 +22,22 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 }
 
 // getHistory answers the samples leafd keeps of declared metrics and
-// program runs (the console's charts).
+// program runs (the console's charts); ?samples=N, the last N only (the
+// page reads the whole history once, then what is new).
 func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
+	n := 0
+	if v := r.URL.Query().Get("samples"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("samples %q is not a positive number", v))
+			return
+		}
+	}
 	if s.History == nil {
 		writeJSON(w, http.StatusOK, &v1.History{Times: []time.Time{}, Series: []v1.Series{}})
 		return
 	}
-	writeJSON(w, http.StatusOK, s.History.Snapshot())
+	writeJSON(w, http.StatusOK, s.History.Snapshot(n))
 }
 
 // getCertificates answers the TLS listener's certificates and the time

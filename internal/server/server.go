@@ -60,7 +60,7 @@ type Server struct {
 	ManagedBy string
 	// History gives the recent samples the console charts; nil answers
 	// an empty history.
-	History interface{ Snapshot() *v1.History }
+	History interface{ Snapshot(samples int) *v1.History }
 	// Certificates reports the TLS listener's certificates; nil when
 	// leafd has no TLS listener.
 	Certificates func() v1.Certificates

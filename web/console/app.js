@@ -236,9 +236,41 @@ function drawCharts(h) {
   }
 }
 
+// mergeHistory appends the samples of fresh (the last few) newer than
+// what h holds, and drops what falls out of leafd's window, so the page
+// reads the whole history once and then only what is new.
+function mergeHistory(h, fresh) {
+  if (!h) return fresh;
+  const last = h.times.length ? Date.parse(h.times[h.times.length - 1]) : -Infinity;
+  const idx = fresh.times.map((t, i) => [Date.parse(t), i]).filter(([t]) => t > last).map(([, i]) => i);
+  if (!idx.length) return h;
+  const key = s => `${s.attachment}\u0000${s.metric}`;
+  const held = new Map(h.series.map(s => [key(s), s]));
+  const before = h.times.length;
+  for (const i of idx) h.times.push(fresh.times[i]);
+  for (const s of fresh.series) {
+    let o = held.get(key(s));
+    if (!o) {
+      o = { ...s, values: new Array(before).fill(null) };
+      h.series.push(o);
+    }
+    Object.assign(o, { help: s.help, type: s.type, verdict: s.verdict });
+    o.values.length = before;
+    for (const i of idx) o.values.push(s.values[i]);
+  }
+  for (const o of h.series) while (o.values.length < h.times.length) o.values.push(null);
+  const drop = Math.max(0, h.times.length - fresh.capacity);
+  h.times.splice(0, drop);
+  for (const o of h.series) o.values.splice(0, drop);
+  h.series = h.series.filter(o => o.values.some(v => v !== null));
+  h.series.sort((a, b) => a.attachment.localeCompare(b.attachment) || a.metric.localeCompare(b.metric));
+  return h;
+}
+
 async function refreshHistory() {
   try {
-    state.history = await api("GET", "/v1/history");
+    const fresh = await api("GET", state.history ? "/v1/history?samples=5" : "/v1/history");
+    state.history = mergeHistory(state.history, fresh);
     drawCharts(state.history);
   } catch (e) {
     document.getElementById("charts").replaceChildren(el("p", { class: "error" }, e.message));
