@@ -73,9 +73,11 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Every test, the real-kernel ones included. Needs root.
+# Every test, the real-kernel ones included. Needs root. Artefacts (the
+# console's screenshots) land in bin/artifacts unless LEAF_TEST_ARTIFACTS
+# names another directory.
 test: deps fmt-check vet check-generate cross-build
-	$(GO) test -race -count=1 -timeout 30m ./...
+	LEAF_TEST_ARTIFACTS=$${LEAF_TEST_ARTIFACTS:-$(CURDIR)/$(BIN)/artifacts} $(GO) test -race -count=1 -timeout 30m ./...
 
 demo: deps build
 	scripts/demo.sh

@@ -86,6 +86,9 @@ type Reconciler struct {
 	// snapshot is the committed desired state, for readers (status,
 	// metrics, maps) that must never wait behind an apply.
 	snapshot atomic.Pointer[desired.State]
+	// foreign is what the last drift check found on leaf's hooks, for
+	// status (which never takes mu).
+	foreign atomic.Pointer[[]v1.ForeignProgram]
 }
 
 // Stages at which an apply can fail, reported as a bounded metric label.

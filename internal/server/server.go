@@ -58,6 +58,12 @@ type Server struct {
 	// ManagedBy, if set, says who owns the desired state (kubernetes):
 	// local changes to it are refused with 409.
 	ManagedBy string
+	// History gives the recent samples the console charts; nil answers
+	// an empty history.
+	History interface{ Snapshot(samples int) *v1.History }
+	// Certificates reports the TLS listener's certificates; nil when
+	// leafd has no TLS listener.
+	Certificates func() v1.Certificates
 }
 
 // refuseManaged answers 409 when the desired state is managed elsewhere.
