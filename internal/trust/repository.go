@@ -44,7 +44,7 @@ func (r *Repository) ResolveContext(ctx context.Context, name, version string) (
 	}
 	t, err := r.check(p)
 	if err != nil {
-		return nil, fmt.Errorf("package %s (%s) from repository %s refused: %w", p.Ref(), p.Digest, r.Name(), err)
+		return nil, repository.Mark(fmt.Errorf("package %s (%s) from repository %s refused: %w", p.Ref(), p.Digest, r.Name(), err), repository.ErrUntrusted)
 	}
 	out := p.Clone()
 	out.Trust = t
