@@ -71,14 +71,16 @@ func loadErrorKind(err error) string {
 }
 
 // errorKind classifies a failure to attach or commit: a hook held by
-// someone else is a conflict, a problem with a parameter value is the
+// someone else is a conflict (only that: an EEXIST from leafd's own pins
+// is leafd's failure, not the client's), a problem with a parameter value is the
 // document's, a hook or link type this kernel lacks is a missing
 // feature; anything else (bpffs, pins, the kernel refusing an operation
 // leaf should have got right) is leafd's own.
 func errorKind(err error) string {
 	var pe *paramError
 	switch {
-	case errors.Is(err, hook.ErrForeign), errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
+	case errors.Is(err, hook.ErrForeign), errors.Is(err, unix.ESTALE):
+		// ESTALE: another tool changed the TCX hook while leaf attached.
 		return desired.KindConflict
 	case errors.As(err, &pe):
 		return ""

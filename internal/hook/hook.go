@@ -107,7 +107,7 @@ func (t *Target) Attach(prog *ebpf.Program) (link.Link, error) {
 		return t.inNetns(func() (link.Link, error) {
 			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.ifindex, Flags: flags})
 			if errors.Is(err, os.ErrExist) || errors.Is(err, errBusy) {
-				return nil, fmt.Errorf("interface %s already has an XDP program that leaf does not manage: %w", h.Interface, err)
+				return nil, fmt.Errorf("interface %s: XDP hook %w: %w", h.Interface, ErrForeign, err)
 			}
 			return l, err
 		})
