@@ -445,6 +445,29 @@ func (s Set) List() []*Package {
 	return out
 }
 
+// Offliner is a repository that reaches the network and can stand in
+// for itself from local copies: Offline returns a repository serving
+// only the pinned packages (name@version → digest) that it holds
+// locally, asking no one.
+type Offliner interface {
+	Offline(pins map[string]string) Repository
+}
+
+// Offline returns s with every repository that reaches the network
+// replaced by its local stand-in, serving the packages pinned for it
+// (pins: repository name → name@version → digest); the others (local
+// directories, the built-in packages) are kept as they are.
+func (s Set) Offline(pins map[string]map[string]string) Set {
+	out := make(Set, len(s))
+	for i, r := range s {
+		out[i] = r
+		if o, ok := r.(Offliner); ok {
+			out[i] = o.Offline(pins[r.Name()])
+		}
+	}
+	return out
+}
+
 // Request asks for one package version, optionally from one repository
 // and with pinned content.
 type Request struct {

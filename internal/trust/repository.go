@@ -90,3 +90,13 @@ func (r *Repository) remember(key string, t *repository.Trust) {
 // List lists the inner repository's packages (unverified: listing loads
 // nothing).
 func (r *Repository) List() []*repository.Package { return r.Inner.List() }
+
+// Offline stands in for r without the network (repository.Offliner):
+// the inner repository's offline copy behind the same policy and marks.
+func (r *Repository) Offline(pins map[string]string) repository.Repository {
+	o, ok := r.Inner.(repository.Offliner)
+	if !ok {
+		return r
+	}
+	return &Repository{Inner: o.Offline(pins), Policy: r.Policy, Marks: r.Marks}
+}
