@@ -85,8 +85,12 @@ func TestRegistry(t *testing.T) {
 		cfg := registryConfig(reg, TrustConfig{AuthorKeys: []string{author.pubFile}})
 		cfg.CAFile = ""
 		r, _ := Open(cfg, nil, nil)
-		if _, err := r.Resolve("portfilter", "1.0.0"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		_, err := r.Resolve("portfilter", "1.0.0")
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
 			t.Errorf("without the CA: %v, want a certificate error", err)
+		}
+		if errors.Is(err, repository.ErrUnavailable) {
+			t.Errorf("a certificate refused is not a repository that is down: %v", err)
 		}
 	})
 	t.Run("password file readable by others", func(t *testing.T) {

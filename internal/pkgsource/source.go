@@ -157,8 +157,13 @@ func (r *Repo) Packages() ([]*repository.Package, error) {
 // is marked repository.ErrUnavailable, since trying again may help.
 func unavailable(err error) error {
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) {
-		return repository.ErrUnavailable
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+	case errors.As(err, &oe): // dialling, reading or writing the connection failed
+	case errors.As(err, &ne) && ne.Timeout(): // a TLS handshake or response header timeout
+	default:
+		return nil // a certificate, a credential, an answer: trying again will not help
 	}
-	return nil
+	return repository.ErrUnavailable
 }

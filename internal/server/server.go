@@ -340,7 +340,9 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	body := v1.Error{Error: err.Error(), Kind: statusKind(code)}
 	var de desired.Errors
 	if errors.As(err, &de) {
-		body.Kind = apiKind(de.Worst())
+		if k := de.Worst(); k != "" {
+			body.Kind = k // else the status says it (a plain document problem is 422, invalid)
+		}
 		body.Error = fmt.Sprintf("%d problem(s) in the desired state", len(de))
 		if len(de) == 1 {
 			body.Error = de[0].Error()
