@@ -86,11 +86,14 @@ func TestRepositoryDown(t *testing.T) {
 		fmt.Sprintf("name: mon\npackage: pktmon@1.0.0\nprogram: count_tc\nhook: {type: tc, direction: ingress, interface: %s, netns: %s}\ncompanion: {args: [-map, counters, -interval, 50ms]}", p.IfB, p.NsB),
 	)
 	apply(t, d, document)
-	waitEvent(t, d, 0, v1.EventCompanion, "started")
+	first := waitEvent(t, d, 0, v1.EventCompanion, "started")
 	up := detachXDP(t, d, "f")
 
 	reg.Stop()
 	down := detachXDP(t, d, "f")
+	if !alive(first.PID) || status(t, d)["mon"].Companion.PID != first.PID {
+		t.Errorf("the companion (pid %d) did not keep running with the registry stopped: %+v", first.PID, status(t, d)["mon"].Companion)
+	}
 	t.Logf("repair of a detached XDP link: %.1f ms with the registry up, %.1f ms with it stopped", up, down)
 	// Loose on purpose (a shared machine): a repair that waited on the
 	// registry would take its timeout, minutes, not a few times longer.
@@ -103,7 +106,7 @@ func TestRepositoryDown(t *testing.T) {
 	d.Restart()
 	after := status(t, d)
 	for _, n := range []string{"f", "mon"} {
-		if after[n].State != v1.StateAttached || after[n].ProgramID != before[n].ProgramID || after[n].Digest != before[n].Digest {
+		if after[n].State != v1.StateAttached || after[n].ProgramID != before[n].ProgramID || after[n].Digest != before[n].Digest || after[n].Trust != before[n].Trust || after[n].Repository != "registry" {
 			t.Errorf("%s after a restart with the registry stopped: %+v; before: %+v", n, after[n], before[n])
 		}
 	}
