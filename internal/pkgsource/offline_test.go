@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 	"github.com/leaf-ebpf/leaf/internal/pkgcache"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -18,15 +20,7 @@ import (
 // package refuses it offline too: the cache stands in for the network,
 // not for the trust check.
 func TestOfflineFromCache(t *testing.T) {
-	author := newKey(t, "author")
-	store, dir := layout(t)
-	desc := push(t, store, pkgFiles(t, "pktcount", "1.0.0"), ocipkg.Ref("pktcount", "1.0.0"))
-	sign(t, store, desc, author.signer, ocipkg.RoleAuthor)
-	pub := t.TempDir()
-	policy, _ := Policy("t", TrustConfig{AuthorKeys: []string{author.pubFile}})
-	if _, err := Publish(ctx, dir, pub, policy, nil); err != nil {
-		t.Fatal(err)
-	}
+	author, desc, pub, _ := signedIndex(t)
 	srv := httptest.NewServer(http.FileServer(http.Dir(pub)))
 	cache, _ := pkgcache.Open(t.TempDir())
 	cfg := Config{Name: "web", Type: RepoHTTP, URL: srv.URL, Trust: TrustConfig{AuthorKeys: []string{author.pubFile}}}
@@ -67,4 +61,21 @@ func TestOfflineFromCache(t *testing.T) {
 	if _, err := (repository.Set{r2}).Offline(pins).Resolve("pktcount", "1.0.0"); !errors.Is(err, repository.ErrUntrusted) {
 		t.Errorf("offline under a policy that never verified it: %v, want ErrUntrusted", err)
 	}
+}
+
+// signedIndex publishes pktcount@1.0.0, signed by its author, as a
+// static HTTP index in a directory.
+func signedIndex(t *testing.T) (author key, desc ocispec.Descriptor, pub string, idx *Index) {
+	t.Helper()
+	author = newKey(t, "author")
+	store, dir := layout(t)
+	desc = push(t, store, pkgFiles(t, "pktcount", "1.0.0"), ocipkg.Ref("pktcount", "1.0.0"))
+	sign(t, store, desc, author.signer, ocipkg.RoleAuthor)
+	pub = t.TempDir()
+	policy, _ := Policy("t", TrustConfig{AuthorKeys: []string{author.pubFile}})
+	idx, err := Publish(ctx, dir, pub, policy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return author, desc, pub, idx
 }

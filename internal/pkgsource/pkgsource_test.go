@@ -236,16 +236,7 @@ func TestLyingRegistry(t *testing.T) {
 // TestHTTPIndex publishes a layout as a static HTTP repository and reads
 // it back, then serves a lying index.
 func TestHTTPIndex(t *testing.T) {
-	author := newKey(t, "author")
-	store, dir := layout(t)
-	desc := push(t, store, pkgFiles(t, "pktcount", "1.0.0"), ocipkg.Ref("pktcount", "1.0.0"))
-	sign(t, store, desc, author.signer, ocipkg.RoleAuthor)
-	pub := t.TempDir()
-	policy, _ := Policy("t", TrustConfig{AuthorKeys: []string{author.pubFile}})
-	idx, err := Publish(ctx, dir, pub, policy, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	author, desc, pub, idx := signedIndex(t)
 	if len(idx.Packages) != 1 || len(idx.Packages[0].Signers) != 1 || idx.Packages[0].Digest != desc.Digest.String() {
 		t.Fatalf("index %+v", idx.Packages)
 	}

@@ -16,21 +16,22 @@ const (
 	kindRateLimited     = "rate-limited"
 )
 
-// kindStatus is the one place an error's kind becomes a status code
-// (docs/api.md, "Errors"). Everything a client can fix by changing the
-// document or the packages it names is 422, told apart by kind; the
+// documentStatus is the one place a document error's kind becomes a
+// status code (docs/api.md, "Errors"). Everything a client can fix by
+// changing the document or the packages it names is 422, told apart by
+// kind (not-found, trust, verifier, feature-missing among them); the
 // other codes say who else must act: 409 someone else's program, 413 a
 // limit, 503 a repository, 500 leafd.
+var documentStatus = map[string]int{
+	desired.KindConflict:    http.StatusConflict,
+	desired.KindLimit:       http.StatusRequestEntityTooLarge,
+	desired.KindUnavailable: http.StatusServiceUnavailable,
+	desired.KindInternal:    http.StatusInternalServerError,
+}
+
 func kindStatus(kind string) int {
-	switch kind {
-	case desired.KindConflict:
-		return http.StatusConflict
-	case desired.KindLimit:
-		return http.StatusRequestEntityTooLarge
-	case desired.KindUnavailable:
-		return http.StatusServiceUnavailable
-	case desired.KindInternal:
-		return http.StatusInternalServerError
+	if code, ok := documentStatus[kind]; ok {
+		return code
 	}
 	return http.StatusUnprocessableEntity
 }
@@ -43,28 +44,23 @@ func apiKind(kind string) string {
 	return kind
 }
 
-// statusKind is the kind of an error answer that carries no kind of its
-// own: the status code says it all.
+// statusKinds are the kinds of error answers that carry no kind of their
+// own: the status code says it all. Any other code is internal.
+var statusKinds = map[int]string{
+	http.StatusBadRequest:            kindBadRequest,
+	http.StatusUnauthorized:          kindUnauthenticated,
+	http.StatusForbidden:             kindForbidden,
+	http.StatusNotFound:              desired.KindNotFound,
+	http.StatusConflict:              desired.KindConflict,
+	http.StatusRequestEntityTooLarge: desired.KindLimit,
+	http.StatusTooManyRequests:       kindRateLimited,
+	http.StatusServiceUnavailable:    desired.KindUnavailable,
+	http.StatusUnprocessableEntity:   kindInvalid,
+}
+
 func statusKind(code int) string {
-	switch code {
-	case http.StatusBadRequest:
-		return kindBadRequest
-	case http.StatusUnauthorized:
-		return kindUnauthenticated
-	case http.StatusForbidden:
-		return kindForbidden
-	case http.StatusNotFound:
-		return desired.KindNotFound
-	case http.StatusConflict:
-		return desired.KindConflict
-	case http.StatusRequestEntityTooLarge:
-		return desired.KindLimit
-	case http.StatusTooManyRequests:
-		return kindRateLimited
-	case http.StatusServiceUnavailable:
-		return desired.KindUnavailable
-	case http.StatusUnprocessableEntity:
-		return kindInvalid
+	if k, ok := statusKinds[code]; ok {
+		return k
 	}
 	return desired.KindInternal
 }
