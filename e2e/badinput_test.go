@@ -213,6 +213,14 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 	if vl := apiErr.Body.Details[0].VerifierLog; len(vl) == 0 || len(vl) > 13 || !strings.Contains(strings.Join(vl, "\n"), "invalid access to packet") {
 		t.Errorf("verifierLog %q: want the log's end, at most 13 lines, naming the refusal", vl)
 	}
+	// The event log says the same.
+	evs, err := d.Client.Events(ctx(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Type != v1.EventApplyFailed || last.Kind != "verifier" {
+		t.Errorf("last event %+v, want apply-failed of kind verifier", last)
+	}
 }
 
 // oversizeDoc is a document of n tracepoint attachments.

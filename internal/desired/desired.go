@@ -5,6 +5,7 @@ package desired
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -277,6 +278,9 @@ var DefaultLimits = Limits{MaxAttachments: 1000, MaxChainLength: MaxChainLength}
 // their meaning from where the error happens to the API handler, which
 // alone turns them into status codes (docs/api.md has the table).
 const (
+	// KindInvalid names "" (a problem with the document) in answers and
+	// events.
+	KindInvalid = "invalid"
 	// KindNotFound: the package, version or repository named does not
 	// exist.
 	KindNotFound = "not-found"
@@ -316,6 +320,20 @@ func (es Errors) Worst() string {
 		}
 	}
 	return worst
+}
+
+// KindOf names the kind of an apply's failure: that of its worst
+// problem (KindInvalid for a plain document problem), or KindInternal
+// for an error that is no problem with the document.
+func KindOf(err error) string {
+	var es Errors
+	if !errors.As(err, &es) {
+		return KindInternal
+	}
+	if k := es.Worst(); k != "" {
+		return k
+	}
+	return KindInvalid
 }
 
 // Validate checks the document against DefaultLimits without touching

@@ -527,7 +527,7 @@ func (r *Reconciler) recordApply(res *v1.ApplyResult, err error, dryRun bool) {
 		return
 	}
 	if err != nil {
-		r.event(v1.Event{Type: v1.EventApplyFailed, Message: err.Error()})
+		r.event(v1.Event{Type: v1.EventApplyFailed, Kind: desired.KindOf(err), Message: err.Error()})
 		return
 	}
 	for _, a := range res.Actions {

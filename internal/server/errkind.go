@@ -9,7 +9,7 @@ import (
 // Kinds of error answers that never reach a document; the rest are the
 // desired.Kind constants, with "invalid" for a problem with the document.
 const (
-	kindInvalid         = "invalid"
+	kindInvalid         = desired.KindInvalid
 	kindBadRequest      = "bad-request"
 	kindUnauthenticated = "unauthenticated"
 	kindForbidden       = "forbidden"
