@@ -154,6 +154,7 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 		{"interface name too long", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: sixteen-bytes-xx, netns: "+p.NsA+"}"), 422, "invalid", "extra", "hook.interface", "15 bytes"},
 		{"control byte in netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: \""+p.NsA+"\\x01\"}"), 422, "invalid", "extra", "hook.netns", "NUL or control character"},
 		{"netns path with ..", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: /var/run/netns/../netns/"+p.NsA+"}"), 422, "invalid", "extra", "hook.netns", "clean absolute path"},
+		{"body over 4 MiB", append(doc(filter, counter), "\n# "+strings.Repeat("x", 4<<20)...), 413, "limit", "", "", "request body too large"},
 		{"more attachments than the limit", oversizeDoc(1001), 413, "limit", "", "spec.attachments", "1001 attachments; this leafd accepts at most 1000"},
 		// A change to a running attachment bundled with a bad new one: the
 		// whole document is refused, so the ports stay as they were.
