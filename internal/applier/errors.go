@@ -92,10 +92,22 @@ func errorKind(err error) string {
 	return desired.KindInternal
 }
 
+// namedParamError is a problem writing one map parameter.
+type namedParamError struct {
+	name string
+	err  error
+}
+
+func (e *namedParamError) Error() string { return "parameter " + e.name + ": " + e.err.Error() }
+func (e *namedParamError) Unwrap() error { return e.err }
+
 // commitField names the part of an attachment a failed commit is about.
 func commitField(kind string, err error) string {
 	var pe *paramError
+	var np *namedParamError
 	switch {
+	case errors.As(err, &np):
+		return "params." + np.name
 	case errors.As(err, &pe):
 		return "params"
 	case kind == desired.KindConflict:

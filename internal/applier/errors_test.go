@@ -38,6 +38,10 @@ func TestErrorKinds(t *testing.T) {
 			t.Errorf("errorKind(%v) = %q, want %q", tc.err, got, tc.kind)
 		}
 	}
+	pe := &paramError{fmt.Errorf("set parameters: %w", &namedParamError{"ports", unix.ENOSPC})}
+	if k := errorKind(pe); k != "" || commitField(k, pe) != "params.ports" || !strings.Contains(pe.Error(), "parameter ports: ") {
+		t.Errorf("a map parameter that does not fit: kind %q field %q (%v)", k, commitField(k, pe), pe)
+	}
 	if got := loadErrorKind(fmt.Errorf("load: %w", unix.EMFILE)); got != desired.KindLimit {
 		t.Errorf("EMFILE at load: %q", got)
 	}
