@@ -255,7 +255,13 @@ type Stats struct {
 
 // Error is the body of every 4xx and 5xx answer.
 type Error struct {
-	Error   string        `json:"error"`
+	Error string `json:"error"`
+	// Kind says what sort of failure it is, for programs to act on (the
+	// table is in docs/api.md): invalid, not-found, trust, verifier,
+	// feature-missing, limit, unavailable, conflict, internal, and for
+	// requests that never reach a document bad-request,
+	// unauthenticated, forbidden, rate-limited.
+	Kind    string        `json:"kind"`
 	Details []ErrorDetail `json:"details,omitempty"`
 }
 
@@ -264,6 +270,12 @@ type ErrorDetail struct {
 	Attachment string `json:"attachment,omitempty"`
 	Field      string `json:"field,omitempty"`
 	Message    string `json:"message"`
+	// Kind is this problem's kind (Error.Kind is the one that decided
+	// the status code).
+	Kind string `json:"kind,omitempty"`
+	// VerifierLog is the end of the verifier's log when it refused the
+	// program (kind verifier).
+	VerifierLog []string `json:"verifierLog,omitempty"`
 }
 
 // Signer is a verified signature: its role (author or repository), the
