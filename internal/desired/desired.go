@@ -4,6 +4,7 @@
 package desired
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -519,8 +520,12 @@ func (s *State) Clone() *State {
 	if err != nil {
 		panic(err) // a State always marshals
 	}
+	// Its own JSON back, so no YAML detour (the allocations of which were
+	// most of a Clone); numbers stay json.Number as yamljson.Decode gives.
 	var out State
-	if err := yamljson.Decode(data, &out); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
 		panic(err)
 	}
 	return &out
