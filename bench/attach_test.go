@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,97 +17,182 @@ import (
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
-// BenchmarkLoadAttach50 splits the reference apply (portfilter loaded and
-// attached with an XDP link, native mode, on 50 veths) into its two
-// halves, and attaches with 1, 2, 4 and 8 threads at once: what running
-// attaches in parallel could win. Metrics, per run of 50:
+// attachKind is one way of attaching a program to an interface, with the
+// object and program it attaches.
+type attachKind struct {
+	name, object, program string
+	// netns spreads the 50 interfaces over this many sandboxes (network
+	// namespace pairs) instead of one.
+	netns  int
+	attach func(prog *ebpf.Program, ifindex int) (link.Link, error)
+}
+
+var attachKinds = []attachKind{
+	{name: "xdp-native", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: xdpAttach(link.XDPDriverMode)},
+	{name: "xdp-generic", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: xdpAttach(link.XDPGenericMode)},
+	{name: "xdp-native-8netns", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 8, attach: xdpAttach(link.XDPDriverMode)},
+	{name: "tcx", object: "pktcount/pktcount.bpf.o", program: "count_tc", netns: 1, attach: func(prog *ebpf.Program, ifindex int) (link.Link, error) {
+		return link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: ebpf.AttachTCXIngress})
+	}},
+}
+
+func xdpAttach(mode link.XDPAttachFlags) func(*ebpf.Program, int) (link.Link, error) {
+	return func(prog *ebpf.Program, ifindex int) (link.Link, error) {
+		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: mode})
+	}
+}
+
+// attachTarget is one interface of the 50: its namespace and index.
+type attachTarget struct {
+	netns   string
+	ifindex int
+}
+
+// BenchmarkLoadAttach50 splits the reference apply (50 programs, each with
+// its own maps, loaded and attached on 50 veths) into its two halves, and
+// attaches with 1, 2, 4 and 8 threads at once: what running attaches in
+// parallel could win, per hook kind (XDP native, XDP generic, XDP native
+// with the veths spread over 8 network namespaces, TCX ingress). Metrics,
+// per run of 50:
 //
 //	load-ms        ebpf.NewCollection of the 50, one after another
-//	attach-ms      link.AttachXDP of the 50 (wall time)
+//	attach-ms      attaching the 50 (wall time)
 //	attach-cpu-ms  the attaching threads' CPU time
 //
 // Run: go test -run '^$' -bench LoadAttach50 -benchtime 3x ./bench/
 func BenchmarkLoadAttach50(b *testing.B) {
 	testenv.RequireKernel(b)
-	s, err := NewSandbox(nil, 50)
-	if err != nil {
-		b.Fatal(err)
+	for _, kind := range attachKinds {
+		b.Run("hook="+kind.name, func(b *testing.B) {
+			targets := attachTargets(b, kind.netns, 50)
+			obj, err := packages.FS.ReadFile(kind.object)
+			if err != nil {
+				b.Fatal(err)
+			}
+			spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, workers := range []int{1, 2, 4, 8} {
+				b.Run(fmt.Sprintf("threads=%d", workers), func(b *testing.B) {
+					var load, attach, cpu time.Duration
+					for range b.N {
+						l, a, c := loadAttach(b, spec, kind, targets, workers)
+						load, attach, cpu = load+l, attach+a, cpu+c
+					}
+					n := float64(b.N) * 1e6
+					b.ReportMetric(float64(load)/n, "load-ms")
+					b.ReportMetric(float64(attach)/n, "attach-ms")
+					b.ReportMetric(float64(cpu)/n, "attach-cpu-ms")
+				})
+			}
+		})
 	}
-	defer s.Close()
-	obj, err := packages.FS.ReadFile("portfilter/portfilter.bpf.o")
-	if err != nil {
-		b.Fatal(err)
+}
+
+// attachTargets makes n veths spread over sandboxes sandboxes.
+func attachTargets(b *testing.B, sandboxes, n int) []attachTarget {
+	var targets []attachTarget
+	for i := range sandboxes {
+		per := n / sandboxes
+		if i < n%sandboxes {
+			per++
+		}
+		s := sandbox(b, per)
+		path := filepath.Join("/var/run/netns", s.NsB)
+		for _, ifc := range s.Ifaces {
+			idx, err := netnsutil.Ifindex(path, ifc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			targets = append(targets, attachTarget{path, idx})
+		}
 	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
-	if err != nil {
-		b.Fatal(err)
+	// Interleave the namespaces, so that threads working on neighbouring
+	// targets work in different ones.
+	out := make([]attachTarget, 0, len(targets))
+	for i := range n / sandboxes {
+		for j := range sandboxes {
+			if k := j*(n/sandboxes) + i + min(j, n%sandboxes); k < len(targets) {
+				out = append(out, targets[k])
+			}
+		}
 	}
-	path := filepath.Join("/var/run/netns", s.NsB)
-	idx := make([]int, len(s.Ifaces))
-	for i, ifc := range s.Ifaces {
-		if idx[i], err = netnsutil.Ifindex(path, ifc); err != nil {
+	for len(out) < len(targets) {
+		for _, t := range targets {
+			if !containsTarget(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+func containsTarget(ts []attachTarget, t attachTarget) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// loadAttach loads one collection per target, one after another, then
+// attaches them with workers threads, and detaches and closes everything.
+func loadAttach(b *testing.B, spec *ebpf.CollectionSpec, kind attachKind, targets []attachTarget, workers int) (load, attach, cpu time.Duration) {
+	t0 := time.Now()
+	colls := make([]*ebpf.Collection, len(targets))
+	defer func() {
+		for _, c := range colls {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range colls {
+		var err error
+		if colls[i], err = ebpf.NewCollection(spec); err != nil {
 			b.Fatal(err)
 		}
 	}
-	for _, workers := range []int{1, 2, 4, 8} {
-		b.Run(fmt.Sprintf("threads=%d", workers), func(b *testing.B) {
-			var load, attach, cpu time.Duration
-			for range b.N {
-				t0 := time.Now()
-				colls := make([]*ebpf.Collection, len(idx))
-				for i := range colls {
-					if colls[i], err = ebpf.NewCollection(spec); err != nil {
-						b.Fatal(err)
-					}
-				}
-				load += time.Since(t0)
-				links := make([]link.Link, len(idx))
-				var cpuNS atomic.Int64
-				next := make(chan int)
-				var wg sync.WaitGroup
-				var failed atomic.Value
-				t0 = time.Now()
-				for range workers {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						runtime.LockOSThread()
-						defer runtime.UnlockOSThread()
-						for i := range next {
-							err := netnsutil.Do(path, func() error {
-								c0, _ := threadCPU()
-								defer func() { c1, _ := threadCPU(); cpuNS.Add(c1 - c0) }()
-								var err error
-								links[i], err = link.AttachXDP(link.XDPOptions{Program: colls[i].Programs["xdp_port_filter"], Interface: idx[i]})
-								return err
-							})
-							if err != nil {
-								failed.Store(err)
-							}
-						}
-					}()
-				}
-				for i := range idx {
-					next <- i
-				}
-				close(next)
-				wg.Wait()
-				attach += time.Since(t0)
-				cpu += time.Duration(cpuNS.Load())
-				for i := range links {
-					if links[i] != nil {
-						links[i].Close()
-					}
-					colls[i].Close()
-				}
-				if err, _ := failed.Load().(error); err != nil {
-					b.Fatal(err)
+	load = time.Since(t0)
+	links := make([]link.Link, len(targets))
+	var cpuNS atomic.Int64
+	var failed atomic.Value
+	next := make(chan int)
+	var wg sync.WaitGroup
+	t0 = time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				err := netnsutil.Do(targets[i].netns, func() error {
+					c0, _ := threadCPU()
+					defer func() { c1, _ := threadCPU(); cpuNS.Add(c1 - c0) }()
+					var err error
+					links[i], err = kind.attach(colls[i].Programs[kind.program], targets[i].ifindex)
+					return err
+				})
+				if err != nil {
+					failed.Store(err)
 				}
 			}
-			n := float64(b.N) * 1e6
-			b.ReportMetric(float64(load)/n, "load-ms")
-			b.ReportMetric(float64(attach)/n, "attach-ms")
-			b.ReportMetric(float64(cpu)/n, "attach-cpu-ms")
-		})
+		}()
 	}
+	for i := range targets {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	attach = time.Since(t0)
+	for _, l := range links {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return load, attach, time.Duration(cpuNS.Load())
 }

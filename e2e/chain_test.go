@@ -676,9 +676,13 @@ func chainRunCounts(t *testing.T, mode string) {
 }
 
 // TestParallelLoadsAllOrNothing applies programs on four independent
-// hooks at once (their loads run in parallel), one of which the verifier
+// hooks at once (their loads run in parallel, and the commit attaches
+// each hook as soon as its load is done), one of which the verifier
 // refuses: the apply fails naming it, and nothing is attached or pinned.
-// The three good ones then apply together.
+// The refused one is on the hook committed last (hooks commit in the
+// order of their IDs: xdp-lo-…, xdp-va…, xdp-vb…), so the three good ones
+// are attached before its load fails and must be undone. The three good
+// ones then apply together.
 func TestParallelLoadsAllOrNothing(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
@@ -694,9 +698,9 @@ func TestParallelLoadsAllOrNothing(t *testing.T) {
 	good := []string{
 		att("g1", "portfilter@1.0.0", p.NsA, "lo"),
 		att("g2", "portfilter@1.0.0", p.NsB, "lo"),
-		att("g3", "portfilter@1.0.0", p.NsB, p.IfB),
+		att("g3", "portfilter@1.0.0", p.NsA, p.IfA),
 	}
-	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsA, p.IfA))...), false)
+	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsB, p.IfB))...), false)
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "rejected by the verifier") {
 		t.Fatalf("want 422 naming the verifier's refusal, got %v", err)
