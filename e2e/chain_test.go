@@ -725,3 +725,42 @@ func TestParallelLoadsAllOrNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestParallelCommitsUndoneOnConflict applies programs on four independent
+// hooks, whose chains commit several at once, while another tool holds
+// the last hook: the apply fails with a conflict naming that attachment,
+// every hook committed beside it is undone (nothing of leaf's attached or
+// pinned), and the other tool's program is untouched.
+func TestParallelCommitsUndoneOnConflict(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	attachForeignXDP(t, p.NsB, p.IfB)
+	foreignID := xdpProgID(t, p.NsB, p.IfB)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{})
+	att := func(name, netns, ifname, mode string) string {
+		return fmt.Sprintf("name: %s\npackage: portfilter@1.0.0\nhook: {type: xdp, interface: %s, netns: %s, mode: %s}", name, ifname, netns, mode)
+	}
+	_, err := d.Client.Apply(ctx(t), doc(
+		att("a-lo", p.NsA, "lo", "generic"), att("b-lo", p.NsB, "lo", "generic"),
+		att("a-veth", p.NsA, p.IfA, "native"), att("b-veth", p.NsB, p.IfB, "native")), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 409 || !strings.Contains(err.Error(), "does not manage") {
+		t.Fatalf("want 409 naming the foreign program, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Attachment != "b-veth" {
+		t.Fatalf("details %+v, want one, for b-veth", apiErr.Body.Details)
+	}
+	for _, h := range [][2]string{{p.NsA, "lo"}, {p.NsB, "lo"}, {p.NsA, p.IfA}} {
+		if id := xdpProgID(t, h[0], h[1]); id != 0 {
+			t.Errorf("%s in %s runs program %d after a refused apply", h[1], h[0], id)
+		}
+	}
+	if got := xdpProgID(t, p.NsB, p.IfB); got != foreignID {
+		t.Errorf("%s runs program %d, want the foreign %d", p.IfB, got, foreignID)
+	}
+	for _, pin := range pinTree(t, d.BPFFS) {
+		if strings.HasPrefix(pin, "/attachments/") || strings.HasPrefix(pin, "/hooks/") {
+			t.Errorf("pin %s left after a refused apply", pin)
+		}
+	}
+}

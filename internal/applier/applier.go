@@ -114,26 +114,17 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		}
 		records[act.Name] = rec
 	}
-	for _, cp := range plan.Chains {
-		prepared, ok := ld.ready(memberNames(cp)...)
-		if !ok {
-			return failLoad()
-		}
-		recs, fins, err := ap.commitChain(cp, plan, prepared, &undo)
-		if err != nil {
-			name := cp.Hook.String()
-			var me *memberError
-			if errors.As(err, &me) {
-				name = me.name
-			} else if len(cp.Members) > 0 {
-				name = cp.Members[0].Attachment.Name
-			}
-			return fail(name, err)
-		}
-		finalize = append(finalize, fins...)
-		for n, r := range recs {
-			records[n] = r
-		}
+	recs, fins, err := ap.commitChains(plan, ld, &undo)
+	var ce *chainError
+	switch {
+	case errors.Is(err, errLoadFailed):
+		return failLoad()
+	case errors.As(err, &ce):
+		return fail(ce.name, ce.err)
+	}
+	finalize = append(finalize, fins...)
+	for n, r := range recs {
+		records[n] = r
 	}
 	if switchedChains(plan) {
 		// The old chain instances go next: let the packets inside them

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -11,6 +12,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/planner"
+	"github.com/leaf-ebpf/leaf/internal/store"
 )
 
 // fdsPerLoad bounds the file descriptors one load holds at its peak: the
@@ -210,4 +212,119 @@ func loadWorkers(jobs int) int {
 		n = min(n, (int(lim.Cur)-open)/fdsPerLoad)
 	}
 	return max(n, 1)
+}
+
+// errLoadFailed stops a commit whose loads did not all succeed; the
+// loads' own errors say why.
+var errLoadFailed = errors.New("a load failed")
+
+// chainError is the first chain that failed to commit, in plan order,
+// with the attachment to blame.
+type chainError struct {
+	name string
+	err  error
+}
+
+func (e *chainError) Error() string { return e.name + ": " + e.err.Error() }
+
+// chainCommit is one hook's chain committed on a worker, with its own
+// undo steps.
+type chainCommit struct {
+	cp       *planner.ChainPlan
+	prepared map[string]*loaded // its members' loads only
+	recs     map[string]*store.Record
+	fins     []func()
+	undo     undoStack
+	err      error
+}
+
+// commitChains commits the plan's chains, those of different hooks at
+// once, each as soon as its members are loaded. The kernel serialises the
+// attaches themselves (each waits for an RCU grace period under a global
+// lock); what overlaps is leafd's own work around them — pins, parameters,
+// records — and the next loads. Every committed step's undo lands in undo,
+// chain by chain in plan order, whatever happens; after the first failure
+// no further chain starts. It returns errLoadFailed when a load failed, or
+// the first failed chain in plan order as a *chainError.
+func (ap *Applier) commitChains(plan *planner.Plan, ld *loads, undo *undoStack) (map[string]*store.Record, []func(), error) {
+	var (
+		commits []*chainCommit
+		stop    atomic.Bool
+		todo    = make(chan *chainCommit)
+		wg      sync.WaitGroup
+	)
+	for range min(commitWorkers(), len(plan.Chains)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range todo {
+				if stop.Load() {
+					continue
+				}
+				c.recs, c.fins, c.err = ap.commitChain(c.cp, plan, c.prepared, &c.undo)
+				if c.err != nil {
+					stop.Store(true)
+				}
+			}
+		}()
+	}
+	loadFailed := false
+	for _, cp := range plan.Chains {
+		names := memberNames(cp)
+		prepared, ok := ld.ready(names...)
+		if !ok {
+			loadFailed = true
+			break
+		}
+		if stop.Load() {
+			break
+		}
+		c := &chainCommit{cp: cp, prepared: map[string]*loaded{}}
+		for _, n := range names {
+			if l := prepared[n]; l != nil {
+				c.prepared[n] = l
+			}
+		}
+		commits = append(commits, c)
+		todo <- c
+	}
+	close(todo)
+	wg.Wait()
+	recs := map[string]*store.Record{}
+	var fins []func()
+	var failed error
+	for _, c := range commits {
+		*undo = append(*undo, c.undo...)
+		fins = append(fins, c.fins...)
+		for n, r := range c.recs {
+			recs[n] = r
+		}
+		if c.err != nil && failed == nil {
+			failed = &chainError{name: chainErrName(c.cp, c.err), err: c.err}
+		}
+	}
+	if failed == nil && loadFailed {
+		failed = errLoadFailed
+	}
+	return recs, fins, failed
+}
+
+// chainErrName is the attachment a chain's failure is reported against:
+// the member it was about, else the chain's first member.
+func chainErrName(cp *planner.ChainPlan, err error) string {
+	var me *memberError
+	if errors.As(err, &me) {
+		return me.name
+	}
+	if len(cp.Members) > 0 {
+		return cp.Members[0].Attachment.Name
+	}
+	return cp.Hook.String()
+}
+
+// commitWorkers is how many chains commit at once: enough that one
+// prepares (pins, parameters) while another waits in the kernel for its
+// attach, and one per CPU leafd may use.
+func commitWorkers() int {
+	return max(2, runtime.GOMAXPROCS(0))
 }
