@@ -24,22 +24,18 @@ type attachKind struct {
 	// netns spreads the 50 interfaces over this many sandboxes (network
 	// namespace pairs) instead of one.
 	netns  int
-	attach func(prog *ebpf.Program, ifindex int) (link.Link, error)
+	attach Attacher
 }
 
 var attachKinds = []attachKind{
-	{name: "xdp-native", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: xdpAttach(link.XDPDriverMode)},
-	{name: "xdp-generic", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: xdpAttach(link.XDPGenericMode)},
-	{name: "xdp-native-8netns", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 8, attach: xdpAttach(link.XDPDriverMode)},
-	{name: "tcx", object: "pktcount/pktcount.bpf.o", program: "count_tc", netns: 1, attach: func(prog *ebpf.Program, ifindex int) (link.Link, error) {
-		return link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: ebpf.AttachTCXIngress})
-	}},
+	{name: "xdp-native", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: XDPNative},
+	{name: "xdp-generic", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 1, attach: xdpGeneric},
+	{name: "xdp-native-8netns", object: "portfilter/portfilter.bpf.o", program: "xdp_port_filter", netns: 8, attach: XDPNative},
+	{name: "tcx", object: "pktcount/pktcount.bpf.o", program: "count_tc", netns: 1, attach: TCXIngress},
 }
 
-func xdpAttach(mode link.XDPAttachFlags) func(*ebpf.Program, int) (link.Link, error) {
-	return func(prog *ebpf.Program, ifindex int) (link.Link, error) {
-		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: mode})
-	}
+func xdpGeneric(prog *ebpf.Program, ifindex int) (link.Link, error) {
+	return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
 }
 
 // attachTarget is one interface of the 50: its namespace and index.

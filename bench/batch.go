@@ -15,10 +15,13 @@ import (
 	"github.com/leaf-ebpf/leaf/packages"
 )
 
-// HeavyPackage is the package of the parallel-load rows where the
-// verifier dominates: the firewall's XDP program takes the verifier tens
-// of milliseconds (its rule lookups are unrolled loops), against well
-// under one for the portfilter.
+// HeavyPackage is the package of the parallel-load rows where loading
+// dominates: a firewall instance's maps (262 144 rules, a 2^21-entry
+// candidate list, per-CPU hit counters) are tens of megabytes that the
+// kernel allocates and zeroes at load, about 100 ms of CPU each, against
+// well under one for the portfilter. (Its program verifies in about 1 500
+// instructions: no package in packages/ keeps the verifier busy for
+// long.)
 const HeavyPackage = "firewall@1.0.0"
 
 // FirewallDocument returns a desired-state document with one firewall XDP
@@ -56,13 +59,25 @@ func XDPLinkPrograms() (int, error) {
 	return len(progs), it.Err()
 }
 
+// Attacher attaches a program to the interface with index ifindex.
+type Attacher func(prog *ebpf.Program, ifindex int) (link.Link, error)
+
+// XDPNative attaches an XDP link in native (driver) mode.
+func XDPNative(prog *ebpf.Program, ifindex int) (link.Link, error) {
+	return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
+}
+
+// TCXIngress attaches a TCX ingress link.
+func TCXIngress(prog *ebpf.Program, ifindex int) (link.Link, error) {
+	return link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: ebpf.AttachTCXIngress})
+}
+
 // DirectProgram loads program of object (a path in packages/) with its
-// maps and attaches it with an XDP bpf_link (native mode) to each
-// interface in netns, one interface after another, straight through
+// maps and attaches it with attach to each interface in netns, one interface after another, straight through
 // cilium/ebpf and without leafd: the sequential reference. It returns how
 // long loading and attaching took and a function that detaches and closes
 // everything and, with wait, waits until the kernel has freed it all.
-func DirectProgram(object, program, netns string, ifaces []string) (time.Duration, func(wait bool) error, error) {
+func DirectProgram(object, program string, attach Attacher, netns string, ifaces []string) (time.Duration, func(wait bool) error, error) {
 	obj, err := packages.FS.ReadFile(object)
 	if err != nil {
 		return 0, nil, err
@@ -120,7 +135,7 @@ func DirectProgram(object, program, netns string, ifaces []string) (time.Duratio
 		colls = append(colls, coll)
 		prog := coll.Programs[program]
 		err = netnsutil.Do(path, func() error {
-			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx[i], Flags: link.XDPDriverMode})
+			l, err := attach(prog, idx[i])
 			if err == nil {
 				links = append(links, l)
 			}

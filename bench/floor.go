@@ -8,5 +8,5 @@ import "time"
 // pinned or recorded (DirectProgram). It is the kernel's share of an
 // apply, the floor leafd's figures compare with.
 func Direct(netns string, ifaces []string) (time.Duration, func(wait bool) error, error) {
-	return DirectProgram("portfilter/portfilter.bpf.o", "xdp_port_filter", netns, ifaces)
+	return DirectProgram("portfilter/portfilter.bpf.o", "xdp_port_filter", XDPNative, netns, ifaces)
 }

@@ -18,6 +18,7 @@ type batchWorkload struct {
 	file        string // the document, written to the temporary directory
 	doc         func(netns string, ifaces []string) []byte
 	object, fn  string // what the reference loads
+	attach      bench.Attacher
 	leaf, ref   []time.Duration
 	ratios      []float64 // leaf/ref, run by run
 	xdpMin, xdp int       // XDP link programs elsewhere on the machine (min, max)
@@ -27,12 +28,16 @@ type batchWorkload struct {
 // in pairs, run by run (leafd's apply, then the reference, each from
 // the empty state with the kernel done freeing the previous run's
 // programs), so that both see the same machine load: for the
-// portfilter (attaching dominates) and the firewall (the verifier
-// dominates).
+// portfilter and the TCX pktcount (attaching dominates: each attach of
+// a new XDP program while the XDP dispatcher holds fewer than 48, and
+// every TCX attach, waits for an RCU grace period) and the firewall
+// (loading dominates: its maps are tens of megabytes the kernel allocates
+// and zeroes).
 func (b *benchmark) batchPairs(ctx context.Context) error {
 	b.batch = []*batchWorkload{
-		{name: "50 XDP portfilter on 50 veths", file: "fifty.yaml", doc: bench.Document, object: "portfilter/portfilter.bpf.o", fn: "xdp_port_filter"},
-		{name: "50 XDP firewall on 50 veths", file: "firewall.yaml", doc: bench.FirewallDocument, object: "firewall/firewall.bpf.o", fn: "firewall_xdp"},
+		{name: "50 XDP portfilter on 50 veths", file: "fifty.yaml", doc: bench.Document, object: "portfilter/portfilter.bpf.o", fn: "xdp_port_filter", attach: bench.XDPNative},
+		{name: "50 TCX pktcount on 50 veths", file: "tcx50.yaml", doc: bench.TCXDocument, object: "pktcount/pktcount.bpf.o", fn: "count_tc", attach: bench.TCXIngress},
+		{name: "50 XDP firewall on 50 veths", file: "firewall.yaml", doc: bench.FirewallDocument, object: "firewall/firewall.bpf.o", fn: "firewall_xdp", attach: bench.XDPNative},
 	}
 	for _, w := range b.batch {
 		doc := w.doc(b.sb.NsB, b.sb.Ifaces)
@@ -70,7 +75,7 @@ func (w *batchWorkload) pair(ctx context.Context, b *benchmark, doc []byte) erro
 	if _, err := b.clear(ctx, true); err != nil {
 		return err
 	}
-	ref, closeAll, err := bench.DirectProgram(w.object, w.fn, b.sb.NsB, b.sb.Ifaces)
+	ref, closeAll, err := bench.DirectProgram(w.object, w.fn, w.attach, b.sb.NsB, b.sb.Ifaces)
 	if err != nil {
 		return err
 	}
