@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/leaf-ebpf/leaf/bench"
@@ -108,4 +112,60 @@ func median(x []float64) float64 {
 		d[i] = time.Duration(v * 1e6)
 	}
 	return float64(bench.Summarize(d).Median) / 1e6
+}
+
+// parallelMain is `leafbench parallel`: only the paired applies of 50
+// against the sequential reference (what `make bench` prints among the
+// rest), to repeat them quickly.
+func parallelMain(args []string) {
+	fs := flag.NewFlagSet("leafbench parallel", flag.ExitOnError)
+	runs := fs.Int("runs", 10, "paired runs of each workload")
+	verbose := fs.Bool("v", false, "print every timing to standard error as it is taken")
+	fs.Parse(args)
+	if os.Geteuid() != 0 {
+		fatal(errors.New("needs root (network namespaces, bpffs, BPF programs)"))
+	}
+	if *runs < 1 {
+		fatal(errors.New("-runs must be at least 1"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b := &benchmark{runs: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
+	err := b.runParallel(ctx)
+	b.loadEnd = loadavg()
+	if cerr := b.cleanup(); cerr != nil {
+		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
+	}
+	if err != nil {
+		fatal(err)
+	}
+	b.report()
+}
+
+// runParallel builds leafd, makes the 50 veths, starts leafd on them and
+// takes the paired measurements.
+func (b *benchmark) runParallel(ctx context.Context) error {
+	var err error
+	if b.tmp, err = os.MkdirTemp("", "leafbench-"); err != nil {
+		return err
+	}
+	if err := b.r.Run("", "go", "build", "-o", b.tmp+"/", "./cmd/leafd"); err != nil {
+		return fmt.Errorf("build (run leafbench from the module root): %w", err)
+	}
+	if b.sb, err = bench.NewSandbox(b.r, 50); err != nil {
+		return err
+	}
+	if b.d, err = bench.StartDaemon(b.r, filepath.Join(b.tmp, "leafd"), "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
+		return err
+	}
+	b.cmds = append(b.cmds, "each apply is one PUT /v1/state over the API socket (client.Apply, what `leaf apply` sends), timed from request to answer;")
+	b.cmds = append(b.cmds, pairedHow...)
+	return b.batchPairs(ctx)
+}
+
+// pairedHow says what the paired rows time.
+var pairedHow = []string{
+	"paired rows: run by run, leafd's apply of the 50 from the empty state, then the reference in leafbench's own",
+	"  process: for each veth, ebpf.NewCollection (the one program and its maps) and the attach (XDP native or TCX),",
+	"  one after another; nothing validated, pinned or recorded; the kernel frees each run's programs before the next:",
 }

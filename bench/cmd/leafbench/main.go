@@ -12,6 +12,10 @@
 // program doing the same work and an l3afd-style tail-call chain, and
 // prints a table of ns per packet and the per-hop overhead (chain.go).
 //
+// `leafbench parallel` repeats only the paired applies of 50 programs
+// against the sequential reference (XDP portfilter, TCX pktcount, XDP
+// firewall; batch.go), which the default run also prints.
+//
 // `leafbench packages` measures the cost per packet of each package in
 // packages/ against the empty program; `leafbench firewall` compares the
 // firewall package with iptables and nftables holding the same rules, at
@@ -52,6 +56,9 @@ func main() {
 			return
 		case "l3af":
 			l3afMain(os.Args[2:])
+			return
+		case "parallel":
+			parallelMain(os.Args[2:])
 			return
 		}
 	}
@@ -189,10 +196,8 @@ func (b *benchmark) run(ctx context.Context) error {
 		"between runs, untimed: "+leaf("empty.yaml")+", then wait until the kernel has freed the",
 		"  programs and maps that ran (polled by ID), except in the 'right after' row",
 		fmt.Sprintf("CLI row: the whole process `%s --socket %s apply -f %s`, timed from start to exit", b.leaf, sock, b.docOne),
-		"paired rows: run by run, leafd's apply of the 50 from the empty state, then the reference in leafbench's own",
-		"  process: for each veth, ebpf.NewCollection (the one program and its maps) and link.AttachXDP (native mode),",
-		"  one after another; nothing validated, pinned or recorded; the kernel frees each run's programs before the next:",
 	)
+	b.cmds = append(b.cmds, pairedHow...)
 	if err := b.timeApplies(ctx, "apply 1 program (XDP portfilter on 1 veth)", one, 1, true, nil); err != nil {
 		return err
 	}
