@@ -128,10 +128,16 @@ func parallelMain(args []string) {
 	if *runs < 1 {
 		fatal(errors.New("-runs must be at least 1"))
 	}
+	b := &benchmark{runs: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
+	b.runAndReport(b.runParallel)
+}
+
+// runAndReport runs a subcommand's measurements, cleans up after them and
+// prints the report, or exits with the error.
+func (b *benchmark) runAndReport(run func(context.Context) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b := &benchmark{runs: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
-	err := b.runParallel(ctx)
+	err := run(ctx)
 	b.loadEnd = loadavg()
 	if cerr := b.cleanup(); cerr != nil {
 		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
@@ -142,20 +148,31 @@ func parallelMain(args []string) {
 	b.report()
 }
 
+// buildLeafd builds leafd into a new temporary directory (b.tmp) and
+// returns the binary's path.
+func (b *benchmark) buildLeafd() (string, error) {
+	var err error
+	if b.tmp, err = os.MkdirTemp("", "leafbench-"); err != nil {
+		return "", err
+	}
+	out := filepath.Join(b.tmp, "bin") + "/"
+	if err := b.r.Run("", "go", "build", "-o", out, "./cmd/leafd"); err != nil {
+		return "", fmt.Errorf("build (run leafbench from the module root): %w", err)
+	}
+	return filepath.Join(out, "leafd"), nil
+}
+
 // runParallel builds leafd, makes the 50 veths, starts leafd on them and
 // takes the paired measurements.
 func (b *benchmark) runParallel(ctx context.Context) error {
-	var err error
-	if b.tmp, err = os.MkdirTemp("", "leafbench-"); err != nil {
+	leafd, err := b.buildLeafd()
+	if err != nil {
 		return err
-	}
-	if err := b.r.Run("", "go", "build", "-o", b.tmp+"/", "./cmd/leafd"); err != nil {
-		return fmt.Errorf("build (run leafbench from the module root): %w", err)
 	}
 	if b.sb, err = bench.NewSandbox(b.r, 50); err != nil {
 		return err
 	}
-	if b.d, err = bench.StartDaemon(b.r, filepath.Join(b.tmp, "leafd"), "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
+	if b.d, err = bench.StartDaemon(b.r, leafd, "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
 		return err
 	}
 	b.cmds = append(b.cmds, "each apply is one PUT /v1/state over the API socket (client.Apply, what `leaf apply` sends), timed from request to answer;")

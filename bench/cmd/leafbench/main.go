@@ -29,11 +29,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -72,18 +70,8 @@ func main() {
 	if *runs < 1 {
 		fatal(errors.New("-runs must be at least 1"))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	b := &benchmark{runs: *runs, settle: *settle, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
-	err := b.run(ctx)
-	b.loadEnd = loadavg()
-	if cerr := b.cleanup(); cerr != nil {
-		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
-	}
-	if err != nil {
-		fatal(err)
-	}
-	b.report()
+	b.runAndReport(b.run)
 }
 
 func fatal(err error) {
