@@ -253,7 +253,7 @@ func (ap *Applier) commitChains(plan *planner.Plan, ld *loads, undo *undoStack) 
 		todo    = make(chan *chainCommit)
 		wg      sync.WaitGroup
 	)
-	for range min(commitWorkers(), len(plan.Chains)) {
+	for range min(commitWorkers, len(plan.Chains)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -322,9 +322,9 @@ func chainErrName(cp *planner.ChainPlan, err error) string {
 	return cp.Hook.String()
 }
 
-// commitWorkers is how many chains commit at once: enough that one
-// prepares (pins, parameters) while another waits in the kernel for its
-// attach, and one per CPU leafd may use.
-func commitWorkers() int {
-	return max(2, runtime.GOMAXPROCS(0))
-}
+// commitWorkers is how many chains commit at once. Their attaches queue
+// on the kernel's lock; with eight in flight one is always queued when
+// the one ahead returns, while the others do leafd's work around theirs
+// (50 TCX attaches took 0.68 s from first to last with eight, 0.82 s with
+// two, under strace; docs/benchmarks.md "Parallel loads").
+const commitWorkers = 8
