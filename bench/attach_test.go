@@ -3,13 +3,16 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
@@ -191,4 +194,98 @@ func loadAttach(b *testing.B, spec *ebpf.CollectionSpec, kind attachKind, target
 		b.Fatal(err)
 	}
 	return load, attach, time.Duration(cpuNS.Load())
+}
+
+// loadKind is one kind of kernel object loaded 50 times.
+type loadKind struct {
+	name string
+	load func() (io.Closer, error)
+}
+
+var loadKinds = []loadKind{
+	// A long program: the verifier walks each of its 100 000
+	// instructions once (no branches to explore) and the JIT compiles
+	// them.
+	{name: "verifier-100k-insns", load: func() (io.Closer, error) {
+		insns := make(asm.Instructions, 0, 100_002)
+		insns = append(insns, asm.Mov.Imm(asm.R0, 0))
+		for range 100_000 {
+			insns = append(insns, asm.Add.Imm(asm.R0, 1))
+		}
+		insns = append(insns, asm.Mov.Imm(asm.R0, 2), asm.Return())
+		return ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
+	}},
+	// The firewall's per-rule hit counters: a per-CPU array of 262 144
+	// entries, which the kernel allocates one per-CPU slot at a time.
+	{name: "percpu-array-262144", load: func() (io.Closer, error) {
+		return ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 262144})
+	}},
+	// An array of the same size and 76-byte values (the firewall's rules).
+	{name: "array-262144x76", load: func() (io.Closer, error) {
+		return ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 76, MaxEntries: 262144})
+	}},
+}
+
+// BenchmarkLoad20 loads 20 objects of each kind with 1 and 2 threads at
+// once: whether the kernel lets loads overlap on our 2 CPUs (the verifier
+// and the JIT do; allocating a per-CPU map's slots takes one global mutex
+// per slot and does not). Metrics, per run of 20:
+//
+//	load-ms      wall time
+//	load-cpu-ms  the loading threads' CPU time
+//
+// Run: go test -run '^$' -bench Load20 -benchtime 3x ./bench/
+func BenchmarkLoad20(b *testing.B) {
+	testenv.RequireKernel(b)
+	for _, kind := range loadKinds {
+		for _, workers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("kind=%s/threads=%d", kind.name, workers), func(b *testing.B) {
+				var wall, cpu time.Duration
+				for range b.N {
+					w, c := loadN(b, kind, 20, workers)
+					wall, cpu = wall+w, cpu+c
+				}
+				n := float64(b.N) * 1e6
+				b.ReportMetric(float64(wall)/n, "load-ms")
+				b.ReportMetric(float64(cpu)/n, "load-cpu-ms")
+			})
+		}
+	}
+}
+
+// loadN loads n objects of kind on workers threads and closes them.
+func loadN(b *testing.B, kind loadKind, n, workers int) (wall, cpu time.Duration) {
+	objs := make([]io.Closer, n)
+	var cpuNS atomic.Int64
+	var failed atomic.Value
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			c0, _ := threadCPU()
+			defer func() { c1, _ := threadCPU(); cpuNS.Add(c1 - c0) }()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				var err error
+				if objs[i], err = kind.load(); err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wall = time.Since(t0)
+	for _, o := range objs {
+		if o != nil {
+			o.Close()
+		}
+	}
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return wall, time.Duration(cpuNS.Load())
 }
