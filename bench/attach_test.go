@@ -215,6 +215,19 @@ var loadKinds = []loadKind{
 		insns = append(insns, asm.Mov.Imm(asm.R0, 2), asm.Return())
 		return ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
 	}},
+	// bench/bpf/verifyheavy.bpf.o: a loop the verifier walks 50 000
+	// times, each time remembering the state at the loop's branch.
+	{name: "verifyheavy", load: func() (io.Closer, error) {
+		spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(VerifyHeavyObject))
+		if err != nil {
+			return nil, err
+		}
+		c, err := ebpf.NewCollection(spec)
+		if err != nil {
+			return nil, err
+		}
+		return collCloser{c}, nil
+	}},
 	// The firewall's per-rule hit counters: a per-CPU array of 262 144
 	// entries, which the kernel allocates one per-CPU slot at a time.
 	{name: "percpu-array-262144", load: func() (io.Closer, error) {
@@ -289,3 +302,7 @@ func loadN(b *testing.B, kind loadKind, n, workers int) (wall, cpu time.Duration
 	}
 	return wall, time.Duration(cpuNS.Load())
 }
+
+type collCloser struct{ c *ebpf.Collection }
+
+func (c collCloser) Close() error { c.c.Close(); return nil }

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -12,7 +14,6 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
-	"github.com/leaf-ebpf/leaf/packages"
 )
 
 // HeavyPackage is the package of the parallel-load rows where loading
@@ -24,14 +25,63 @@ import (
 // long.)
 const HeavyPackage = "firewall@1.0.0"
 
+// VerifyHeavyPackage is the package of the parallel-load rows where the
+// verifier dominates: bench/bpf/verifyheavy.bpf.o, whose loop the
+// verifier walks 50 000 times (350 000 instructions, tens of
+// milliseconds).
+const VerifyHeavyPackage = "verifyheavy@1.0.0"
+
+//go:embed bpf/verifyheavy.bpf.o
+var VerifyHeavyObject []byte
+
+const verifyHeavyManifest = `apiVersion: leaf.dev/v1alpha1
+kind: Package
+name: verifyheavy
+version: 1.0.0
+description: Counts packets and passes them, after a loop the verifier walks 50 000 times (the parallel-load benchmark).
+license: GPL-2.0-only OR BSD-2-Clause
+programs:
+  - name: heavy
+    object: verifyheavy.bpf.o
+    function: xdp_verify_heavy
+    type: xdp
+    hooks: [xdp]
+`
+
+// WriteVerifyHeavyRepository writes a package repository holding
+// VerifyHeavyPackage into dir (created), for leafd's
+// --repository-allow-unsigned flag.
+func WriteVerifyHeavyRepository(dir string) error {
+	pkg := filepath.Join(dir, "verifyheavy")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		return err
+	}
+	return errors.Join(
+		os.WriteFile(filepath.Join(pkg, "leaf.yaml"), []byte(verifyHeavyManifest), 0o644),
+		os.WriteFile(filepath.Join(pkg, "verifyheavy.bpf.o"), VerifyHeavyObject, 0o644),
+	)
+}
+
+// VerifyHeavyDocument returns a desired-state document with one
+// VerifyHeavyPackage XDP attachment per interface, all in netns.
+func VerifyHeavyDocument(netns string, ifaces []string) []byte {
+	return xdpDocument("vh", VerifyHeavyPackage, "heavy", netns, ifaces)
+}
+
 // FirewallDocument returns a desired-state document with one firewall XDP
 // attachment per interface, all in netns.
 func FirewallDocument(netns string, ifaces []string) []byte {
+	return xdpDocument("fw", HeavyPackage, "firewall_xdp", netns, ifaces)
+}
+
+// xdpDocument returns a desired-state document with one XDP attachment of
+// program of pkg per interface, named prefix-<interface>.
+func xdpDocument(prefix, pkg, program, netns string, ifaces []string) []byte {
 	var b strings.Builder
 	b.WriteString("apiVersion: leaf.dev/v1alpha1\nkind: HostState\nmetadata: {name: bench}\nspec:\n  attachments:\n")
 	for _, ifc := range ifaces {
-		fmt.Fprintf(&b, "    - name: fw-%s\n", ifc)
-		fmt.Fprintf(&b, "      package: %s\n      program: firewall_xdp\n", HeavyPackage)
+		fmt.Fprintf(&b, "    - name: %s-%s\n", prefix, ifc)
+		fmt.Fprintf(&b, "      package: %s\n      program: %s\n", pkg, program)
 		fmt.Fprintf(&b, "      hook: {type: xdp, interface: %s, netns: %s}\n", ifc, netns)
 	}
 	return []byte(b.String())
@@ -72,16 +122,12 @@ func TCXIngress(prog *ebpf.Program, ifindex int) (link.Link, error) {
 	return link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: ebpf.AttachTCXIngress})
 }
 
-// DirectProgram loads program of object (a path in packages/) with its
+// DirectProgram loads program of the ELF object obj with its
 // maps and attaches it with attach to each interface in netns, one interface after another, straight through
 // cilium/ebpf and without leafd: the sequential reference. It returns how
 // long loading and attaching took and a function that detaches and closes
 // everything and, with wait, waits until the kernel has freed it all.
-func DirectProgram(object, program string, attach Attacher, netns string, ifaces []string) (time.Duration, func(wait bool) error, error) {
-	obj, err := packages.FS.ReadFile(object)
-	if err != nil {
-		return 0, nil, err
-	}
+func DirectProgram(obj []byte, program string, attach Attacher, netns string, ifaces []string) (time.Duration, func(wait bool) error, error) {
 	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
 	if err != nil {
 		return 0, nil, err
@@ -90,7 +136,7 @@ func DirectProgram(object, program string, attach Attacher, netns string, ifaces
 	// more (the firewall has an XDP and a TC one).
 	ps, ok := spec.Programs[program]
 	if !ok {
-		return 0, nil, fmt.Errorf("%s has no program %s", object, program)
+		return 0, nil, fmt.Errorf("the object has no program %s", program)
 	}
 	spec.Programs = map[string]*ebpf.ProgramSpec{program: ps}
 	path := filepath.Join("/var/run/netns", netns)

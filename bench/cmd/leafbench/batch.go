@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/leaf-ebpf/leaf/bench"
+	"github.com/leaf-ebpf/leaf/packages"
 )
 
 // batchWorkload is one apply of 50 compared with its sequential
@@ -21,7 +22,8 @@ type batchWorkload struct {
 	name        string // the rows' description
 	file        string // the document, written to the temporary directory
 	doc         func(netns string, ifaces []string) []byte
-	object, fn  string // what the reference loads
+	object      []byte // what the reference loads: this ELF's program fn
+	fn          string
 	attach      bench.Attacher
 	leaf, ref   []time.Duration
 	ratios      []float64 // leaf/ref, run by run
@@ -34,21 +36,36 @@ type batchWorkload struct {
 // programs), so that both see the same machine load: for the
 // portfilter and the TCX pktcount (attaching dominates: each attach of
 // a new XDP program while the XDP dispatcher holds fewer than 48, and
-// every TCX attach, waits for an RCU grace period) and the firewall
-// (loading dominates: its maps are tens of megabytes the kernel allocates
-// and zeroes).
+// every TCX attach, waits for an RCU grace period), verifyheavy (the
+// verifier dominates) and the firewall (loading dominates, but most of
+// it is allocating a per-CPU map slot by slot under one kernel-wide
+// mutex). leafd must serve bench.WriteVerifyHeavyRepository's repository
+// (verifyHeavyRepo).
 func (b *benchmark) batchPairs(ctx context.Context) error {
+	portfilter, err := packages.FS.ReadFile("portfilter/portfilter.bpf.o")
+	if err != nil {
+		return err
+	}
+	pktcount, err := packages.FS.ReadFile("pktcount/pktcount.bpf.o")
+	if err != nil {
+		return err
+	}
+	firewall, err := packages.FS.ReadFile("firewall/firewall.bpf.o")
+	if err != nil {
+		return err
+	}
 	b.batch = []*batchWorkload{
-		{name: "50 XDP portfilter on 50 veths", file: "fifty.yaml", doc: bench.Document, object: "portfilter/portfilter.bpf.o", fn: "xdp_port_filter", attach: bench.XDPNative},
-		{name: "50 TCX pktcount on 50 veths", file: "tcx50.yaml", doc: bench.TCXDocument, object: "pktcount/pktcount.bpf.o", fn: "count_tc", attach: bench.TCXIngress},
-		{name: "50 XDP firewall on 50 veths", file: "firewall.yaml", doc: bench.FirewallDocument, object: "firewall/firewall.bpf.o", fn: "firewall_xdp", attach: bench.XDPNative},
+		{name: "50 XDP portfilter on 50 veths", file: "fifty.yaml", doc: bench.Document, object: portfilter, fn: "xdp_port_filter", attach: bench.XDPNative},
+		{name: "50 TCX pktcount on 50 veths", file: "tcx50.yaml", doc: bench.TCXDocument, object: pktcount, fn: "count_tc", attach: bench.TCXIngress},
+		{name: "50 XDP verifyheavy on 50 veths", file: "verifyheavy.yaml", doc: bench.VerifyHeavyDocument, object: bench.VerifyHeavyObject, fn: "xdp_verify_heavy", attach: bench.XDPNative},
+		{name: "50 XDP firewall on 50 veths", file: "firewall.yaml", doc: bench.FirewallDocument, object: firewall, fn: "firewall_xdp", attach: bench.XDPNative},
 	}
 	for _, w := range b.batch {
 		doc := w.doc(b.sb.NsB, b.sb.Ifaces)
 		if err := os.WriteFile(filepath.Join(b.tmp, w.file), doc, 0o644); err != nil {
 			return err
 		}
-		b.cmds = append(b.cmds, fmt.Sprintf("  paired %s: leafd %s, then bench.DirectProgram(%s, %s)", w.name, filepath.Join(b.tmp, w.file), w.object, w.fn))
+		b.cmds = append(b.cmds, fmt.Sprintf("  paired %s: leafd %s, then bench.DirectProgram(program %s)", w.name, filepath.Join(b.tmp, w.file), w.fn))
 		w.xdpMin = -1
 		for i := 0; i < b.runs; i++ {
 			if err := w.pair(ctx, b, doc); err != nil {
@@ -172,7 +189,11 @@ func (b *benchmark) runParallel(ctx context.Context) error {
 	if b.sb, err = bench.NewSandbox(b.r, 50); err != nil {
 		return err
 	}
-	if b.d, err = bench.StartDaemon(b.r, leafd, "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
+	repo, err := b.verifyHeavyRepo()
+	if err != nil {
+		return err
+	}
+	if b.d, err = bench.StartDaemon(b.r, leafd, "--metrics-address", "127.0.0.1:0", "--log-level", "info", "--repository-allow-unsigned", repo); err != nil {
 		return err
 	}
 	b.cmds = append(b.cmds, "each apply is one PUT /v1/state over the API socket (client.Apply, what `leaf apply` sends), timed from request to answer;")
@@ -185,4 +206,12 @@ var pairedHow = []string{
 	"paired rows: run by run, leafd's apply of the 50 from the empty state, then the reference in leafbench's own",
 	"  process: for each veth, ebpf.NewCollection (the one program and its maps) and the attach (XDP native or TCX),",
 	"  one after another; nothing validated, pinned or recorded; the kernel frees each run's programs before the next:",
+}
+
+// verifyHeavyRepo writes the verifyheavy package's repository into b.tmp
+// and returns its directory.
+func (b *benchmark) verifyHeavyRepo() (string, error) {
+	repo := filepath.Join(b.tmp, "repo")
+	b.r.Note("write the verifyheavy package (bench/bpf/verifyheavy.bpf.o) to " + repo)
+	return repo, bench.WriteVerifyHeavyRepository(repo)
 }

@@ -151,7 +151,11 @@ func (b *benchmark) run(ctx context.Context) error {
 
 	// leafd as a host runs it (info logs, metrics on), on a private
 	// bpffs, state directory and socket.
-	if b.d, err = bench.StartDaemon(b.r, b.leafd, "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
+	repo, err := b.verifyHeavyRepo()
+	if err != nil {
+		return err
+	}
+	if b.d, err = bench.StartDaemon(b.r, b.leafd, "--metrics-address", "127.0.0.1:0", "--log-level", "info", "--repository-allow-unsigned", repo); err != nil {
 		return err
 	}
 
