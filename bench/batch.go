@@ -90,9 +90,11 @@ func xdpDocument(prefix, pkg, program, netns string, ifaces []string) []byte {
 // XDPLinkPrograms counts the distinct programs XDP links run on the whole
 // machine. The kernel's XDP dispatcher calls up to 48 of them directly,
 // and attaching or detaching one that changes that set waits for an RCU
-// grace period; once 48 are in, further programs are called indirectly
-// and attach without that wait. Other work on the machine moves XDP
-// attach times by that much, so the report shows it.
+// grace period; while 48 are in, further programs are called indirectly
+// and attach without that wait. Which ones are in depends on the order
+// they were attached and detached (a program attached while it was full
+// stays out), so this count only hints at it; the report shows it
+// because other work on the machine moves XDP attach times that much.
 func XDPLinkPrograms() (int, error) {
 	progs := map[ebpf.ProgramID]bool{}
 	it := new(link.Iterator)

@@ -117,7 +117,7 @@ func (b *benchmark) reportBatch() {
 		}
 		l, r := bench.Summarize(w.leaf).Median, bench.Summarize(w.ref).Median
 		ratio := median(w.ratios)
-		fmt.Printf("target: apply %s at most 0.7x of the sequential reference, paired in the same run: median leafd %s, median reference %s, median of the %d per-run ratios %.2fx: %s (XDP link programs elsewhere on the machine: %d to %d of the dispatcher's 48)\n",
+		fmt.Printf("target: apply %s at most 0.7x of the sequential reference, paired in the same run: median leafd %s, median reference %s, median of the %d per-run ratios %.2fx: %s (programs of XDP links elsewhere on the machine: %d to %d)\n",
 			w.name, ms(l), ms(r), len(w.ratios), ratio, verdict(ratio <= 0.7, "not met"), w.xdpMin, w.xdp)
 	}
 	fmt.Println()
