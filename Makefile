@@ -11,6 +11,9 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -fno-ident \
 
 BPF_SOURCES := $(wildcard packages/*/*.bpf.c examples/*/*.bpf.c testdata/packages/*/*.bpf.c testdata/l3af/*/*.bpf.c testdata/chain/*.bpf.c bench/bpf/*.bpf.c)
 BPF_OBJECTS := $(BPF_SOURCES:.c=.o)
+# Shared headers (the packet-parsing prologue): every object is rebuilt
+# when one changes.
+BPF_HEADERS := $(wildcard packages/include/*.h)
 BIN := bin
 
 .PHONY: all build docs package generate crds check-generate test vet fmt-check demo bench clean deps cross-build bench-kube
@@ -53,7 +56,7 @@ generate: $(BPF_OBJECTS) crds
 crds:
 	$(GO) run ./internal/kube/crdgen/cmd deploy/kubernetes/crds
 
-%.bpf.o: %.bpf.c
+%.bpf.o: %.bpf.c $(BPF_HEADERS)
 	cd $(dir $<) && $(CLANG) $(BPF_CFLAGS) -c $(notdir $<) -o $(notdir $@)
 	$(STRIP) -g $@
 
@@ -70,9 +73,11 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Every test, the real-kernel ones included. Needs root.
+# Every test, the real-kernel ones included. Needs root. Artefacts (the
+# console's screenshots) land in bin/artifacts unless LEAF_TEST_ARTIFACTS
+# names another directory.
 test: deps fmt-check vet check-generate cross-build
-	$(GO) test -race -count=1 -timeout 30m ./...
+	LEAF_TEST_ARTIFACTS=$${LEAF_TEST_ARTIFACTS:-$(CURDIR)/$(BIN)/artifacts} $(GO) test -race -count=1 -timeout 30m ./...
 
 demo: deps build
 	scripts/demo.sh

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -87,11 +86,7 @@ func emptyProgram(typ ebpf.ProgramType, verdict int32) (*ebpf.Program, error) {
 // loadPackage loads a built-in package's object with its load-time
 // constants and returns the collection.
 func loadPackage(name string, consts map[string]any) (*ebpf.Collection, error) {
-	obj, err := packages.FS.ReadFile(name + "/" + name + ".bpf.o")
-	if err != nil {
-		return nil, err
-	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	spec, err := packages.Spec(name)
 	if err != nil {
 		return nil, err
 	}

@@ -140,9 +140,16 @@ func (e *APIError) Error() string {
 			b.WriteString(d.Field + ": ")
 		}
 		b.WriteString(d.Message)
+		for _, l := range d.VerifierLog {
+			b.WriteString("\n      " + l)
+		}
 	}
 	return b.String()
 }
+
+// Kind is the answer's kind (v1.Error.Kind): what sort of failure, for
+// a program to act on.
+func (e *APIError) Kind() string { return e.Body.Kind }
 
 // maxRetries bounds how often a call rate-limited by leafd (429) is
 // retried after the wait leafd asks for.

@@ -247,6 +247,8 @@ func TestAPIBadRequests(t *testing.T) {
 		{"dump of unknown attachment", "GET", v1.PathAttachments + "/nosuch/maps/drops", nil, 404, wants("nosuch")},
 		{"dump of unknown map", "GET", v1.PathAttachments + "/filter/maps/nosuchmap", nil, 404, wants("nosuchmap")},
 		{"dump of a dotted map name", "GET", v1.PathAttachments + "/filter/maps/.rodata", nil, 404, wants(".rodata")},
+		{"history of no samples", "GET", v1.PathHistory + "?samples=0", nil, 400, wants("samples", "positive")},
+		{"history of a word of samples", "GET", v1.PathHistory + "?samples=ten", nil, 400, wants(`"ten"`)},
 		{"unknown path", "GET", "/v1/nothing-here", nil, 404, wants("/v1/nothing-here")},
 		{"unknown version prefix", "GET", "/v2/status", nil, 404, wants("/v2/status")},
 		{"stats with bad JSON", "PUT", v1.PathStats, []byte(`{"enabled": `), 400, nil},

@@ -138,6 +138,8 @@ func matrixCalls(t *testing.T, s *secureLeafd, document []byte) []call {
 		"GET /v1/events":                        {{path: "/v1/events", need: R}},
 		"GET /v1/whoami":                        {{path: "/v1/whoami", need: N}},
 		"GET /console/":                         {{path: "/console/", need: R}},
+		"GET /v1/history":                       {{path: "/v1/history", need: R}},
+		"GET /v1/certificates":                  {{path: "/v1/certificates", need: R}},
 		"GET /v1/state":                         {{path: "/v1/state", need: R}},
 		"PUT /v1/state":                         {{path: "/v1/state?dryRun=true", body: string(document), need: O}, {path: "/v1/state", body: string(document), need: A}},
 		"GET /v1/status":                        {{path: "/v1/status", need: R}},

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/client"
+	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
@@ -100,7 +101,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
 	testdata, _ := filepath.Abs(filepath.Join("..", "testdata", "packages"))
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata}})
+	// A second repository requires author signatures, and holds an
+	// unsigned package.
+	key := filepath.Join(t.TempDir(), "author")
+	leafPkg(t, "keygen", "--out", key)
+	signedOnly := versionedRepo(t, "3.0.0")
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: []string{"--repository-allow-unsigned", testdata, "--repository", signedOnly, "--trusted-key", key + ".pub"}})
 
 	filter := portFilter(p, "filter", "1.0.0", 7001)
 	counter := `name: counter
@@ -118,36 +124,41 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 		name       string
 		doc        []byte
 		code       int
+		kind       string
 		attachment string
 		field      string
 		contains   string
 	}{
-		{"malformed YAML", []byte("apiVersion: leaf.dev/v1alpha1\nspec: [\n"), 400, "", "", "malformed"},
-		{"unknown field", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nbogus: 1\nhook: {type: tracepoint, tracepoint: sched/sched_process_exec}"), 400, "", "", `unknown field "bogus"`},
-		{"wrong kind", []byte(strings.Replace(string(doc(filter)), "kind: HostState", "kind: Pod", 1)), 422, "", "kind", "HostState"},
-		{"unknown package", doc(filter, counter, onA("extra", "nosuch@1.0.0", "")), 422, "extra", "package", `no package "nosuch"`},
-		{"unknown version", doc(filter, counter, onA("extra", "pktcount@9.9.9", "program: count_xdp\n")), 422, "extra", "package", "1.0.0"},
-		{"missing interface", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: nosuch0, netns: "+p.NsA+"}"), 422, "extra", "hook.interface", `"nosuch0" not found`},
-		{"missing netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: leaf-no-such-netns}"), 422, "extra", "hook.netns", "leaf-no-such-netns"},
-		{"program type does not fit hook", doc(filter, counter, onA("extra", "pktcount@1.0.0", "program: count_tc\n")), 422, "extra", "hook.type", "cannot attach to a xdp hook"},
-		{"unknown program", doc(filter, counter, onA("extra", "pktcount@1.0.0", "program: nope\n")), 422, "extra", "program", `no program "nope"`},
-		{"verifier rejects", doc(filter, counter, "name: extra\npackage: badverifier@1.0.0\nhook: {type: xdp, interface: lo, netns: "+p.NsA+"}"), 422, "extra", "package", "rejected by the verifier"},
-		{"param of wrong type", doc(strings.Replace(filter, "ports: [7001]", `ports: ["http"]`, 1), counter), 422, "filter", "params.ports", `got string "http"`},
-		{"param out of range", doc(strings.Replace(filter, "ports: [7001]", "ports: [70000]", 1), counter), 422, "filter", "params.ports", "out of range for u16"},
-		{"unknown param", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], nope: 1", 1), counter), 422, "filter", "params.nope", `no parameter "nope"`},
-		{"bool param given a number", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], filter_udp: 1", 1), counter), 422, "filter", "params.filter_udp", "expected bool"},
+		{"malformed YAML", []byte("apiVersion: leaf.dev/v1alpha1\nspec: [\n"), 400, "bad-request", "", "", "malformed"},
+		{"unknown field", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nbogus: 1\nhook: {type: tracepoint, tracepoint: sched/sched_process_exec}"), 400, "bad-request", "", "", `unknown field "bogus"`},
+		{"wrong kind", []byte(strings.Replace(string(doc(filter)), "kind: HostState", "kind: Pod", 1)), 422, "invalid", "", "kind", "HostState"},
+		{"unknown package", doc(filter, counter, onA("extra", "nosuch@1.0.0", "")), 422, "not-found", "extra", "package", `no package "nosuch"`},
+		{"unknown version", doc(filter, counter, onA("extra", "pktcount@9.9.9", "program: count_xdp\n")), 422, "not-found", "extra", "package", "1.0.0"},
+		{"missing interface", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: nosuch0, netns: "+p.NsA+"}"), 422, "invalid", "extra", "hook.interface", `"nosuch0" not found`},
+		{"missing netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: leaf-no-such-netns}"), 422, "invalid", "extra", "hook.netns", "leaf-no-such-netns"},
+		{"program type does not fit hook", doc(filter, counter, onA("extra", "pktcount@1.0.0", "program: count_tc\n")), 422, "invalid", "extra", "hook.type", "cannot attach to a xdp hook"},
+		{"unknown program", doc(filter, counter, onA("extra", "pktcount@1.0.0", "program: nope\n")), 422, "invalid", "extra", "program", `no program "nope"`},
+		{"unsigned package under a signature-required policy", doc(filter, counter, onA("extra", "portfilter@3.0.0", "params: {ports: [7002]}\n")), 422, "trust", "extra", "package", "no signatures found"},
+		{"content other than the pinned digest", doc(filter, counter, onA("extra", "pktcount@1.0.0@sha256:"+strings.Repeat("0", 64), "program: count_xdp\n")), 422, "trust", "extra", "package", "refusing other content under a pinned version"},
+		{"kprobe on a kernel without kprobes", doc(filter, counter, "name: extra\npackage: callcount@1.0.0\nprogram: count_kprobe\nhook: {type: kprobe, function: do_sys_openat2}"), 422, "feature-missing", "extra", "hook.type", "kprobes are not supported"},
+		{"verifier rejects", doc(filter, counter, "name: extra\npackage: badverifier@1.0.0\nhook: {type: xdp, interface: lo, netns: "+p.NsA+"}"), 422, "verifier", "extra", "package", "rejected by the verifier"},
+		{"param of wrong type", doc(strings.Replace(filter, "ports: [7001]", `ports: ["http"]`, 1), counter), 422, "invalid", "filter", "params.ports", `got string "http"`},
+		{"param out of range", doc(strings.Replace(filter, "ports: [7001]", "ports: [70000]", 1), counter), 422, "invalid", "filter", "params.ports", "out of range for u16"},
+		{"unknown param", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], nope: 1", 1), counter), 422, "invalid", "filter", "params.nope", `no parameter "nope"`},
+		{"bool param given a number", doc(strings.Replace(filter, "ports: [7001]", "ports: [7001], filter_udp: 1", 1), counter), 422, "invalid", "filter", "params.filter_udp", "expected bool"},
 		// Names are checked before any lookup: a NUL-terminated copy of
 		// the chained interface's name must not reach the kernel (where it
 		// would name the same interface and replace leaf's own chain).
-		{"NUL in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \""+p.IfB+"\\0\", netns: "+p.NsB+", replaceForeign: true}"), 422, "extra", "hook.interface", "NUL or control character"},
-		{"control byte in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \"lo\\x1b\", netns: "+p.NsA+"}"), 422, "extra", "hook.interface", "NUL or control character"},
-		{"interface name too long", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: sixteen-bytes-xx, netns: "+p.NsA+"}"), 422, "extra", "hook.interface", "15 bytes"},
-		{"control byte in netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: \""+p.NsA+"\\x01\"}"), 422, "extra", "hook.netns", "NUL or control character"},
-		{"netns path with ..", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: /var/run/netns/../netns/"+p.NsA+"}"), 422, "extra", "hook.netns", "clean absolute path"},
-		{"more attachments than the limit", oversizeDoc(1001), 413, "", "spec.attachments", "1001 attachments; this leafd accepts at most 1000"},
+		{"NUL in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \""+p.IfB+"\\0\", netns: "+p.NsB+", replaceForeign: true}"), 422, "invalid", "extra", "hook.interface", "NUL or control character"},
+		{"control byte in interface name", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: \"lo\\x1b\", netns: "+p.NsA+"}"), 422, "invalid", "extra", "hook.interface", "NUL or control character"},
+		{"interface name too long", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: sixteen-bytes-xx, netns: "+p.NsA+"}"), 422, "invalid", "extra", "hook.interface", "15 bytes"},
+		{"control byte in netns", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: \""+p.NsA+"\\x01\"}"), 422, "invalid", "extra", "hook.netns", "NUL or control character"},
+		{"netns path with ..", doc(filter, counter, "name: extra\npackage: pktcount@1.0.0\nprogram: count_xdp\nhook: {type: xdp, interface: lo, netns: /var/run/netns/../netns/"+p.NsA+"}"), 422, "invalid", "extra", "hook.netns", "clean absolute path"},
+		{"body over 4 MiB", append(doc(filter, counter), "\n# "+strings.Repeat("x", 4<<20)...), 413, "limit", "", "", "request body too large"},
+		{"more attachments than the limit", oversizeDoc(1001), 413, "limit", "", "spec.attachments", "1001 attachments; this leafd accepts at most 1000"},
 		// A change to a running attachment bundled with a bad new one: the
 		// whole document is refused, so the ports stay as they were.
-		{"good change with a bad attachment", doc(strings.Replace(filter, "7001", "7009", 1), counter, onA("extra", "nosuch@1.0.0", "")), 422, "extra", "package", "nosuch"},
+		{"good change with a bad attachment", doc(strings.Replace(filter, "7001", "7009", 1), counter, onA("extra", "nosuch@1.0.0", "")), 422, "not-found", "extra", "package", "nosuch"},
 		// This one fails only when attaching, after earlier steps of the
 		// same apply were carried out: they must be undone. a-count is
 		// created on A and filter's ports change before zz-xdp finds A's
@@ -155,17 +166,20 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 		{"attach conflict undoes earlier steps", doc(
 			"name: a-count\npackage: pktcount@1.0.0\nprogram: count_tc\nhook: {type: tc, direction: ingress, interface: "+p.IfA+", netns: "+p.NsA+"}",
 			strings.Replace(filter, "7001", "7009", 1), counter,
-			onA("zz-xdp", "pktcount@1.0.0", "program: count_xdp\n")), 409, "zz-xdp", "", "does not manage"},
+			onA("zz-xdp", "pktcount@1.0.0", "program: count_xdp\n")), 409, "conflict", "zz-xdp", "hook", "does not manage"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.kind == "feature-missing" && hook.KprobeSupported() == nil {
+				t.Skip("this kernel has kprobes")
+			}
 			_, err := d.Client.Apply(ctx(t), tc.doc, false)
 			var apiErr *client.APIError
 			if !errors.As(err, &apiErr) {
 				t.Fatalf("apply succeeded or failed without an API error: %v", err)
 			}
-			if apiErr.StatusCode != tc.code {
-				t.Errorf("status %d, want %d: %v", apiErr.StatusCode, tc.code, err)
+			if apiErr.StatusCode != tc.code || apiErr.Kind() != tc.kind {
+				t.Errorf("status %d kind %q, want %d %q: %v", apiErr.StatusCode, apiErr.Kind(), tc.code, tc.kind, err)
 			}
 			if !strings.Contains(err.Error(), tc.contains) {
 				t.Errorf("error %q does not contain %q", err, tc.contains)
@@ -173,7 +187,7 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 			if tc.attachment != "" || tc.field != "" {
 				found := false
 				for _, det := range apiErr.Body.Details {
-					if det.Attachment == tc.attachment && det.Field == tc.field {
+					if det.Attachment == tc.attachment && det.Field == tc.field && det.Kind == tc.kind {
 						found = true
 					}
 				}
@@ -191,6 +205,22 @@ hook: {type: tc, direction: ingress, interface: ` + p.IfB + `, netns: ` + p.NsB 
 	_, err := d.Client.Apply(ctx(t), doc(filter, counter, "name: extra\npackage: badverifier@1.0.0\nhook: {type: xdp, interface: lo, netns: "+p.NsA+"}"), false)
 	if err == nil || !strings.Contains(err.Error(), "invalid access to packet") {
 		t.Errorf("verifier log not surfaced: %v", err)
+	}
+	// ... and, apart, for programs: the end of the log, bounded.
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || len(apiErr.Body.Details) != 1 {
+		t.Fatalf("verifier refusal: %v", err)
+	}
+	if vl := apiErr.Body.Details[0].VerifierLog; len(vl) == 0 || len(vl) > 13 || !strings.Contains(strings.Join(vl, "\n"), "invalid access to packet") {
+		t.Errorf("verifierLog %q: want the log's end, at most 13 lines, naming the refusal", vl)
+	}
+	// The event log says the same.
+	evs, err := d.Client.Events(ctx(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Type != v1.EventApplyFailed || last.Kind != "verifier" {
+		t.Errorf("last event %+v, want apply-failed of kind verifier", last)
 	}
 }
 

@@ -411,8 +411,9 @@ func TestXDPForeignProgramRefusedUnlessReplaced(t *testing.T) {
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: fixtureRepos(t)})
 	m := member{name: "m", priority: 1}
 	_, err := d.Client.Apply(ctx(t), chainDoc(p, m), false)
-	if err == nil || !strings.Contains(err.Error(), "does not manage") || !strings.Contains(err.Error(), "replaceForeign") {
-		t.Fatalf("want a refusal naming replaceForeign, got %v", err)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 409 || apiErr.Kind() != "conflict" || !strings.Contains(err.Error(), "does not manage") || !strings.Contains(err.Error(), "replaceForeign") {
+		t.Fatalf("want a 409 of kind conflict naming replaceForeign, got %v", err)
 	}
 	if xdpProgID(t, p.NsB, p.IfB) != foreignID {
 		t.Fatal("the foreign program was touched")

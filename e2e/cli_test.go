@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,12 +308,12 @@ func TestCLI(t *testing.T) {
 		{[]string{"delete", "nosuch"}, `no such attachment: "nosuch"`},
 		{[]string{"maps", "nosuch"}, `no such attachment: "nosuch"`},
 		{[]string{"maps", "filter", "nosuchmap"}, `has no map "nosuchmap"`},
-		{[]string{"apply", "-f", cliFile(t, "bad.yaml", doc(portFilter(p, "filter", "1.0.0", 7001), fmt.Sprintf("name: bad\npackage: nosuchpkg@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)))}, `attachment "bad": package: package not found`},
+		{[]string{"apply", "-f", cliFile(t, "bad.yaml", doc(portFilter(p, "filter", "1.0.0", 7001), fmt.Sprintf("name: bad\npackage: nosuchpkg@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)))}, "attachment \"bad\": package: package not found.*\nkind: not-found \\(HTTP 422\\)\n"},
 		{[]string{"apply", "-f", cliFile(t, "malformed.yaml", []byte("spec: [\n"))}, "malformed document"},
-		{[]string{"apply", "-f", cliFile(t, "verifier.yaml", doc(fmt.Sprintf("name: bad\npackage: badverifier@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)))}, "invalid access to packet"},
+		{[]string{"apply", "-f", cliFile(t, "verifier.yaml", doc(fmt.Sprintf("name: bad\npackage: badverifier@1.0.0\nhook: {type: xdp, interface: %s, netns: %s}", p.IfA, p.NsA)))}, "(?s)invalid access to packet.*\nkind: verifier \\(HTTP 422\\)\nhint: the kernel's verifier refused"},
 	} {
 		r := runCLI(t, sock, nil, c.args...)
-		if r.Code != 3 || !strings.HasPrefix(r.Stderr, "leaf: ") || !strings.Contains(r.Stderr, c.want) || r.Stdout != "" {
+		if r.Code != 3 || !strings.HasPrefix(r.Stderr, "leaf: ") || !regexp.MustCompile(c.want).MatchString(r.Stderr) || r.Stdout != "" {
 			t.Errorf("leaf %s: exit %d stdout %q stderr %q; want exit 3 and %q on stderr", strings.Join(c.args, " "), r.Code, r.Stdout, r.Stderr, c.want)
 		}
 	}

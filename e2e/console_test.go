@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -46,8 +48,13 @@ func startConsole(t *testing.T, socket string, cred *syscall.Credential) string 
 }
 
 // TestConsoleInBrowser drives Debian's headless Chromium (playwright-core,
-// e2e/console) against the console leafd serves, through `leaf console`:
-// a three-member XDP chain shows in order, a reorder made through the API
+// e2e/console) against the console leafd serves, through `leaf console`,
+// on a host with a three-member XDP chain, a TC chain beside a foreign
+// TCX program the test attaches itself, and a tracepoint: every hook
+// shows (the foreign program marked foreign next to leaf's chain), the
+// charts of declared metrics fill with the traffic the test sends, the
+// verdict counters the packages declare count it, the TLS listener's
+// certificates show with their expiry, a reorder made through the API
 // appears without a reload, and a reader sees everything but can change
 // nothing. Screenshots land in $LEAF_TEST_ARTIFACTS (default: a temporary
 // directory named in the log).
@@ -68,33 +75,53 @@ func TestConsoleInBrowser(t *testing.T) {
 	os.MkdirAll(shots, 0o755)
 	shots, _ = filepath.Abs(shots)
 
-	const readerGID = 3141
-	cfg := filepath.Join(t.TempDir(), "leafd.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("apiVersion: leaf.dev/v1alpha1\nkind: DaemonConfig\nsocketGroup: \"%d\"\nsocketRoles:\n  - {group: \"%d\", role: reader}\n", readerGID, readerGID)), 0o600)
-	d := testenv.StartDaemon(t, testenv.DaemonOptions{
-		Socket: filepath.Join(testenv.SharedDir(t), "leafd.sock"),
-		Args:   []string{"--config", cfg, "--bpf-stats"},
-	})
+	// A TLS listener whose server certificate (a year) is inside a
+	// 400-day warning window and whose CA (ten years) is not.
+	s := startSecureLeafd(t, "certWarningWindow: 9600h\n", "--bpf-stats")
+	d := s.d
 	p := testenv.NewPair(t)
+	attachTCX(t, p, foreignProgram(t, ebpf.SchedCLS, "not_leafs"))
 	xdp := fmt.Sprintf("{type: xdp, interface: %s, netns: %s}", p.IfB, p.NsB)
+	tc := fmt.Sprintf("{type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB)
 	chain := func(prioFilter, prioLimit int) []byte {
 		return doc(
 			fmt.Sprintf("name: filter\npackage: portfilter@1.0.0\npriority: %d\nhook: %s\nparams: {ports: [7001]}", prioFilter, xdp),
 			fmt.Sprintf("name: count\npackage: pktcount@1.0.0\nprogram: count_xdp\npriority: 20\nhook: %s", xdp),
 			fmt.Sprintf("name: limit\npackage: ratelimit@1.0.0\npriority: %d\nhook: %s", prioLimit, xdp),
-			fmt.Sprintf("name: tc-count\npackage: pktcount@1.0.0\nprogram: count_tc\nhook: {type: tc, direction: ingress, interface: %s, netns: %s}", p.IfB, p.NsB),
+			fmt.Sprintf("name: tc-count\npackage: pktcount@1.0.0\nprogram: count_tc\npriority: 10\nhook: %s", tc),
+			fmt.Sprintf("name: tc-conns\npackage: connlimit@1.0.0\npriority: 20\nhook: %s\nparams: {ports: [7100]}", tc),
 			"name: execs\npackage: execcount@1.0.0\nhook: {type: tracepoint, tracepoint: sched/sched_process_exec}",
 		)
 	}
 	apply(t, d, chain(10, 30))
-	hook := status(t, d)["filter"].Hook
+	st := status(t, d)
+	hook, tcHook, tpHook := st["filter"].Hook, st["tc-count"].Hook, st["execs"].Hook
+	var foreignID uint32
+	waitFor(t, 10*time.Second, "the foreign TCX program in status", func() bool {
+		full, err := d.Client.Status(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range full.Foreign {
+			if f.Hook == tcHook && f.Name == "not_leafs" {
+				foreignID = f.ProgramID
+				return true
+			}
+		}
+		return false
+	})
+	// Traffic for the charts and verdict counters: 7001 is dropped by
+	// the filter, 7002 passes the whole chain.
+	p.StartStream(t, 7001, 20*time.Millisecond)
+	p.StartStream(t, 7002, 10*time.Millisecond)
 
 	admin := startConsole(t, d.Socket, nil)
-	reader := startConsole(t, d.Socket, &syscall.Credential{Uid: 3142, Gid: readerGID, Groups: []uint32{readerGID}})
+	reader := startConsole(t, d.Socket, &syscall.Credential{Uid: 3142, Gid: 3001, Groups: []uint32{socketGroup, 3001}})
 
 	node := exec.Command("node", "console.test.mjs")
 	node.Dir = "console"
-	node.Env = append(os.Environ(), "ADMIN_URL="+admin, "READER_URL="+reader, "XDP_HOOK="+hook, "SHOTS="+shots)
+	node.Env = append(os.Environ(), "ADMIN_URL="+admin, "READER_URL="+reader, "XDP_HOOK="+hook, "TC_HOOK="+tcHook, "TP_HOOK="+tpHook,
+		fmt.Sprintf("FOREIGN_ID=%d", foreignID), "SHOTS="+shots)
 	node.Stderr = os.Stderr
 	stdin, _ := node.StdinPipe()
 	stdout, _ := node.StdoutPipe()
@@ -118,6 +145,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if order := expect("READY"); order != "filter,count,limit" {
 		t.Fatalf("chain shown as %s", order)
+	}
+	if tcShown := expect("TC"); tcShown != fmt.Sprintf("tc-count,tc-conns foreign %d", foreignID) {
+		t.Fatalf("TC hook shown as %q", tcShown)
+	}
+	expect("TRACEPOINT execs")
+	if charts := expect("CHARTS"); charts == "" {
+		t.Fatal("no chart with data")
+	} else {
+		t.Logf("charts with data: %s", charts)
+	}
+	if verdicts := expect("VERDICTS"); !strings.Contains(verdicts, "XDP_DROP=") || !strings.Contains(verdicts, "XDP_PASS=") {
+		t.Fatalf("filter's verdict counters: %q", verdicts)
+	}
+	if certs := expect("CERTS"); certs != "server:leafd:warn ca:leaf e2e CA:ok" {
+		t.Fatalf("certificates shown as %q", certs)
 	}
 	// Reorder through the API: limit first.
 	apply(t, d, chain(10, 5))

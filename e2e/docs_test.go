@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/testenv"
 )
 
@@ -23,9 +26,19 @@ import (
 //
 //	# docs-test: skip: needs a registry
 //
+// A block that talks to leafd about an interface (README's quickstart on
+// a real interface) says so instead; it runs against a leafd of the
+// test's (LEAF_SOCKET) with IFACE set to a veth the test made in the
+// host's network namespace:
+//
+//	# docs-test: with leafd: …
+//
 // Blocks meant to be read, not pasted (with prompts and output), are
 // ```console.
-const docsSkip = "# docs-test: skip:"
+const (
+	docsSkip  = "# docs-test: skip:"
+	docsLeafd = "# docs-test: with leafd:"
+)
 
 type shBlock struct {
 	file   string
@@ -89,13 +102,61 @@ func TestDocsShellBlocks(t *testing.T) {
 			cmd := exec.CommandContext(ctx, "dash", "-e", "-c", b.text)
 			cmd.Dir = dir
 			cmd.Env = append(os.Environ(), "HOME="+dir, "PATH="+bin+":"+os.Getenv("PATH"), "LEAF_CONFIG="+filepath.Join(dir, "leaf.yaml"))
+			var d *testenv.Daemon
+			var iface string
+			if strings.HasPrefix(b.text, docsLeafd) {
+				d, iface = withLeafd(t)
+				cmd.Env = append(cmd.Env, "LEAF_SOCKET="+d.Socket, "IFACE="+iface)
+			}
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("%s:%d: %v\n%s", b.file, b.line, err, out)
+			}
+			if d != nil {
+				checkAppliedOnIface(t, d, iface)
 			}
 		})
 		ran++
 	}
 	if ran == 0 {
 		t.Error("no sh block ran")
+	}
+}
+
+// withLeafd starts a leafd for a block and makes a veth pair in the host's
+// network namespace (random names, removed at the end): the block gets
+// LEAF_SOCKET and IFACE.
+func withLeafd(t *testing.T) (*testenv.Daemon, string) {
+	t.Helper()
+	testenv.RequireKernel(t)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{})
+	iface := fmt.Sprintf("lq%x", rand.Uint32())
+	if out, err := exec.Command("ip", "link", "add", iface, "type", "veth", "peer", "name", iface+"p").CombinedOutput(); err != nil {
+		t.Fatalf("make veth %s: %v: %s", iface, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", iface).Run() })
+	for _, l := range []string{iface, iface + "p"} {
+		if out, err := exec.Command("ip", "link", "set", l, "up").CombinedOutput(); err != nil {
+			t.Fatalf("set %s up: %v: %s", l, err, out)
+		}
+	}
+	return d, iface
+}
+
+// checkAppliedOnIface checks that a block run withLeafd changed programs
+// on IFACE: leafd's event log holds applies naming it.
+func checkAppliedOnIface(t *testing.T, d *testenv.Daemon, iface string) {
+	t.Helper()
+	evs, err := d.Client.Events(ctx(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Type == v1.EventApply && strings.Contains(e.Hook+" "+e.Message, iface) {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Errorf("the block applied nothing on %s; events: %+v", iface, evs)
 	}
 }

@@ -171,8 +171,8 @@ hook: {type: kprobe, function: do_sys_openat2}`)
 	_, err := d.Client.Apply(ctx(t), document, false)
 	if hook.KprobeSupported() != nil {
 		var apiErr *client.APIError
-		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "kprobes are not supported by this kernel") {
-			t.Fatalf("on a kernel without kprobes, want a 422 saying so, got %v", err)
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || apiErr.Kind() != "feature-missing" || !strings.Contains(err.Error(), "kprobes are not supported by this kernel") {
+			t.Fatalf("on a kernel without kprobes, want a 422 of kind feature-missing saying so, got %v", err)
 		}
 		if len(status(t, d)) != 0 {
 			t.Fatal("a refused kprobe left an attachment behind")

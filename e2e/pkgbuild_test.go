@@ -105,17 +105,28 @@ func TestPkgInitBuildLintDeploy(t *testing.T) {
 	}
 }
 
-// portfilterSources writes portfilter's sources (no object) into dir,
-// with a scratch file .leafignore leaves out.
+// portfilterSources writes portfilter's sources (no object) into dir, and
+// the shared headers it includes into dir/../include as in packages/, with
+// a scratch file .leafignore leaves out.
 func portfilterSources(t *testing.T, dir string) {
 	t.Helper()
+	include := filepath.Join(dir, "..", "include")
 	os.MkdirAll(dir, 0o755)
+	os.MkdirAll(include, 0o755)
+	headers, _ := filepath.Glob(filepath.Join("..", "packages", "include", "*.h"))
+	files := map[string]string{}
 	for _, f := range []string{"leaf.yaml", "README.md", "portfilter.bpf.c"} {
-		data, err := os.ReadFile(filepath.Join("..", "packages", "portfilter", f))
+		files[filepath.Join("..", "packages", "portfilter", f)] = dir
+	}
+	for _, h := range headers {
+		files[h] = include
+	}
+	for src, to := range files {
+		data, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+		os.WriteFile(filepath.Join(to, filepath.Base(src)), data, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("scratch "+dir), 0o644)
 	os.WriteFile(filepath.Join(dir, ".leafignore"), []byte("# scratch\nnotes.txt\n"), 0o644)

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces and loads BPF programs)" >&2; exit 1; }
 
+BIN=${BIN:-bin}   # where leaf and leafd are (make build: bin/)
 WORK=$(mktemp -d /tmp/leaf-demo.XXXXXX)
 BPFFS=$WORK/bpffs
 SOCK=$WORK/leafd.sock
-LEAF="bin/leaf --socket $SOCK"
+LEAF="$BIN/leaf --socket $SOCK"
 LEAFD_PID=
 CONSOLE_PID=
 
@@ -43,7 +44,7 @@ mkdir -p "$BPFFS"
 mount -t bpf bpf "$BPFFS"
 
 step "start leafd (local state store, built-in package repository)"
-bin/leafd --state-dir "$WORK/state" --bpffs "$BPFFS" --socket "$SOCK" \
+"$BIN/leafd" --state-dir "$WORK/state" --bpffs "$BPFFS" --socket "$SOCK" \
 	--metrics-address 127.0.0.1:0 --bpf-stats --log-level warn &
 LEAFD_PID=$!
 for _ in $(seq 50); do $LEAF status >/dev/null 2>&1 && break; sleep 0.1; done

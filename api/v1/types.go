@@ -6,18 +6,20 @@ import "time"
 
 // Paths of the API.
 const (
-	PathState       = "/v1/state"       // GET: desired state; PUT: apply a document
-	PathStatus      = "/v1/status"      // GET: attachments as the kernel holds them
-	PathAttachments = "/v1/attachments" // DELETE /v1/attachments/{name}
-	PathPackages    = "/v1/packages"    // GET: packages in the repositories
-	PathStats       = "/v1/stats"       // GET, PUT: kernel BPF statistics on or off
-	PathTokens      = "/v1/tokens"      // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
-	PathConsole     = "/console/"       // GET: the web console (files; the page uses the endpoints above)
-	PathWhoami      = "/v1/whoami"      // GET: the caller's identity and role
-	PathDebug       = "/debug/pprof/"   // Go runtime profiles (admin only)
-	PathEvents      = "/v1/events"      // GET: the event log; ?follow=true streams it
-	PathHealth      = "/healthz"        // GET: leafd answers
-	PathReady       = "/readyz"         // GET: 200 once the first reconciliation finished
+	PathState       = "/v1/state"        // GET: desired state; PUT: apply a document
+	PathStatus      = "/v1/status"       // GET: attachments as the kernel holds them
+	PathAttachments = "/v1/attachments"  // DELETE /v1/attachments/{name}
+	PathPackages    = "/v1/packages"     // GET: packages in the repositories
+	PathStats       = "/v1/stats"        // GET, PUT: kernel BPF statistics on or off
+	PathTokens      = "/v1/tokens"       // GET: list; POST: issue; DELETE /v1/tokens/{id}: revoke
+	PathConsole     = "/console/"        // GET: the web console (files; the page uses the endpoints above)
+	PathWhoami      = "/v1/whoami"       // GET: the caller's identity and role
+	PathDebug       = "/debug/pprof/"    // Go runtime profiles (admin only)
+	PathEvents      = "/v1/events"       // GET: the event log; ?follow=true streams it
+	PathHealth      = "/healthz"         // GET: leafd answers
+	PathReady       = "/readyz"          // GET: 200 once the first reconciliation finished
+	PathHistory     = "/v1/history"      // GET: recent samples of declared metrics and program runs
+	PathCerts       = "/v1/certificates" // GET: the TLS listener's certificates and their expiry
 )
 
 // ApplyResult says what an apply (or a delete) did, or would do with
@@ -40,6 +42,28 @@ type Action struct {
 type Status struct {
 	BPFStats    bool               `json:"bpfStats"`
 	Attachments []AttachmentStatus `json:"attachments"`
+	// Foreign are programs leaf does not own on the hooks it manages, as
+	// the last drift check found them.
+	Foreign []ForeignProgram `json:"foreign,omitempty"`
+}
+
+// ForeignProgram is a program someone else attached to a hook leaf
+// manages.
+type ForeignProgram struct {
+	// Hook is written like AttachmentStatus.Hook, so the two join.
+	Hook      string `json:"hook"`
+	HookType  string `json:"hookType"`
+	ProgramID uint32 `json:"programID"`
+	// LinkID is 0 for a program attached without a bpf_link.
+	LinkID uint32 `json:"linkID,omitempty"`
+	Name   string `json:"name,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+	// Secure: secure mode is on for the hook; Allowed: an allowlist keeps
+	// the program anyway.
+	Secure  bool `json:"secure,omitempty"`
+	Allowed bool `json:"allowed,omitempty"`
+	// RunsBefore: the kernel runs it before leaf's chain (TCX order).
+	RunsBefore bool `json:"runsBefore,omitempty"`
 }
 
 // AttachmentStatus is one attachment as desired and as observed.
@@ -111,6 +135,12 @@ type ChainStatus struct {
 	ModeReason string `json:"modeReason,omitempty"`
 	// NextProgramID is the next member's program (0 for the last).
 	NextProgramID uint32 `json:"nextProgramID,omitempty"`
+	// HookRunCount and HookRunTimeNs are the kernel's BPF statistics of
+	// the program the hook runs: the whole chain, every member together
+	// (the kernel cannot time one member of a chain; its runs are
+	// RunCount). Set while statistics are on.
+	HookRunCount  *uint64 `json:"hookRunCount,omitempty"`
+	HookRunTimeNs *uint64 `json:"hookRunTimeNs,omitempty"`
 }
 
 // States of an attachment.
@@ -225,7 +255,13 @@ type Stats struct {
 
 // Error is the body of every 4xx and 5xx answer.
 type Error struct {
-	Error   string        `json:"error"`
+	Error string `json:"error"`
+	// Kind says what sort of failure it is, for programs to act on (the
+	// table is in docs/api.md): invalid, not-found, trust, verifier,
+	// feature-missing, limit, unavailable, conflict, internal, and for
+	// requests that never reach a document bad-request,
+	// unauthenticated, forbidden, rate-limited.
+	Kind    string        `json:"kind"`
 	Details []ErrorDetail `json:"details,omitempty"`
 }
 
@@ -234,6 +270,12 @@ type ErrorDetail struct {
 	Attachment string `json:"attachment,omitempty"`
 	Field      string `json:"field,omitempty"`
 	Message    string `json:"message"`
+	// Kind is this problem's kind (Error.Kind is the one that decided
+	// the status code).
+	Kind string `json:"kind,omitempty"`
+	// VerifierLog is the end of the verifier's log when it refused the
+	// program (kind verifier).
+	VerifierLog []string `json:"verifierLog,omitempty"`
 }
 
 // Signer is a verified signature: its role (author or repository), the
@@ -330,3 +372,61 @@ const (
 
 // EventTypes lists every event type.
 var EventTypes = []string{EventApply, EventApplyFailed, EventDrift, EventRestored, EventRestoreFailed, EventForeign, EventForeignRemoved, EventCompanion}
+
+// History is what leafd sampled over the last minutes: every series'
+// values line up with Times (null where the series had no value).
+type History struct {
+	// Interval is the time between samples, in seconds; Capacity is the
+	// most samples leafd keeps (?samples=N asks for the last N only).
+	Interval float64     `json:"interval"`
+	Capacity int         `json:"capacity"`
+	Times    []time.Time `json:"times"`
+	Series   []Series    `json:"series"`
+}
+
+// Series is one attachment's metric over time.
+type Series struct {
+	Attachment string `json:"attachment"`
+	// Metric is the exported name (leaf_pkg_<package>_<name>, or
+	// leaf_program_runs_total and leaf_program_run_time_seconds_total
+	// while BPF statistics are on).
+	Metric string `json:"metric"`
+	Help   string `json:"help,omitempty"`
+	// Type is counter (the console draws its rate) or gauge.
+	Type string `json:"type"`
+	// Verdict is the program verdict the counter counts, when the package
+	// declares one (XDP_DROP, TC_ACT_SHOT, …).
+	Verdict string     `json:"verdict,omitempty"`
+	Values  []*float64 `json:"values"`
+}
+
+// Certificates are the TLS listener's certificates as leafd watches them.
+type Certificates struct {
+	// TLS is false when leafd has no TLS listener (the rest is empty).
+	TLS bool `json:"tls"`
+	// WarningWindow is how long before expiry leafd warns, in seconds.
+	WarningWindow float64       `json:"warningWindow"`
+	Certificates  []Certificate `json:"certificates"`
+	// Clients sums up the client certificates seen recently, without
+	// naming them.
+	Clients *ClientCertificates `json:"clients,omitempty"`
+}
+
+// Certificate is one certificate and the time it has left.
+type Certificate struct {
+	// Kind is server or ca.
+	Kind     string    `json:"kind"`
+	Subject  string    `json:"subject"`
+	NotAfter time.Time `json:"notAfter"`
+	// SecondsLeft is negative once expired; Warning is true inside the
+	// warning window.
+	SecondsLeft float64 `json:"secondsLeft"`
+	Warning     bool    `json:"warning"`
+}
+
+// ClientCertificates sums up the recently seen client certificates.
+type ClientCertificates struct {
+	Seen          int       `json:"seen"`
+	SoonestExpiry time.Time `json:"soonestExpiry"`
+	Expiring      int       `json:"expiring"`
+}

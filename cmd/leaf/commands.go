@@ -158,6 +158,31 @@ func printStatus(w io.Writer, st *v1.Status) {
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
+	printForeign(w, st.Foreign)
+}
+
+// printForeign lists programs others attached to leaf's hooks.
+func printForeign(w io.Writer, fs []v1.ForeignProgram) {
+	if len(fs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nnot leaf's, on its hooks:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOOK\tPROG ID\tLINK ID\tNAME\tRUNS\tSECURE MODE")
+	for _, f := range fs {
+		where, fate := "after leaf's chain", "off: stays"
+		if f.RunsBefore {
+			where = "before leaf's chain"
+		}
+		switch {
+		case f.Secure && f.Allowed:
+			fate = "allowlisted: stays"
+		case f.Secure:
+			fate = "on: removed"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", f.Hook, f.ProgramID, f.LinkID, f.Name, where, fate)
+	}
+	tw.Flush()
 }
 
 func mapsCmd(g *globals) *cobra.Command {

@@ -26,11 +26,40 @@ func main() {
 			fmt.Fprintln(os.Stderr, "hint:", h)
 		}
 		var apiErr *client.APIError
-		if errors.As(err, &apiErr) && apiErr.StatusCode < 500 {
-			os.Exit(3)
+		if errors.As(err, &apiErr) {
+			fmt.Fprint(os.Stderr, kindLines(apiErr))
+			if apiErr.StatusCode < 500 {
+				os.Exit(3)
+			}
 		}
 		os.Exit(1)
 	}
+}
+
+// kindLines says what kind of error leafd answered (for scripts: one
+// line "kind: KIND (HTTP CODE)") and, for kinds that need someone other
+// than the author of the document to act, what to do.
+func kindLines(e *client.APIError) string {
+	if e.Kind() == "" {
+		return ""
+	}
+	out := fmt.Sprintf("kind: %s (HTTP %d)\n", e.Kind(), e.StatusCode)
+	if h := kindHints[e.Kind()]; h != "" {
+		out += "hint: " + h + "\n"
+	}
+	return out
+}
+
+// kindHints are the next step for each kind whose fix is not an edit of
+// the document (docs/api.md lists the kinds).
+var kindHints = map[string]string{
+	"trust":           "the package is not signed by a key its repository trusts, or is not the content pinned: check with leaf pkg verify; sign it (leaf pkg sign) or change the repository's trust policy",
+	"verifier":        "the kernel's verifier refused the program: the verifier log above ends at the refused instruction; fix the program or load it on a kernel that accepts it",
+	"feature-missing": "this host's kernel lacks what the hook or program needs: use another hook type, or a host whose kernel has it",
+	"unavailable":     "a repository did not answer: try again later, or check the repository (leaf packages)",
+	"conflict":        "a program leaf does not manage holds the hook: remove it, or set hook.replaceForeign",
+	"limit":           "a configured or kernel limit was reached: apply fewer attachments at once, or raise the limit (docs/leafd.md)",
+	"internal":        "leafd itself failed: see its log (journalctl -u leafd)",
 }
 
 type globals struct {

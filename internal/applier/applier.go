@@ -26,7 +26,6 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/desired"
-	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -85,7 +84,7 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		if uerr := undo.run(); uerr != nil {
 			err = fmt.Errorf("%w (and undoing earlier steps failed: %v)", err, uerr)
 		}
-		return nil, desired.Errors{{Attachment: name, Message: err.Error(), Kind: kind}}
+		return nil, desired.Errors{{Attachment: name, Field: commitField(kind, err), Message: err.Error(), Kind: kind, Err: err}}
 	}
 	// A load failed: undo what the loads ready before it let us commit,
 	// and name every program that did not load.
@@ -154,23 +153,6 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		}
 	}
 	return records, errs.Err()
-}
-
-// errorKind classifies a failure to attach or commit: a hook held by
-// someone else is a conflict, a problem with a parameter value is the
-// document's, anything else (bpffs, pins, the kernel refusing an
-// operation leaf should have got right) is leafd's own.
-func errorKind(err error) string {
-	var pe *paramError
-	switch {
-	case errors.Is(err, hook.ErrForeign), errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
-		return desired.KindConflict
-	case errors.As(err, &pe):
-		return ""
-	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE), errors.Is(err, unix.ENOSPC), errors.Is(err, unix.E2BIG):
-		return desired.KindLimit
-	}
-	return desired.KindInternal
 }
 
 // paramError is a parameter value the map cannot take: the document's
@@ -344,21 +326,6 @@ func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map
 		return nil
 	}
 	return pinned
-}
-
-// explainLoadError keeps the verifier's words: the cause and the end of
-// its log, where the rejected instruction is.
-func explainLoadError(r *planner.Resolved, err error) error {
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		log := ve.Log
-		const keep = 12
-		if len(log) > keep {
-			log = append([]string{fmt.Sprintf("(%d earlier lines omitted)", len(log)-keep)}, log[len(log)-keep:]...)
-		}
-		return fmt.Errorf("%s: program %s was rejected by the verifier: %v\nverifier log:\n%s", r.Package.Ref(), r.Program.Name, ve.Cause, strings.Join(log, "\n"))
-	}
-	return fmt.Errorf("%s: load program %s: %w", r.Package.Ref(), r.Program.Name, err)
 }
 
 // cleanStaging removes staging leftovers of an interrupted apply.

@@ -31,7 +31,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 		return loadResult{loaded: ls}
 	}
 	if cp.ForceFused {
-		return loadResult{errs: desired.Errors{{Attachment: cp.Members[0].Attachment.Name, Field: "hook.chainMode", Message: err.Error()}}}
+		return loadResult{errs: desired.Errors{loadFailure(cp.Members[0].Attachment.Name, "hook.chainMode", err)}}
 	}
 	cp.Fused, cp.FuseRefused = false, refusal(err)
 	cp.ModeReason = "the fused chain was refused: " + cp.FuseRefused
@@ -40,7 +40,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 		name := r.Attachment.Name
 		l, err := ap.load(name, r)
 		if err != nil {
-			res.errs = append(res.errs, desired.Error{Attachment: name, Field: "package", Message: err.Error(), Kind: loadErrorKind(err)})
+			res.errs = append(res.errs, loadFailure(name, "package", err))
 			continue
 		}
 		res.loaded[name] = l

@@ -176,19 +176,10 @@ func (ap *Applier) runLoad(j loadJob) loadResult {
 	}
 	l, err := ap.load(j.act.Name, j.act.Desired)
 	if err != nil {
-		return loadResult{errs: desired.Errors{{Attachment: j.act.Name, Field: "package", Message: err.Error(), Kind: loadErrorKind(err)}}}
+		return loadResult{errs: desired.Errors{loadFailure(j.act.Name, "package", err)}}
 	}
 	crashpoint.Hit(crashpoint.Loaded)
 	return loadResult{loaded: map[string]*loaded{j.act.Name: l}}
-}
-
-// loadErrorKind tells running out of file descriptors (leafd's limit)
-// from a program the kernel refuses (the document's).
-func loadErrorKind(err error) string {
-	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
-		return desired.KindLimit
-	}
-	return ""
 }
 
 // fusedLoad reports whether an action's member is loaded as part of its

@@ -21,7 +21,7 @@ func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[
 		}
 		mp := maps[p.Map.Name]
 		if mp == nil {
-			return fmt.Errorf("parameter %s: map %s not loaded", name, p.Map.Name)
+			return &namedParamError{name, fmt.Errorf("map %s not loaded", p.Map.Name)}
 		}
 		typ, err := p.TypeOf()
 		if err != nil {
@@ -29,16 +29,16 @@ func writeMapParams(m *manifest.Manifest, maps map[string]*ebpf.Map, values map[
 		}
 		items, err := typ.Encode(v)
 		if err != nil {
-			return fmt.Errorf("parameter %s: %w", name, err)
+			return &namedParamError{name, err}
 		}
 		if p.Map.As == "value" {
 			if err := mp.Put(p.Map.Key, items[0]); err != nil {
-				return fmt.Errorf("parameter %s: write map %s: %w", name, p.Map.Name, err)
+				return &namedParamError{name, fmt.Errorf("write map %s: %w", p.Map.Name, err)}
 			}
 			continue
 		}
 		if err := setKeys(mp, items); err != nil {
-			return fmt.Errorf("parameter %s: map %s: %w", name, p.Map.Name, err)
+			return &namedParamError{name, fmt.Errorf("map %s: %w", p.Map.Name, err)}
 		}
 	}
 	return nil

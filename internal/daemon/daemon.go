@@ -77,8 +77,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	layout := bpffs.Layout{Root: cfg.BPFFS}
 	var rec *reconciler.Reconciler
-	m := metrics.New(statusFunc(func() (*v1Status, error) { return rec.Status() }),
-		objectsFunc(func() ([]reconciler.Objects, error) { return rec.Objects() }))
+	statusSrc := statusFunc(func() (*v1Status, error) { return rec.Status() })
+	objectsSrc := objectsFunc(func() ([]reconciler.Objects, error) { return rec.Objects() })
+	m := metrics.New(statusSrc, objectsSrc)
 	evlog := events.New(events.DefaultCapacity, m.Event)
 	companionDir := cfg.CompanionDir
 	if companionDir == "" {
@@ -136,6 +137,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv := &server.Server{Reconciler: rec, Stats: stats, Repos: repos, Logger: log, Events: evlog, Ready: ready.Load, Done: done,
 		Auth: sec.auth, Tokens: sec.tokens, Limiter: sec.limiter, L3AF: l3afSvc, Tail: tail.NewStats()}
 	m.Registry.MustRegister(srv.Tail)
+	// The console's charts: the last minutes of every attachment's
+	// declared metrics, sampled from start-up on.
+	history := metrics.NewHistory(statusSrc, objectsSrc, metrics.DefaultHistoryInterval, metrics.DefaultHistorySamples)
+	srv.History = history
+	if sec.watcher != nil {
+		srv.Certificates = sec.watcher.Certificates
+	}
 	if cfg.Kubernetes != nil {
 		srv.ManagedBy = ManagedByKubernetes
 	}
@@ -169,6 +177,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go pruneCache(ctx, cache, st, log)
 	go l3afSvc.Run(ctx)
 	go pruneTokens(ctx, st, log)
+	go history.Run(ctx)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	sec.watch(watchCtx, time.Duration(cfg.CertCheckInterval))

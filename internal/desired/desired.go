@@ -5,6 +5,7 @@ package desired
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -188,6 +189,10 @@ type Error struct {
 	// Kind says what sort of problem it is, for the API's status code:
 	// "" is a problem with the document; see the Kind constants.
 	Kind string `json:"-"`
+	// Err is the cause, kept for errors.Is and errors.As.
+	Err error `json:"-"`
+	// VerifierLog is the end of the verifier's log (kind KindVerifier).
+	VerifierLog []string `json:"-"`
 }
 
 func (e Error) Error() string {
@@ -199,8 +204,14 @@ func (e Error) Error() string {
 		b.WriteString(e.Field + ": ")
 	}
 	b.WriteString(e.Message)
+	if len(e.VerifierLog) > 0 {
+		b.WriteString("\nverifier log:\n" + strings.Join(e.VerifierLog, "\n"))
+	}
 	return b.String()
 }
+
+// Unwrap returns the cause.
+func (e Error) Unwrap() error { return e.Err }
 
 // Errors collects every problem found in a document.
 type Errors []Error
@@ -211,6 +222,16 @@ func (es Errors) Error() string {
 		msgs[i] = e.Error()
 	}
 	return strings.Join(msgs, "; ")
+}
+
+// Unwrap returns every problem, so that errors.Is and errors.As reach
+// their causes.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
 }
 
 // Err returns es as an error, or nil when empty.
@@ -255,8 +276,24 @@ var DefaultLimits = Limits{MaxAttachments: 1000, MaxChainLength: MaxChainLength}
 
 // Kinds of Error besides a problem with the document (""). They keep
 // their meaning from where the error happens to the API handler, which
-// alone turns them into status codes.
+// alone turns them into status codes (docs/api.md has the table).
 const (
+	// KindInvalid names "" (a problem with the document) in answers and
+	// events.
+	KindInvalid = "invalid"
+	// KindNotFound: the package, version or repository named does not
+	// exist.
+	KindNotFound = "not-found"
+	// KindTrust: the package fails its repository's trust policy
+	// (signatures) or does not match the digest the document pins.
+	KindTrust = "trust"
+	// KindVerifier: the kernel's verifier refused the program.
+	KindVerifier = "verifier"
+	// KindFeatureMissing: this kernel lacks what the hook or program
+	// needs (kprobes compiled out, a program or link type).
+	KindFeatureMissing = "feature-missing"
+	// KindUnavailable: a repository could not be reached or timed out.
+	KindUnavailable = "unavailable"
 	// KindLimit: a configured or kernel resource limit.
 	KindLimit = "limit"
 	// KindConflict: the hook is held by a program leaf does not manage.
@@ -266,17 +303,37 @@ const (
 	KindInternal = "internal"
 )
 
+// kindRank orders kinds by which decides the status of several
+// problems: leafd's own failure first, then what the client cannot fix
+// by editing the document.
+var kindRank = map[string]int{"": 0, KindNotFound: 1, KindTrust: 2, KindVerifier: 3, KindFeatureMissing: 4,
+	KindLimit: 5, KindUnavailable: 6, KindConflict: 7, KindInternal: 8}
+
 // Worst returns the kind that decides the status of errs: internal
-// over conflict over limit over a document problem.
+// over conflict over unavailable over limit over the kinds of a document
+// the kernel or a repository refuses, over a plain document problem.
 func (es Errors) Worst() string {
-	rank := map[string]int{"": 0, KindLimit: 1, KindConflict: 2, KindInternal: 3}
 	worst := ""
 	for _, e := range es {
-		if rank[e.Kind] > rank[worst] {
+		if kindRank[e.Kind] > kindRank[worst] {
 			worst = e.Kind
 		}
 	}
 	return worst
+}
+
+// KindOf names the kind of an apply's failure: that of its worst
+// problem (KindInvalid for a plain document problem), or KindInternal
+// for an error that is no problem with the document.
+func KindOf(err error) string {
+	var es Errors
+	if !errors.As(err, &es) {
+		return KindInternal
+	}
+	if k := es.Worst(); k != "" {
+		return k
+	}
+	return KindInvalid
 }
 
 // Validate checks the document against DefaultLimits without touching

@@ -32,6 +32,9 @@ type Foreign struct {
 	Secure bool
 	// Allowed: an allowlist names the program; secure mode keeps it.
 	Allowed bool
+	// RunsBefore: the kernel runs it before leaf's chain (a TCX program
+	// ahead of leaf's link).
+	RunsBefore bool
 }
 
 // Key identifies the foreign program across checks.
@@ -49,11 +52,16 @@ func findForeign(mh *managedHook, oh *observer.Hook, global Policy) ([]Foreign, 
 		return nil, err
 	}
 	var out []Foreign
+	// Programs come in the kernel's order: those before leaf's own link
+	// run before leaf's chain.
+	leafSeen := false
 	for _, p := range progs {
 		if oh != nil && oh.Attached && (p.Link == oh.LinkID && p.Link != 0 || p.Link == 0 && p.Program == oh.ProgramID) {
+			leafSeen = true
 			continue // leaf's own link
 		}
-		f := Foreign{Hook: mh.hook, HookKey: mh.key, Program: p.Program, Link: p.Link, Secure: global.Secure || mh.policy.Secure}
+		f := Foreign{Hook: mh.hook, HookKey: mh.key, Program: p.Program, Link: p.Link, Secure: global.Secure || mh.policy.Secure,
+			RunsBefore: !leafSeen}
 		if prog, err := ebpf.NewProgramFromID(p.Program); err == nil {
 			if info, err := prog.Info(); err == nil {
 				f.Name, f.Tag = info.Name, info.Tag
@@ -66,6 +74,11 @@ func findForeign(mh *managedHook, oh *observer.Hook, global Policy) ([]Foreign, 
 			}
 		}
 		out = append(out, f)
+	}
+	if !leafSeen { // leaf's link is not there: nothing runs before it
+		for i := range out {
+			out[i].RunsBefore = false
+		}
 	}
 	return out, nil
 }

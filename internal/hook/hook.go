@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
@@ -45,6 +46,9 @@ func fieldErr(field string, format string, args ...any) error {
 // Resolve checks that the hook exists here: the interface in its netns,
 // the cgroup, the tracepoint, the binary and symbol, kprobe support.
 func Resolve(h desired.Hook) (*Target, error) {
+	if err := probe(h.Type); err != nil {
+		return nil, &FieldError{Field: "type", Err: err}
+	}
 	t := &Target{Hook: h}
 	switch h.Type {
 	case manifest.HookXDP, manifest.HookTC:
@@ -84,6 +88,29 @@ func Resolve(h desired.Hook) (*Target, error) {
 	return t, nil
 }
 
+// programTypes are the BPF program types each hook type runs.
+var programTypes = map[string]ebpf.ProgramType{
+	manifest.HookXDP: ebpf.XDP, manifest.HookTC: ebpf.SchedCLS, manifest.HookCgroupSKB: ebpf.CGroupSKB,
+	manifest.HookTracepoint: ebpf.TracePoint, manifest.HookKprobe: ebpf.Kprobe, manifest.HookUprobe: ebpf.Kprobe,
+}
+
+// probe asks the kernel (cilium/ebpf's features, which cache the answer)
+// whether it runs the hook type's programs at all, so that a kernel built
+// without them is told apart, as a missing feature wrapping
+// ebpf.ErrNotSupported, from a program or hook that is wrong. Only a
+// definite "not supported" refuses: a probe that cannot run (no
+// privileges) leaves the verdict to the load.
+func probe(hookType string) error {
+	pt, ok := programTypes[hookType]
+	if !ok {
+		return nil
+	}
+	if err := features.HaveProgramType(pt); errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%s hooks need BPF program type %s, which this kernel does not support: %w", hookType, pt, err)
+	}
+	return nil
+}
+
 // KprobeSupported probes for the kernel's kprobe support: the kprobe PMU or
 // tracefs' kprobe_events.
 func KprobeSupported() error {
@@ -107,7 +134,7 @@ func (t *Target) Attach(prog *ebpf.Program) (link.Link, error) {
 		return t.inNetns(func() (link.Link, error) {
 			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.ifindex, Flags: flags})
 			if errors.Is(err, os.ErrExist) || errors.Is(err, errBusy) {
-				return nil, fmt.Errorf("interface %s already has an XDP program that leaf does not manage: %w", h.Interface, err)
+				return nil, fmt.Errorf("interface %s: XDP hook %w: %w", h.Interface, ErrForeign, err)
 			}
 			return l, err
 		})

@@ -39,6 +39,10 @@ type Metric struct {
 	// SumKey (histogram only) is the key holding the sum of the observed
 	// values; without it the histogram's _sum is 0.
 	SumKey *uint64 `json:"sumKey,omitempty"`
+	// Verdict (counters only) names the program verdict the counter
+	// counts (XDP_DROP, TC_ACT_SHOT, …): the console shows it as the
+	// member's verdict counter.
+	Verdict string `json:"verdict,omitempty"`
 }
 
 // Metric types.
@@ -52,6 +56,7 @@ const (
 var (
 	metricNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	labelRE      = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+	verdictRE    = regexp.MustCompile(`^(XDP|TC_ACT)_[A-Z]{1,16}$`)
 	// reservedLabels are set by leafd or Prometheus.
 	reservedLabels = map[string]bool{"attachment": true, "le": true, "quantile": true, "job": true, "instance": true}
 )
@@ -119,6 +124,9 @@ func (m *Metric) validate(field string) []error {
 		}
 	default:
 		add("type", "must be counter, gauge, rate or histogram, got %q", m.Type)
+	}
+	if m.Verdict != "" && (m.Type != MetricCounter || !verdictRE.MatchString(m.Verdict)) {
+		add("verdict", "%q: only on counters, a verdict name like XDP_DROP or TC_ACT_SHOT", m.Verdict)
 	}
 	if !hist && (len(m.Buckets) > 0 || m.SumKey != nil) {
 		add("buckets", "buckets and sumKey only apply to histograms")

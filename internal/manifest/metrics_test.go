@@ -20,6 +20,9 @@ programs:
 func TestMetricsAndCompanionValidation(t *testing.T) {
 	for _, c := range []struct{ yaml, field, msg string }{
 		{"metrics:\n  - {name: drops_total, help: h, type: counter, map: drops, byKey: port}\n  - {name: pkts_per_second, help: h, type: rate, map: c, key: 0}\n  - {name: fill, help: h, type: gauge, map: c}\n  - {name: size, help: h, type: histogram, map: sizes, buckets: [64, 128, 1500], sumKey: 4}", "", ""},
+		{"metrics:\n  - {name: drops_total, help: h, type: counter, map: drops, verdict: XDP_DROP}\n  - {name: shot_total, help: h, type: counter, map: s, verdict: TC_ACT_SHOT}", "", ""},
+		{"metrics:\n  - {name: g, help: h, type: gauge, map: m, verdict: XDP_DROP}", "metrics[0].verdict", "only on counters"},
+		{"metrics:\n  - {name: d_total, help: h, type: counter, map: m, verdict: drop}", "metrics[0].verdict", "verdict name like XDP_DROP"},
 		{"metrics:\n  - {name: drops, help: h, type: counter, map: drops}", "metrics[0].name", "ends in _total"},
 		{"metrics:\n  - {name: r, help: h, type: rate, map: m}", "metrics[0].name", "ends in _per_second"},
 		{"metrics:\n  - {name: Bad, help: h, type: gauge, map: m}", "metrics[0].name", "lower-case"},

@@ -175,3 +175,13 @@ func (c *Cache) dropMarks(digest string) {
 		}
 	}
 }
+
+// Resolve returns the descriptor of the cached package with the given
+// digest, or an error wrapping repository.ErrNotFound.
+func (c *Cache) Resolve(ctx context.Context, digest string) (ocispec.Descriptor, error) {
+	d, err := c.store.Resolve(ctx, tagOf(digest))
+	if err != nil || d.Digest.String() != digest {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %s is not in the package cache", repository.ErrNotFound, digest)
+	}
+	return d, nil
+}

@@ -85,8 +85,12 @@ func TestRegistry(t *testing.T) {
 		cfg := registryConfig(reg, TrustConfig{AuthorKeys: []string{author.pubFile}})
 		cfg.CAFile = ""
 		r, _ := Open(cfg, nil, nil)
-		if _, err := r.Resolve("portfilter", "1.0.0"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		_, err := r.Resolve("portfilter", "1.0.0")
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
 			t.Errorf("without the CA: %v, want a certificate error", err)
+		}
+		if errors.Is(err, repository.ErrUnavailable) {
+			t.Errorf("a certificate refused is not a repository that is down: %v", err)
 		}
 	})
 	t.Run("password file readable by others", func(t *testing.T) {
@@ -232,16 +236,7 @@ func TestLyingRegistry(t *testing.T) {
 // TestHTTPIndex publishes a layout as a static HTTP repository and reads
 // it back, then serves a lying index.
 func TestHTTPIndex(t *testing.T) {
-	author := newKey(t, "author")
-	store, dir := layout(t)
-	desc := push(t, store, pkgFiles(t, "pktcount", "1.0.0"), ocipkg.Ref("pktcount", "1.0.0"))
-	sign(t, store, desc, author.signer, ocipkg.RoleAuthor)
-	pub := t.TempDir()
-	policy, _ := Policy("t", TrustConfig{AuthorKeys: []string{author.pubFile}})
-	idx, err := Publish(ctx, dir, pub, policy, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	author, desc, pub, idx := signedIndex(t)
 	if len(idx.Packages) != 1 || len(idx.Packages[0].Signers) != 1 || idx.Packages[0].Digest != desc.Digest.String() {
 		t.Fatalf("index %+v", idx.Packages)
 	}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"syscall"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -83,12 +85,12 @@ func (r *Repo) ResolveContext(ctx context.Context, name, version string) (*repos
 		if errors.Is(err, errdef.ErrNotFound) || errors.Is(err, repository.ErrNotFound) {
 			return nil, fmt.Errorf("%w: no %s@%s in repository %s", repository.ErrNotFound, name, version, r.name)
 		}
-		return nil, fmt.Errorf("repository %s: %s@%s: %w", r.name, name, version, err)
+		return nil, repository.Mark(fmt.Errorf("repository %s: %s@%s: %w", r.name, name, version, err), unavailable(err))
 	}
 	var src content.Fetcher = store
 	if r.cache != nil {
 		if err := r.cache.Fetch(ctx, store, desc); err != nil {
-			return nil, fmt.Errorf("repository %s: %w", r.name, err)
+			return nil, repository.Mark(fmt.Errorf("repository %s: %w", r.name, err), unavailable(err))
 		}
 		src = r.cache.Store()
 	}
@@ -100,7 +102,7 @@ func (r *Repo) ResolveContext(ctx context.Context, name, version string) (*repos
 	// under this name is lying; signatures would not catch it, since the
 	// other package may be validly signed.
 	if p.Manifest.Name != name || p.Manifest.Version != version {
-		return nil, fmt.Errorf("repository %s serves %s@%s (%s) when asked for %s@%s", r.name, p.Manifest.Name, p.Manifest.Version, desc.Digest, name, version)
+		return nil, repository.Mark(fmt.Errorf("repository %s serves %s@%s (%s) when asked for %s@%s", r.name, p.Manifest.Name, p.Manifest.Version, desc.Digest, name, version), repository.ErrUntrusted)
 	}
 	sigs, err := ocipkg.Signatures(ctx, store, desc)
 	if err != nil && !errors.Is(err, errdef.ErrUnsupported) {
@@ -148,4 +150,20 @@ func (r *Repo) Packages() ([]*repository.Package, error) {
 		out = append(out, repository.NewPackage(p.Manifest, p.Digest(), r.name, p.Raw, nil))
 	}
 	return out, firstErr
+}
+
+// unavailable tells a repository that did not answer (a network error,
+// a timeout) from one that answered with something wrong: only the first
+// is marked repository.ErrUnavailable, since trying again may help.
+func unavailable(err error) error {
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+	case errors.As(err, &oe): // dialling, reading or writing the connection failed
+	case errors.As(err, &ne) && ne.Timeout(): // a TLS handshake or response header timeout
+	default:
+		return nil // a certificate, a credential, an answer: trying again will not help
+	}
+	return repository.ErrUnavailable
 }

@@ -103,7 +103,7 @@ func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set
 
 func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set, opts Options) (*Resolved, desired.Errors) {
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
-		return nil, desired.Errors{{Field: field, Message: err.Error()}}
+		return nil, desired.Errors{{Field: field, Message: err.Error(), Kind: errorKind(err), Err: err}}
 	}
 	ref, err := desired.ParsePackageRef(a.Package)
 	if err != nil {
@@ -145,7 +145,7 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 		if errors.As(err, &fe) {
 			field, err = "hook."+fe.Field, fe.Err
 		}
-		errs = append(errs, desired.Error{Field: field, Message: err.Error()})
+		errs = append(errs, desired.Error{Field: field, Message: err.Error(), Kind: errorKind(err), Err: err})
 	}
 	r.Target = target
 	if target != nil {
@@ -292,4 +292,22 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// errorKind classifies a resolution failure for the API: a package that
+// fails its trust policy or pin, one that is not there, a repository that
+// did not answer, a hook this kernel cannot provide; anything else is a
+// problem with the document ("").
+func errorKind(err error) string {
+	switch {
+	case errors.Is(err, repository.ErrUntrusted):
+		return desired.KindTrust
+	case errors.Is(err, repository.ErrNotFound):
+		return desired.KindNotFound
+	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return desired.KindUnavailable
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return desired.KindFeatureMissing
+	}
+	return ""
 }

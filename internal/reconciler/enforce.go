@@ -3,6 +3,8 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -127,6 +129,7 @@ func (r *Reconciler) handleForeign(rep *drift.Report) (removed bool) {
 			r.cfg.Logger.Warn("foreign program", "hook", f.Hook.String(), "program", f.Program, "name", f.Name, "secure", f.Secure, "allowed", f.Allowed)
 			r.event(v1.Event{Type: v1.EventForeign, Hook: f.Hook.String(), ProgramID: uint32(f.Program), Message: foreignMessage(f)})
 		}
+		tf.Foreign = f // the same program; its place on the hook may have moved
 		if !f.Remove() {
 			continue
 		}
@@ -148,7 +151,27 @@ func (r *Reconciler) handleForeign(rep *drift.Report) (removed bool) {
 			delete(r.enforce.foreign, k)
 		}
 	}
+	r.publishForeign()
 	return removed
+}
+
+// publishForeign hands status the foreign programs still on leaf's hooks.
+func (r *Reconciler) publishForeign() {
+	out := []v1.ForeignProgram{}
+	for _, k := range slices.Sorted(maps.Keys(r.enforce.foreign)) {
+		f := r.enforce.foreign[k]
+		out = append(out, v1.ForeignProgram{Hook: f.Hook.String(), HookType: f.Hook.Type, ProgramID: uint32(f.Program), LinkID: uint32(f.Link),
+			Name: f.Name, Tag: f.Tag, Secure: f.Secure, Allowed: f.Allowed, RunsBefore: f.RunsBefore})
+	}
+	r.foreign.Store(&out)
+}
+
+// Foreign lists the foreign programs the last drift check found.
+func (r *Reconciler) Foreign() []v1.ForeignProgram {
+	if p := r.foreign.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func foreignMessage(f drift.Foreign) string {

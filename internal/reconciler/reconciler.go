@@ -86,6 +86,9 @@ type Reconciler struct {
 	// snapshot is the committed desired state, for readers (status,
 	// metrics, maps) that must never wait behind an apply.
 	snapshot atomic.Pointer[desired.State]
+	// foreign is what the last drift check found on leaf's hooks, for
+	// status (which never takes mu).
+	foreign atomic.Pointer[[]v1.ForeignProgram]
 }
 
 // Stages at which an apply can fail, reported as a bounded metric label.
@@ -166,9 +169,13 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 	// Whatever happens below, the committed state's packages end up
 	// admitted when they can be, so drift repair (which never asks a
 	// repository) can restore it even if this first apply fails.
-	defer r.admitCommitted(ctx)
+	recorded, err := r.recordedPins()
+	if err != nil {
+		return nil, err
+	}
+	defer r.admitCommitted(ctx, recorded)
 	if doc != nil {
-		return r.admitAndApply(ctx, doc)
+		return r.admitAndApply(ctx, doc, recorded)
 	}
 	in, err := r.cfg.Store.OpenIntent()
 	if err != nil {
@@ -176,22 +183,22 @@ func (r *Reconciler) Start(ctx context.Context, doc *desired.State) (*v1.ApplyRe
 	}
 	if in != nil && in.Desired != nil {
 		r.cfg.Logger.Warn("start-up: finishing the apply leafd was stopped in", "started", in.Started)
-		res, err := r.admitAndApply(ctx, in.Desired)
+		res, err := r.admitAndApply(ctx, in.Desired, pinsOf(in.Packages))
 		if err == nil {
 			return res, nil
 		}
 		r.cfg.Logger.Error("start-up: the interrupted apply cannot be finished; restoring the last recorded state", "error", err)
 	}
-	return r.admitAndApply(ctx, r.desired)
+	return r.admitAndApply(ctx, r.desired, recorded)
 }
 
 // admitCommitted admits the committed desired state's packages if no
 // apply did; callers hold mu.
-func (r *Reconciler) admitCommitted(ctx context.Context) {
+func (r *Reconciler) admitCommitted(ctx context.Context, pins map[string]map[string]string) {
 	if len(r.packages) > 0 || len(r.desired.Spec.Attachments) == 0 {
 		return
 	}
-	adm, err := admission.Admit(ctx, r.desired, r.limits(), r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	adm, err := r.admitAtStart(ctx, r.desired, pins)
 	if err != nil {
 		r.cfg.Logger.Error("start-up: cannot admit the recorded state's packages; drift repair waits for the next apply", "error", err)
 		return
@@ -199,10 +206,10 @@ func (r *Reconciler) admitCommitted(ctx context.Context) {
 	r.packages = adm.Packages
 }
 
-// admitAndApply admits st and applies it; callers hold mu (start-up only:
-// an API apply admits outside the lock).
-func (r *Reconciler) admitAndApply(ctx context.Context, st *desired.State) (*v1.ApplyResult, error) {
-	adm, err := r.admit(ctx, st, false)
+// admitAndApply admits st (admitAtStart) and applies it; callers hold mu
+// (start-up only: an API apply admits outside the lock).
+func (r *Reconciler) admitAndApply(ctx context.Context, st *desired.State, pins map[string]map[string]string) (*v1.ApplyResult, error) {
+	adm, err := r.admitAtStart(ctx, st, pins)
 	if err == nil {
 		var res *v1.ApplyResult
 		res, err = r.apply(ctx, adm, false, nil)
@@ -424,7 +431,7 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	if plan.Changes() {
 		// The journal entry goes first: a crash from here on leaves an
 		// intent that start-up finishes (see Start).
-		if err := r.cfg.Store.Begin(store.Intent{Desired: st, Started: time.Now().UTC()}); err != nil {
+		if err := r.cfg.Store.Begin(store.Intent{Desired: st, Started: time.Now().UTC(), Packages: packageRefs(adm.Packages)}); err != nil {
 			return nil, fmt.Errorf("journal the apply: %w", err)
 		}
 		crashpoint.Hit(crashpoint.IntentWritten)
@@ -523,7 +530,7 @@ func (r *Reconciler) recordApply(res *v1.ApplyResult, err error, dryRun bool) {
 		return
 	}
 	if err != nil {
-		r.event(v1.Event{Type: v1.EventApplyFailed, Message: err.Error()})
+		r.event(v1.Event{Type: v1.EventApplyFailed, Kind: desired.KindOf(err), Message: err.Error()})
 		return
 	}
 	for _, a := range res.Actions {

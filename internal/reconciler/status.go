@@ -33,7 +33,7 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &v1.Status{BPFStats: r.cfg.Stats.Enabled(), Attachments: []v1.AttachmentStatus{}}
+	out := &v1.Status{BPFStats: r.cfg.Stats.Enabled(), Attachments: []v1.AttachmentStatus{}, Foreign: r.Foreign()}
 	for _, a := range st.Spec.Attachments {
 		s := v1.AttachmentStatus{
 			Name: a.Name, Package: a.Package, Program: a.Program,
@@ -62,8 +62,10 @@ func (r *Reconciler) Status() (*v1.Status, error) {
 			s.Companion = r.cfg.Companions(a.Name)
 		}
 		if rec := records[a.Name]; rec != nil && rec.Chain != nil {
-			fillChain(&s, rec, observed, hooks[bpffs.HookID(rec.Chain.Hook)], recordedOrder(records, rec.Chain.Hook))
+			h := hooks[bpffs.HookID(rec.Chain.Hook)]
+			fillChain(&s, rec, observed, h, recordedOrder(records, rec.Chain.Hook))
 			r.chainRuns(&s, rec)
+			hookRuns(&s, h, out.BPFStats)
 		}
 		interfaceMissing(&s, a.Hook)
 		out.Attachments = append(out.Attachments, s)
@@ -185,6 +187,24 @@ func (r *Reconciler) chainRuns(s *v1.AttachmentStatus, rec *store.Record) {
 		n += v
 	}
 	s.RunCount = &n
+}
+
+// hookRuns reports on a chain member the kernel's statistics of the
+// program its hook runs: the whole chain's runs and time, whose ratio is
+// the chain's cost per packet.
+func hookRuns(s *v1.AttachmentStatus, h *observer.Hook, statsOn bool) {
+	if !statsOn || h == nil || h.ProgramID == 0 || s.Chain == nil {
+		return
+	}
+	prog, err := ebpf.NewProgramFromID(h.ProgramID)
+	if err != nil {
+		return
+	}
+	defer prog.Close()
+	if st, err := prog.Stats(); err == nil {
+		runs, ns := st.RunCount, uint64(st.Runtime)
+		s.Chain.HookRunCount, s.Chain.HookRunTimeNs = &runs, &ns
+	}
 }
 
 // ErrUnknownMap is returned for a map the attachment does not have.

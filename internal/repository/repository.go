@@ -33,6 +33,29 @@ const (
 // ErrNotFound means no repository has the package or version asked for.
 var ErrNotFound = errors.New("package not found")
 
+// ErrUntrusted marks a package that its repository's trust policy
+// refuses, or whose content is not what was pinned or asked for.
+var ErrUntrusted = errors.New("package not trusted")
+
+// ErrUnavailable marks a repository that could not be reached or did
+// not answer in time: nothing is known about the package.
+var ErrUnavailable = errors.New("repository unavailable")
+
+// Mark returns err, unchanged in its message and causes, that also
+// matches sentinel (ErrUntrusted, ErrUnavailable) with errors.Is.
+func Mark(err error, sentinel error) error {
+	if err == nil || sentinel == nil {
+		return err
+	}
+	return &marked{err: err, sentinel: sentinel}
+}
+
+type marked struct{ err, sentinel error }
+
+func (m *marked) Error() string        { return m.err.Error() }
+func (m *marked) Unwrap() error        { return m.err }
+func (m *marked) Is(target error) bool { return target == m.sentinel }
+
 // Package is one version of a package, read from a repository.
 type Package struct {
 	Manifest *manifest.Manifest
@@ -422,6 +445,29 @@ func (s Set) List() []*Package {
 	return out
 }
 
+// Offliner is a repository that reaches the network and can stand in
+// for itself from local copies: Offline returns a repository serving
+// only the pinned packages (name@version → digest) that it holds
+// locally, asking no one.
+type Offliner interface {
+	Offline(pins map[string]string) Repository
+}
+
+// Offline returns s with every repository that reaches the network
+// replaced by its local stand-in, serving the packages pinned for it
+// (pins: repository name → name@version → digest); the others (local
+// directories, the built-in packages) are kept as they are.
+func (s Set) Offline(pins map[string]map[string]string) Set {
+	out := make(Set, len(s))
+	for i, r := range s {
+		out[i] = r
+		if o, ok := r.(Offliner); ok {
+			out[i] = o.Offline(pins[r.Name()])
+		}
+	}
+	return out
+}
+
 // Request asks for one package version, optionally from one repository
 // and with pinned content.
 type Request struct {
@@ -462,7 +508,7 @@ func (s Set) ResolveRequestContext(ctx context.Context, req Request) (*Package, 
 		return nil, err
 	}
 	if req.Digest != "" && p.Digest != req.Digest {
-		return nil, fmt.Errorf("repository %s serves %s as %s, but the desired state pins %s: refusing other content under a pinned version", p.Repository, p.Ref(), p.Digest, req.Digest)
+		return nil, Mark(fmt.Errorf("repository %s serves %s as %s, but the desired state pins %s: refusing other content under a pinned version", p.Repository, p.Ref(), p.Digest, req.Digest), ErrUntrusted)
 	}
 	return p, nil
 }

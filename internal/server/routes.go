@@ -55,6 +55,8 @@ func (s *Server) routes() []route {
 		// The web console's files; what it shows and changes goes through
 		// the endpoints above, with the caller's role.
 		{"GET", v1.PathConsole, R, auth.None, s.console},
+		{"GET", v1.PathHistory, R, auth.None, s.getHistory},
+		{"GET", v1.PathCerts, R, auth.None, s.getCertificates},
 		// l3afd's API (internal/l3af), for controllers written for l3afd.
 		{"POST", l3afPrefix + "/add", A, O, s.l3afAdd()},
 		{"POST", l3afPrefix + "/update", A, O, s.l3afUpdate()},

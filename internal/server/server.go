@@ -58,6 +58,12 @@ type Server struct {
 	// ManagedBy, if set, says who owns the desired state (kubernetes):
 	// local changes to it are refused with 409.
 	ManagedBy string
+	// History gives the recent samples the console charts; nil answers
+	// an empty history.
+	History interface{ Snapshot(samples int) *v1.History }
+	// Certificates reports the TLS listener's certificates; nil when
+	// leafd has no TLS listener.
+	Certificates func() v1.Certificates
 }
 
 // refuseManaged answers 409 when the desired state is managed elsewhere.
@@ -154,26 +160,18 @@ func (s *Server) deleteAttachment(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// applyError maps an apply failure to a status: problems with the
-// document are 422 (404 for an unknown attachment, 409 when the hook is
-// held by someone else); only leafd's own failures are 500.
+// applyError maps an apply failure to a status by its kind (kindStatus);
+// an unknown attachment is 404, an error of no kind leafd's own (500).
 func (s *Server) applyError(w http.ResponseWriter, err error) {
 	var de desired.Errors
 	switch {
 	case errors.Is(err, reconciler.ErrUnknownAttachment):
 		writeError(w, http.StatusNotFound, err)
 	case errors.As(err, &de):
-		code := http.StatusUnprocessableEntity
-		switch de.Worst() {
-		case desired.KindConflict:
-			code = http.StatusConflict
-		case desired.KindLimit:
-			code = http.StatusRequestEntityTooLarge
-		case desired.KindInternal:
+		if de.Worst() == desired.KindInternal {
 			s.Logger.Error("apply failed", "error", err)
-			code = http.StatusInternalServerError
 		}
-		writeError(w, code, err)
+		writeError(w, kindStatus(de.Worst()), err)
 	default:
 		s.Logger.Error("apply failed", "error", err)
 		writeError(w, http.StatusInternalServerError, err)
@@ -345,9 +343,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 const maxErrorDetails = 50
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	body := v1.Error{Error: err.Error()}
+	body := v1.Error{Error: err.Error(), Kind: statusKind(code)}
 	var de desired.Errors
 	if errors.As(err, &de) {
+		if k := de.Worst(); k != "" {
+			body.Kind = k // else the status says it (a plain document problem is 422, invalid)
+		}
 		body.Error = fmt.Sprintf("%d problem(s) in the desired state", len(de))
 		if len(de) == 1 {
 			body.Error = de[0].Error()
@@ -359,7 +360,7 @@ func writeError(w http.ResponseWriter, code int, err error) {
 				body.Error += fmt.Sprintf(" (the first %d are listed)", maxErrorDetails)
 				break
 			}
-			body.Details = append(body.Details, v1.ErrorDetail{Attachment: e.Attachment, Field: e.Field, Message: e.Message})
+			body.Details = append(body.Details, v1.ErrorDetail{Attachment: e.Attachment, Field: e.Field, Message: e.Message, Kind: apiKind(e.Kind), VerifierLog: e.VerifierLog})
 		}
 	}
 	writeJSON(w, code, body)

@@ -202,6 +202,9 @@ type Intent struct {
 	// Desired is the document the apply was making true.
 	Desired *desired.State `json:"desired"`
 	Started time.Time      `json:"started"`
+	// Packages are the packages admitted for it, so that start-up can
+	// finish it from the package cache with every repository down.
+	Packages []PackageRef `json:"packages,omitempty"`
 }
 
 // Begin journals an intent. bbolt syncs the transaction to disk before

@@ -44,7 +44,7 @@ func (r *Repository) ResolveContext(ctx context.Context, name, version string) (
 	}
 	t, err := r.check(p)
 	if err != nil {
-		return nil, fmt.Errorf("package %s (%s) from repository %s refused: %w", p.Ref(), p.Digest, r.Name(), err)
+		return nil, repository.Mark(fmt.Errorf("package %s (%s) from repository %s refused: %w", p.Ref(), p.Digest, r.Name(), err), repository.ErrUntrusted)
 	}
 	out := p.Clone()
 	out.Trust = t
@@ -90,3 +90,13 @@ func (r *Repository) remember(key string, t *repository.Trust) {
 // List lists the inner repository's packages (unverified: listing loads
 // nothing).
 func (r *Repository) List() []*repository.Package { return r.Inner.List() }
+
+// Offline stands in for r without the network (repository.Offliner):
+// the inner repository's offline copy behind the same policy and marks.
+func (r *Repository) Offline(pins map[string]string) repository.Repository {
+	o, ok := r.Inner.(repository.Offliner)
+	if !ok {
+		return r
+	}
+	return &Repository{Inner: o.Offline(pins), Policy: r.Policy, Marks: r.Marks}
+}

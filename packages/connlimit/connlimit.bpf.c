@@ -10,14 +10,13 @@
 // connection's entry (FIN, RST or timer, on any CPU) gives the slot back,
 // and only one can delete it, so a slot is never returned twice.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 #define CLOCK_MONOTONIC 1
 
@@ -78,13 +77,6 @@ struct {
 	__type(value, __u64);
 } cl_stats SEC(".maps");
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&cl_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline __u64 config(__u32 key)
 {
 	__u64 *v = bpf_map_lookup_elem(&cl_config, &key);
@@ -109,7 +101,7 @@ static int expire(void *map, struct conn_key *key, struct conn *c)
 	__u16 port = c->key.dport;
 	if (bpf_map_delete_elem(map, key) == 0) {
 		release(port);
-		stat(STAT_EXPIRED);
+		leaf_count(&cl_stats, STAT_EXPIRED);
 	}
 	return 0;
 }
@@ -149,38 +141,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct conn_key *k, stru
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	void *l4;
-	__u8 proto;
+	struct leaf_pkt p;
+	struct tcphdr *t;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &p, k->saddr, k->daddr) || p.later_fragment || p.proto != IPPROTO_TCP)
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5 || (ip->frag_off & bpf_htons(0x1fff)))
-			return 0;
-		proto = ip->protocol;
-		k->saddr[0] = ip->saddr;
-		k->daddr[0] = ip->daddr;
-		k->family = 4;
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		proto = ip6->nexthdr;
-		__builtin_memcpy(k->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(k->daddr, &ip6->daddr, 16);
-		k->family = 6;
-		l4 = ip6 + 1;
-	} else {
+	t = p.l4;
+	if (!leaf_has_l4(&p, data_end, sizeof(*t)))
 		return 0;
-	}
-	if (proto != IPPROTO_TCP)
-		return 0;
-	struct tcphdr *t = l4;
-	if ((void *)(t + 1) > data_end)
-		return 0;
+	k->family = p.family;
 	k->sport = bpf_ntohs(t->source);
 	k->dport = bpf_ntohs(t->dest);
 	*tcp = t;
@@ -197,10 +166,10 @@ int connlimit_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (tcp->syn && !tcp->ack) {
 		if (admit(&k)) {
-			stat(STAT_ADMITTED);
+			leaf_count(&cl_stats, STAT_ADMITTED);
 			return TC_ACT_OK;
 		}
-		stat(STAT_REFUSED);
+		leaf_count(&cl_stats, STAT_REFUSED);
 		return TC_ACT_SHOT;
 	}
 	struct conn *c = bpf_map_lookup_elem(&cl_conns, &k);
@@ -209,7 +178,7 @@ int connlimit_ingress(struct __sk_buff *skb)
 	if (tcp->fin || tcp->rst) {
 		if (bpf_map_delete_elem(&cl_conns, &k) == 0) {
 			release(k.dport);
-			stat(STAT_CLOSED);
+			leaf_count(&cl_stats, STAT_CLOSED);
 		}
 		return TC_ACT_OK;
 	}

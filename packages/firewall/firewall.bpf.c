@@ -16,20 +16,14 @@
 // matches all fields. Its cost depends on how many rules overlap a packet's
 // addresses, not on how many rules there are.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 #define MAX_RULES 131072 // per generation
 #define MAX_CANDS 1048576 // class list entries per generation
-
-#define MAX_EXT 4 // IPv6 extension headers walked
 
 #define ACTION_ALLOW 1
 #define ACTION_DENY 2
@@ -180,75 +174,20 @@ struct walk {
 	__u8 action;
 };
 
-static __always_inline void count_total(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&fw_totals, &key);
-	if (v)
-		*v += 1;
-}
-
+// parse returns -1 for a frame that is not IPv4 or IPv6, else fills p
+// (ports only for a first fragment with a whole UDP-sized header) and
+// returns 0.
 static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 {
-	struct ethhdr *eth = data;
-	void *l4;
+	struct leaf_pkt ip;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &ip, p->src, p->dst))
 		return -1;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-			return -1;
-		p->family = 4;
-		p->proto = ip->protocol;
-		p->src[0] = ip->saddr;
-		p->dst[0] = ip->daddr;
-		// Only the first fragment carries the ports.
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return 0;
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return -1;
-		p->family = 6;
-		p->proto = ip6->nexthdr;
-		__builtin_memcpy(p->src, &ip6->saddr, 16);
-		__builtin_memcpy(p->dst, &ip6->daddr, 16);
-		l4 = ip6 + 1;
-		// Skip up to MAX_EXT extension headers (hop-by-hop, routing,
-		// destination options, fragment) to the transport header.
-#pragma unroll
-		for (int i = 0; i < MAX_EXT; i++) {
-			__u8 *h = l4;
-			if (p->proto != 0 && p->proto != 43 && p->proto != 60 && p->proto != 44)
-				break;
-			if ((void *)(h + 8) > data_end)
-				return 0;
-			if (p->proto == 44) {
-				// A fragment other than the first has no ports.
-				if ((h[2] << 8 | h[3]) & 0xfff8) {
-					p->proto = h[0];
-					return 0;
-				}
-				p->proto = h[0];
-				l4 = h + 8;
-				continue;
-			}
-			p->proto = h[0];
-			l4 = h + (h[1] + 1) * 8;
-		}
-	} else {
-		return -1;
-	}
-	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
-		// The ports sit at the same offsets in TCP and UDP.
-		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > data_end)
-			return 0;
-		p->sport = bpf_ntohs(uh->source);
-		p->dport = bpf_ntohs(uh->dest);
-		p->ports = 1;
-	}
+	// Up to LEAF_IPV6_MAX_EXT extension headers, to the transport header.
+	leaf_ipv6_skip_ext(&ip, data_end);
+	p->family = ip.family;
+	p->proto = ip.proto;
+	p->ports = leaf_ports(&ip, data_end, &p->sport, &p->dport);
 	return 0;
 }
 
@@ -316,7 +255,7 @@ static __always_inline int decide(void *data, void *data_end)
 	__u32 zero = 0;
 
 	if (parse(data, data_end, &p) < 0) {
-		count_total(TOTAL_NOT_IP);
+		leaf_count(&fw_totals, TOTAL_NOT_IP);
 		return 1;
 	}
 	__u32 *active = bpf_map_lookup_elem(&fw_active, &zero);
@@ -345,21 +284,19 @@ static __always_inline int decide(void *data, void *data_end)
 	}
 	if (w.match < 0) {
 		if (def == ACTION_DENY) {
-			count_total(TOTAL_DEFAULT_DENIED);
+			leaf_count(&fw_totals, TOTAL_DEFAULT_DENIED);
 			return 0;
 		}
-		count_total(TOTAL_DEFAULT_ALLOWED);
+		leaf_count(&fw_totals, TOTAL_DEFAULT_ALLOWED);
 		return 1;
 	}
 	__u32 at = gen * MAX_RULES + (__u32)w.match;
-	__u64 *hits = bpf_map_lookup_elem(&fw_hits, &at);
-	if (hits)
-		*hits += 1;
+	leaf_count(&fw_hits, at);
 	if (w.action == ACTION_DENY) {
-		count_total(TOTAL_DENIED);
+		leaf_count(&fw_totals, TOTAL_DENIED);
 		return 0;
 	}
-	count_total(TOTAL_ALLOWED);
+	leaf_count(&fw_totals, TOTAL_ALLOWED);
 	return 1;
 }
 

@@ -5,14 +5,11 @@
 // a flow once it has been idle for the idle timeout.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 struct flow_key {
 	__u32 saddr[4]; // network byte order; IPv4 in word 0
@@ -50,52 +47,18 @@ struct {
 	__type(value, __u64);
 } flow_stats SEC(".maps");
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&flow_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline int parse(struct __sk_buff *skb, struct flow_key *k)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	void *l4;
-	int first = 1;
+	struct leaf_pkt p;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &p, k->saddr, k->daddr))
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-			return 0;
-		k->family = 4;
-		k->proto = ip->protocol;
-		k->saddr[0] = ip->saddr;
-		k->daddr[0] = ip->daddr;
-		first = !(ip->frag_off & bpf_htons(0x1fff));
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		k->family = 6;
-		k->proto = ip6->nexthdr;
-		__builtin_memcpy(k->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(k->daddr, &ip6->daddr, 16);
-		l4 = ip6 + 1;
-	} else {
-		return 0;
-	}
-	if (first && (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP)) {
-		struct udphdr *uh = l4; // TCP's ports sit at the same offsets
-		if ((void *)(uh + 1) <= data_end) {
-			k->sport = bpf_ntohs(uh->source);
-			k->dport = bpf_ntohs(uh->dest);
-		}
-	}
+	k->family = p.family;
+	k->proto = p.proto;
+	// Ports stay 0 for other protocols, later fragments and short headers.
+	leaf_ports(&p, data_end, &k->sport, &k->dport);
 	return 1;
 }
 
@@ -105,7 +68,7 @@ int flowexport_tc(struct __sk_buff *skb)
 	struct flow_key k = {};
 
 	if (!parse(skb, &k)) {
-		stat(STAT_NOT_IP);
+		leaf_count(&flow_stats, STAT_NOT_IP);
 		return TC_ACT_OK;
 	}
 	__u64 now = bpf_ktime_get_ns();
@@ -115,7 +78,7 @@ int flowexport_tc(struct __sk_buff *skb)
 		struct flow nf = {.first_ns = now, .last_ns = now};
 		// Another CPU may create it first; then add to theirs.
 		if (bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST) == 0)
-			stat(STAT_NEW_FLOWS);
+			leaf_count(&flow_stats, STAT_NEW_FLOWS);
 		f = bpf_map_lookup_elem(&flows, &k);
 		if (!f)
 			return TC_ACT_OK;
@@ -123,7 +86,7 @@ int flowexport_tc(struct __sk_buff *skb)
 	__sync_fetch_and_add(&f->packets, 1);
 	__sync_fetch_and_add(&f->bytes, len);
 	f->last_ns = now;
-	stat(STAT_PACKETS);
+	leaf_count(&flow_stats, STAT_PACKETS);
 	return TC_ACT_OK;
 }
 

@@ -3,14 +3,11 @@
 // another interface with bpf_clone_redirect, on TC ingress or egress, IPv4
 // and IPv6. The original packet goes on as if the program were not there.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
-#include <linux/udp.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 // Ports (host byte order) whose packets are copied, as source or
 // destination port.
@@ -44,13 +41,6 @@ struct {
 // Load-time: copy every packet of the protocol, whatever its ports.
 volatile const __u8 all_ports = 0;
 
-static __always_inline void stat(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&mirror_stats, &key);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline __u32 config(__u32 key)
 {
 	__u32 *v = bpf_map_lookup_elem(&mirror_config, &key);
@@ -61,40 +51,18 @@ static __always_inline int matches(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	void *l4;
-	__u8 proto;
-	int first = 1;
+	struct leaf_pkt p;
+	__u16 sport, dport;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &p, NULL, NULL))
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-			return 0;
-		proto = ip->protocol;
-		first = !(ip->frag_off & bpf_htons(0x1fff));
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		proto = ip6->nexthdr;
-		l4 = ip6 + 1;
-	} else {
-		return 0;
-	}
 	__u32 want = config(1);
-	if (want && want != proto)
+	if (want && want != p.proto)
 		return 0;
 	if (all_ports)
 		return 1;
-	if (!first || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
+	if (!leaf_ports(&p, data_end, &sport, &dport))
 		return 0;
-	struct udphdr *uh = l4; // TCP's ports sit at the same offsets
-	if ((void *)(uh + 1) > data_end)
-		return 0;
-	__u16 sport = bpf_ntohs(uh->source), dport = bpf_ntohs(uh->dest);
 	return bpf_map_lookup_elem(&mirror_ports, &dport) || bpf_map_lookup_elem(&mirror_ports, &sport);
 }
 
@@ -104,15 +72,15 @@ int mirror_tc(struct __sk_buff *skb)
 	__u32 ifindex = config(0);
 
 	if (!ifindex || !matches(skb)) {
-		stat(STAT_SKIPPED);
+		leaf_count(&mirror_stats, STAT_SKIPPED);
 		return TC_ACT_OK;
 	}
 	// The copy leaves through the target's egress; the original is not
 	// touched and continues.
 	if (bpf_clone_redirect(skb, ifindex, 0) == 0)
-		stat(STAT_MIRRORED);
+		leaf_count(&mirror_stats, STAT_MIRRORED);
 	else
-		stat(STAT_FAILED);
+		leaf_count(&mirror_stats, STAT_FAILED);
 	return TC_ACT_OK;
 }
 

@@ -5,6 +5,8 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "../include/leaf_count.h"
+
 // Key 0: packets, key 1: bytes.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -40,19 +42,12 @@ static __always_inline __u32 size_bucket(__u64 bytes)
 	return 6;
 }
 
-static __always_inline void add(void *map, __u32 k, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(map, &k);
-	if (v)
-		*v += n;
-}
-
 static __always_inline void count(__u64 bytes)
 {
-	add(&counters, 0, 1);
-	add(&counters, 1, bytes);
-	add(&sizes, size_bucket(bytes), 1);
-	add(&sizes, 7, bytes);
+	leaf_count(&counters, 0);
+	leaf_add(&counters, 1, bytes);
+	leaf_count(&sizes, size_bucket(bytes));
+	leaf_add(&sizes, 7, bytes);
 }
 
 SEC("xdp")

@@ -2,14 +2,13 @@
 // portfilter: drop TCP and UDP packets whose destination port is listed in
 // blocked_ports, counting drops per port. Everything else passes.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 // Keys are destination ports in host byte order; the value is unused.
 struct {
@@ -39,53 +38,22 @@ struct {
 volatile const __u8 filter_tcp = 1;
 volatile const __u8 filter_udp = 1;
 
-static __always_inline void count_total(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&totals, &key);
-	if (v)
-		*v += 1;
-}
-
 // dest_port returns the destination port of a TCP or UDP packet that this
 // program filters, or 0.
 static __always_inline int dest_port(void *data, void *data_end)
 {
-	struct ethhdr *eth = data;
-	void *l4;
-	__u8 proto;
+	struct leaf_pkt p;
 
-	if ((void *)(eth + 1) > data_end)
+	// Only the first fragment carries the L4 header.
+	if (!leaf_parse_ip(data, data_end, &p, NULL, NULL) || p.later_fragment)
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-			return 0;
-		// Only the first fragment carries the L4 header.
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return 0;
-		proto = ip->protocol;
-		l4 = (void *)ip + ip->ihl * 4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		proto = ip6->nexthdr;
-		l4 = ip6 + 1;
-	} else {
-		return 0;
+	if (p.proto == IPPROTO_TCP && filter_tcp) {
+		struct tcphdr *tcp = p.l4;
+		return leaf_has_l4(&p, data_end, sizeof(*tcp)) ? bpf_ntohs(tcp->dest) : 0;
 	}
-
-	if (proto == IPPROTO_TCP && filter_tcp) {
-		struct tcphdr *tcp = l4;
-		if ((void *)(tcp + 1) > data_end)
-			return 0;
-		return bpf_ntohs(tcp->dest);
-	}
-	if (proto == IPPROTO_UDP && filter_udp) {
-		struct udphdr *udp = l4;
-		if ((void *)(udp + 1) > data_end)
-			return 0;
-		return bpf_ntohs(udp->dest);
+	if (p.proto == IPPROTO_UDP && filter_udp) {
+		struct udphdr *udp = p.l4;
+		return leaf_has_l4(&p, data_end, sizeof(*udp)) ? bpf_ntohs(udp->dest) : 0;
 	}
 	return 0;
 }
@@ -103,10 +71,10 @@ int xdp_port_filter(struct xdp_md *ctx)
 			*n += 1;
 		else
 			bpf_map_update_elem(&drops, &port, &one, BPF_NOEXIST);
-		count_total(1);
+		leaf_count(&totals, 1);
 		return XDP_DROP;
 	}
-	count_total(0);
+	leaf_count(&totals, 0);
 	return XDP_PASS;
 }
 

@@ -10,14 +10,13 @@
 // to max(tat, now) + interval. The update is a compare-and-swap, so CPUs
 // share one exact bucket without locks or per-CPU budgets.
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "../include/leaf_count.h"
+#include "../include/leaf_parse.h"
 
 // Destination ports (host byte order) that are limited.
 struct {
@@ -65,11 +64,10 @@ volatile const __u8 syn_only = 1; // limit TCP SYNs (new connections) only
 volatile const __u8 source_prefix4 = 0; // per-source buckets: IPv4 prefix length, 0 for none
 volatile const __u8 source_prefix6 = 0; // IPv6 prefix length, 0 for none
 
+// count counts the packet under key in rl_stats and returns verdict.
 static __always_inline int count(__u32 key, int verdict)
 {
-	__u64 *v = bpf_map_lookup_elem(&rl_stats, &key);
-	if (v)
-		*v += 1;
+	leaf_count(&rl_stats, key);
 	return verdict;
 }
 
@@ -87,47 +85,30 @@ static __always_inline __u32 mask_word(__u32 w, int bits)
 // returns 1, or returns 0.
 static __always_inline int classify(void *data, void *data_end, struct bucket_key *k)
 {
-	struct ethhdr *eth = data;
-	void *l4;
-	__u8 proto;
+	struct leaf_pkt p;
 
-	if ((void *)(eth + 1) > data_end)
+	if (!leaf_parse_ip(data, data_end, &p, NULL, NULL) || p.later_fragment)
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl < 5)
-			return 0;
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return 0;
-		proto = ip->protocol;
-		l4 = (void *)ip + ip->ihl * 4;
-		k->family = 4;
-		if (source_prefix4)
-			k->src[0] = mask_word(ip->saddr, source_prefix4);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		proto = ip6->nexthdr;
-		l4 = ip6 + 1;
-		k->family = 6;
-		if (source_prefix6) {
-			for (int i = 0; i < 4; i++)
-				k->src[i] = mask_word(ip6->saddr.in6_u.u6_addr32[i], source_prefix6 - 32 * i);
-		}
-	} else {
-		return 0;
+	k->family = p.family;
+	if (p.family == 4 && source_prefix4) {
+		struct iphdr *ip = p.l3;
+		k->src[0] = mask_word(ip->saddr, source_prefix4);
 	}
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		if ((void *)(tcp + 1) > data_end)
+	if (p.family == 6 && source_prefix6) {
+		struct ipv6hdr *ip6 = p.l3;
+		for (int i = 0; i < 4; i++)
+			k->src[i] = mask_word(ip6->saddr.in6_u.u6_addr32[i], source_prefix6 - 32 * i);
+	}
+	if (p.proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = p.l4;
+		if (!leaf_has_l4(&p, data_end, sizeof(*tcp)))
 			return 0;
 		if (syn_only && !(tcp->syn && !tcp->ack))
 			return 0;
 		k->port = bpf_ntohs(tcp->dest);
-	} else if (proto == IPPROTO_UDP && !syn_only) {
-		struct udphdr *udp = l4;
-		if ((void *)(udp + 1) > data_end)
+	} else if (p.proto == IPPROTO_UDP && !syn_only) {
+		struct udphdr *udp = p.l4;
+		if (!leaf_has_l4(&p, data_end, sizeof(*udp)))
 			return 0;
 		k->port = bpf_ntohs(udp->dest);
 	} else {

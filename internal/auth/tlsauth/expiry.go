@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/auth"
 )
 
@@ -271,16 +272,9 @@ func (w *Watcher) Collect(ch chan<- prometheus.Metric) {
 			gauge(KindCA, s, ca.NotAfter)
 		}
 	}
-	if clients := w.clientList(); len(clients) > 0 {
-		soonest, expiring := clients[0].notAfter, 0
-		for _, c := range clients {
-			soonest = minTime(soonest, c.notAfter)
-			if c.notAfter.Sub(now) < w.Window {
-				expiring++
-			}
-		}
-		ch <- prometheus.MustNewConstMetric(descClientExpiry, prometheus.GaugeValue, soonest.Sub(now).Seconds())
-		ch <- prometheus.MustNewConstMetric(descClientsExpiring, prometheus.GaugeValue, float64(expiring))
+	if c := w.clientSummary(now); c != nil {
+		ch <- prometheus.MustNewConstMetric(descClientExpiry, prometheus.GaugeValue, c.SoonestExpiry.Sub(now).Seconds())
+		ch <- prometheus.MustNewConstMetric(descClientsExpiring, prometheus.GaugeValue, float64(c.Expiring))
 	}
 	w.mu.Lock()
 	crls := w.crls
@@ -300,4 +294,45 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// Certificates reports the server certificate, the CA bundle and a
+// summary of the recently seen clients (not named: see
+// descClientExpiry), with the time each has left.
+func (w *Watcher) Certificates() v1.Certificates {
+	now := w.now()
+	out := v1.Certificates{TLS: true, WarningWindow: w.Window.Seconds(), Certificates: []v1.Certificate{}}
+	add := func(kind string, c *x509.Certificate) {
+		left := c.NotAfter.Sub(now)
+		out.Certificates = append(out.Certificates, v1.Certificate{Kind: kind, Subject: certSubject(c), NotAfter: c.NotAfter,
+			SecondsLeft: left.Seconds(), Warning: left < w.Window})
+	}
+	w.mu.Lock()
+	server, cas := w.server, w.cas
+	w.mu.Unlock()
+	if server != nil {
+		add(KindServer, server)
+	}
+	for _, ca := range cas {
+		add(KindCA, ca)
+	}
+	out.Clients = w.clientSummary(now)
+	return out
+}
+
+// clientSummary is the soonest expiry of the recently seen client
+// certificates and how many are inside the window; nil if none was seen.
+func (w *Watcher) clientSummary(now time.Time) *v1.ClientCertificates {
+	clients := w.clientList()
+	if len(clients) == 0 {
+		return nil
+	}
+	sum := &v1.ClientCertificates{Seen: len(clients), SoonestExpiry: clients[0].notAfter}
+	for _, c := range clients {
+		sum.SoonestExpiry = minTime(sum.SoonestExpiry, c.notAfter)
+		if c.notAfter.Sub(now) < w.Window {
+			sum.Expiring++
+		}
+	}
+	return sum
 }

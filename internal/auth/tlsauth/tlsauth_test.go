@@ -378,6 +378,25 @@ func TestExpiryWarningAndMetric(t *testing.T) {
 	near("leaf_tls_cert_expiry_seconds{kind=ca,subject=leaf test CA}", time.Until(w.ca.Cert.NotAfter))
 	near("leaf_tls_cert_warning_window_seconds", 30*24*time.Hour)
 
+	// The API's view (the console's certificate panel) says the same,
+	// and marks what is inside the window; the client stays unnamed.
+	certs := w.watcher.Certificates()
+	if !certs.TLS || certs.WarningWindow != (30*24*time.Hour).Seconds() || len(certs.Certificates) != 2 {
+		t.Fatalf("certificates: %+v", certs)
+	}
+	for _, c := range certs.Certificates {
+		wantLeft, wantWarn := time.Until(w.ca.Cert.NotAfter), false
+		if c.Kind == KindServer {
+			wantLeft, wantWarn = 10*24*time.Hour, true
+		}
+		if math.Abs(c.SecondsLeft-wantLeft.Seconds()) > 120 || c.Warning != wantWarn || c.Subject == "" {
+			t.Errorf("%s certificate: %+v, want about %v left, warning %v", c.Kind, c, wantLeft, wantWarn)
+		}
+	}
+	if c := certs.Clients; c == nil || c.Seen != 1 || c.Expiring != 1 || math.Abs(time.Until(c.SoonestExpiry).Hours()-5*24) > 1 {
+		t.Errorf("clients: %+v, want one seen, expiring in about 5 days", c)
+	}
+
 	// Expired server certificate: New and serving go on; leafd logs it.
 	expired := w.ca.Issue(t, pki.Options{CN: "leafd", DNS: []string{"leafd.test"}, NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	expired.Write(t, w.dir, "server")

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -100,9 +101,12 @@ auth:
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	var once sync.Once
 	stop := func() {
-		cmd.Process.Kill()
-		<-exited
+		once.Do(func() {
+			cmd.Process.Kill()
+			<-exited
+		})
 	}
 	if err := waitReady(r, exited); err != nil {
 		stop()
@@ -110,6 +114,7 @@ auth:
 		return fmt.Errorf("%w; log: %s", err, strings.TrimSpace(string(log)))
 	}
 	t.Cleanup(stop)
+	r.stop = stop
 	return nil
 }
 

@@ -50,6 +50,16 @@ type Registry struct {
 	// Tamper, if set, may rewrite a response body: tests use it to make
 	// the registry lie.
 	Tamper func(path string, body []byte) []byte
+	// stop ends the registry (set by StartDistribution2).
+	stop func()
+}
+
+// Stop ends a registry StartDistribution2 started before the test does:
+// from then on its port refuses connections.
+func (r *Registry) Stop() {
+	if r.stop != nil {
+		r.stop()
+	}
 }
 
 var quietOnce sync.Once
