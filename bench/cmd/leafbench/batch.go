@@ -67,7 +67,7 @@ func (b *benchmark) batchPairs(ctx context.Context) error {
 		}
 		b.cmds = append(b.cmds, fmt.Sprintf("  paired %s: leafd %s, then bench.DirectProgram(program %s)", w.name, filepath.Join(b.tmp, w.file), w.fn))
 		w.xdpMin = -1
-		for i := 0; i < b.runs; i++ {
+		for i := 0; i < b.pairedRuns; i++ {
 			if err := w.pair(ctx, b, doc); err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ func parallelMain(args []string) {
 	if *runs < 1 {
 		fatal(errors.New("-runs must be at least 1"))
 	}
-	b := &benchmark{runs: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
+	b := &benchmark{pairedRuns: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
 	b.runAndReport(b.runParallel)
 }
 

@@ -61,16 +61,17 @@ func main() {
 		}
 	}
 	runs := flag.Int("runs", 20, "timed runs of each apply measurement")
+	paired := flag.Int("paired-runs", 5, "paired runs of each apply of 50 against its sequential reference (the verifier-heavy and firewall ones take seconds each)")
 	verbose := flag.Bool("v", false, "print every timing to standard error as it is taken")
 	settle := flag.Duration("settle", 2*time.Second, "how long leafd idles before its RSS is read")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal(errors.New("needs root (network namespaces, bpffs, BPF programs)"))
 	}
-	if *runs < 1 {
-		fatal(errors.New("-runs must be at least 1"))
+	if *runs < 1 || *paired < 1 {
+		fatal(errors.New("-runs and -paired-runs must be at least 1"))
 	}
-	b := &benchmark{runs: *runs, settle: *settle, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
+	b := &benchmark{runs: *runs, pairedRuns: *paired, settle: *settle, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
 	b.runAndReport(b.run)
 }
 
@@ -85,9 +86,12 @@ type row struct {
 }
 
 type benchmark struct {
-	runs    int
-	settle  time.Duration
-	verbose bool
+	runs int
+	// pairedRuns is how many paired runs each apply of 50 against its
+	// reference gets (batch.go).
+	pairedRuns int
+	settle     time.Duration
+	verbose    bool
 
 	loadStart, loadEnd string
 	r                  *bench.Runner
