@@ -156,44 +156,28 @@ func loadAttach(b *testing.B, spec *ebpf.CollectionSpec, kind attachKind, target
 	}
 	load = time.Since(t0)
 	links := make([]link.Link, len(targets))
-	var cpuNS atomic.Int64
-	var failed atomic.Value
-	next := make(chan int)
-	var wg sync.WaitGroup
 	t0 = time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				err := netnsutil.Do(targets[i].netns, func() error {
-					c0, _ := threadCPU()
-					defer func() { c1, _ := threadCPU(); cpuNS.Add(c1 - c0) }()
-					var err error
-					links[i], err = kind.attach(colls[i].Programs[kind.program], targets[i].ifindex)
-					return err
-				})
-				if err != nil {
-					failed.Store(err)
-				}
-			}
-		}()
-	}
-	for i := range targets {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	cpu, err := onThreads(workers, len(targets), func(i int) (time.Duration, error) {
+		var cpu time.Duration
+		err := netnsutil.Do(targets[i].netns, func() error {
+			c0, _ := threadCPU()
+			defer func() { c1, _ := threadCPU(); cpu = time.Duration(c1 - c0) }()
+			var err error
+			links[i], err = kind.attach(colls[i].Programs[kind.program], targets[i].ifindex)
+			return err
+		})
+		return cpu, err
+	})
 	attach = time.Since(t0)
 	for _, l := range links {
 		if l != nil {
 			l.Close()
 		}
 	}
-	if err, _ := failed.Load().(error); err != nil {
+	if err != nil {
 		b.Fatal(err)
 	}
-	return load, attach, time.Duration(cpuNS.Load())
+	return load, attach, cpu
 }
 
 // loadKind is one kind of kernel object loaded 50 times.
@@ -269,38 +253,52 @@ func BenchmarkLoad20(b *testing.B) {
 // loadN loads n objects of kind on workers threads and closes them.
 func loadN(b *testing.B, kind loadKind, n, workers int) (wall, cpu time.Duration) {
 	objs := make([]io.Closer, n)
-	var cpuNS atomic.Int64
-	var failed atomic.Value
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			c0, _ := threadCPU()
-			defer func() { c1, _ := threadCPU(); cpuNS.Add(c1 - c0) }()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				var err error
-				if objs[i], err = kind.load(); err != nil {
-					failed.Store(err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	cpu, err := onThreads(workers, n, func(i int) (time.Duration, error) {
+		c0, _ := threadCPU()
+		var err error
+		objs[i], err = kind.load()
+		c1, _ := threadCPU()
+		return time.Duration(c1 - c0), err
+	})
 	wall = time.Since(t0)
 	for _, o := range objs {
 		if o != nil {
 			o.Close()
 		}
 	}
-	if err, _ := failed.Load().(error); err != nil {
+	if err != nil {
 		b.Fatal(err)
 	}
-	return wall, time.Duration(cpuNS.Load())
+	return wall, cpu
+}
+
+// onThreads runs fn(0) … fn(n-1) on workers goroutines, each locked to
+// its OS thread, and returns the sum of the CPU times fn reports and one
+// of its errors.
+func onThreads(workers, n int, fn func(i int) (time.Duration, error)) (time.Duration, error) {
+	var cpuNS atomic.Int64
+	var failed atomic.Value
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				cpu, err := fn(i)
+				cpuNS.Add(int64(cpu))
+				if err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	err, _ := failed.Load().(error)
+	return time.Duration(cpuNS.Load()), err
 }
 
 type collCloser struct{ c *ebpf.Collection }
