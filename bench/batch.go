@@ -52,13 +52,19 @@ programs:
 // VerifyHeavyPackage into dir (created), for leafd's
 // --repository-allow-unsigned flag.
 func WriteVerifyHeavyRepository(dir string) error {
-	pkg := filepath.Join(dir, "verifyheavy")
+	return writePackage(dir, "verifyheavy", verifyHeavyManifest, "verifyheavy.bpf.o", VerifyHeavyObject)
+}
+
+// writePackage writes one package (its manifest and its object) into the
+// repository directory dir, creating both.
+func writePackage(dir, name, manifest, objectName string, object []byte) error {
+	pkg := filepath.Join(dir, name)
 	if err := os.MkdirAll(pkg, 0o755); err != nil {
 		return err
 	}
 	return errors.Join(
-		os.WriteFile(filepath.Join(pkg, "leaf.yaml"), []byte(verifyHeavyManifest), 0o644),
-		os.WriteFile(filepath.Join(pkg, "verifyheavy.bpf.o"), VerifyHeavyObject, 0o644),
+		os.WriteFile(filepath.Join(pkg, "leaf.yaml"), []byte(manifest), 0o644),
+		os.WriteFile(filepath.Join(pkg, objectName), object, 0o644),
 	)
 }
 
