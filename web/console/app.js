@@ -162,6 +162,9 @@ function sparkline(values) {
   svg.dataset.points = present.length;
   if (!present.length) return svg;
   const max = Math.max(...present), min = Math.min(0, ...present);
+  const tip = document.createElementNS(SVG, "title");
+  tip.textContent = `${present.length} samples, from ${fmt(Math.min(...present))} to ${fmt(max)}`;
+  svg.append(tip);
   const x = i => values.length === 1 ? w / 2 : pad + (i * (w - 2 * pad)) / (values.length - 1);
   const y = v => h - pad - (max === min ? 0 : ((v - min) * (h - 2 * pad)) / (max - min));
   let pts = [];
