@@ -17,8 +17,8 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/testenv/registry"
 )
 
-// pushToRegistry builds the package directories into a layout and pushes
-// them to reg; it returns the flags that reach reg.
+// pushToRegistry builds the package directories (by name@version) into
+// a layout and pushes them to reg.
 func pushToRegistry(t *testing.T, reg *registry.Registry, pkgs map[string]string) {
 	t.Helper()
 	layoutDir := filepath.Join(t.TempDir(), "layout")
