@@ -138,6 +138,18 @@ func TestRepositoryDown(t *testing.T) {
 	if now := status(t, d); running(now) != running(before) {
 		t.Errorf("a refused apply changed what runs:\nbefore %s\nafter  %s", running(before), running(now))
 	}
+
+	// A restart that applies a desired-state file naming the same
+	// versions needs no registry either.
+	d.Stop()
+	d.Args = append(d.Args, "--desired-state", cliFile(t, "state.yaml", document))
+	d.Restart()
+	if now := status(t, d); running(now) != running(before) {
+		t.Errorf("a restart with --desired-state, registry stopped, changed what runs:\nbefore %s\nafter  %s", running(before), running(now))
+	}
+	if strings.Contains(d.Logs(), "asking the repositories") {
+		t.Errorf("start-up with --desired-state went to the repositories for what the cache holds:\n%s", d.Logs())
+	}
 }
 
 // running sums up what the kernel runs per attachment.
