@@ -72,6 +72,49 @@ func benchApply(b *testing.B, n int, document func(netns string, ifaces []string
 // from the empty state.
 func BenchmarkApplyOne(b *testing.B) { benchApply(b, 1, Document) }
 
+// BenchmarkApplyOneVsReference is issue 9's target in one run: each
+// iteration applies one portfilter XDP attachment through leafd and then
+// loads and attaches the same program straight through cilium/ebpf
+// (bench.Direct) on the same veth, each from a clean kernel (the other's
+// objects freed). It reports both medians and their ratio.
+func BenchmarkApplyOneVsReference(b *testing.B) {
+	d := daemon(b)
+	s := sandbox(b, 1)
+	doc := Document(s.NsB, s.Ifaces)
+	ctx := context.Background()
+	var own, ref []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		res, err := d.Client.Apply(ctx, doc, false)
+		own = append(own, time.Since(start))
+		if err != nil {
+			b.Fatalf("apply: %v", err)
+		}
+		b.StopTimer()
+		if err := CheckApply(res, 1, false); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Clear(ctx, d.Client, true); err != nil {
+			b.Fatal(err)
+		}
+		took, closeAll, err := Direct(s.NsB, s.Ifaces)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref = append(ref, took)
+		if err := closeAll(true); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	o, r := Summarize(own).Median, Summarize(ref).Median
+	b.ReportMetric(float64(o.Nanoseconds()), "leaf-median-ns")
+	b.ReportMetric(float64(r.Nanoseconds()), "reference-median-ns")
+	b.ReportMetric(float64(o)/float64(r), "leaf/reference")
+}
+
 // BenchmarkApplyOneTCX applies one pktcount TCX ingress attachment on a
 // veth end, from the empty state.
 func BenchmarkApplyOneTCX(b *testing.B) { benchApply(b, 1, TCXDocument) }

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,8 +64,16 @@ func l3afDaemon(t *testing.T, p *testenv.Pair, metrics string) (*testenv.Daemon,
 	coop := filepath.Join(testdata, "packages", "l3afcoop", "l3afcoop.bpf.o")
 	l3afArtifact(t, fileRoot, "seqa", "1.0", "l3af_seq.tar.gz", coop)
 	l3afArtifact(t, fileRoot, "seqb", "1.0", "l3af_seq.tar.gz", coop)
-	srv := httptest.NewServer(http.FileServer(http.Dir(httpRoot)))
+	files := http.FileServer(http.Dir(httpRoot))
+	gets := &atomic.Int32{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".tar.gz") {
+			gets.Add(1)
+		}
+		files.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
+	artifactGets.Store(srv.URL, gets)
 	cfg := filepath.Join(t.TempDir(), "leafd.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: leaf.dev/v1alpha1
 kind: DaemonConfig
@@ -78,6 +88,19 @@ l3af: {hostName: leaf-l3af-test, netns: %s, pollInterval: 100ms, samples: 5}
 	}
 	d := testenv.StartDaemon(t, testenv.DaemonOptions{Args: args})
 	return d, srv.URL, "file://" + fileRoot
+}
+
+// artifactGets counts, per HTTP KFaaS server of l3afDaemon (by URL), the
+// requests for artifacts it served.
+var artifactGets sync.Map
+
+func artifactsServed(t *testing.T, url string) int32 {
+	t.Helper()
+	n, ok := artifactGets.Load(url)
+	if !ok {
+		t.Fatalf("no KFaaS server at %s", url)
+	}
+	return n.(*atomic.Int32).Load()
 }
 
 // portdropPayload is l3afd's documented add payload for the portdrop
@@ -140,9 +163,14 @@ func TestL3AFDeployThroughAPI(t *testing.T) {
 	t.Parallel()
 	p := testenv.NewPair(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", metricsPort(t))
-	d, _, _ := l3afDaemon(t, p, addr)
+	d, url, _ := l3afDaemon(t, p, addr)
 
 	mustL3AF(t, d, "POST", "/l3af/configs/v1/add", portdropPayload(p.IfB, 1))
+	// One call, one resolution: the L3AF API hands the package it
+	// resolved to admission rather than both fetching it.
+	if n := artifactsServed(t, url); n != 1 {
+		t.Errorf("the add fetched the artifact %d times, want once", n)
+	}
 	att := l3af.AttachmentName(p.IfB, l3af.HookXDPIngress, "portdrop")
 	st := status(t, d)[att]
 	if st.State != "attached" || xdpProgID(t, p.NsB, p.IfB) != st.ProgramID {

@@ -111,3 +111,43 @@ func (p *pinned) List() []*repository.Package {
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref() < out[j].Ref() })
 	return out
 }
+
+// Preferring is repos with pkgs answered first: a request for one of
+// pkgs, from the repository it came from, gets it as it is, without the
+// repository being asked again; anything else goes to repos. It is for
+// packages the caller resolved, fetched and verified moments before (the
+// L3AF API does, to type map_args), so that one change resolves each
+// package once.
+func Preferring(pkgs []*repository.Package, repos repository.Set) repository.Set {
+	if len(pkgs) == 0 {
+		return repos
+	}
+	out := make(repository.Set, len(repos))
+	for i, r := range repos {
+		pr := &preferring{Repository: r, pkgs: map[string]*repository.Package{}}
+		for _, p := range pkgs {
+			if p.Repository == r.Name() {
+				pr.pkgs[p.Ref()] = p
+			}
+		}
+		out[i] = pr
+	}
+	return out
+}
+
+// preferring is one repository with some of its packages known already.
+type preferring struct {
+	repository.Repository
+	pkgs map[string]*repository.Package
+}
+
+func (p *preferring) Resolve(name, version string) (*repository.Package, error) {
+	return p.ResolveContext(context.Background(), name, version)
+}
+
+func (p *preferring) ResolveContext(ctx context.Context, name, version string) (*repository.Package, error) {
+	if pkg := p.pkgs[name+"@"+version]; pkg != nil {
+		return pkg, nil
+	}
+	return repository.ResolveWith(ctx, p.Repository, name, version)
+}

@@ -239,7 +239,7 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	defer closeMaps(replacements)
 	migrations := ap.migrationSources(name, spec, r.Package.Manifest, chainMap)
 	defer closeMaps(migrations)
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
+	coll, err := newCollection(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
 		return nil, explainLoadError(r, err)
 	}

@@ -88,7 +88,7 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 			}
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replacements})
+	coll, err := newCollection(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
 		return nil, fmt.Errorf("load the fused chain of %d members: %w", len(members), err)
 	}

@@ -38,6 +38,9 @@ func (ap *Applier) RestorePins(records map[string]*store.Record) ([]string, erro
 func (ap *Applier) restoreOne(rec *store.Record) ([]string, error) {
 	var restored []string
 	name := rec.Name
+	if ap.pinsPresent(rec) {
+		return nil, nil // the common case, answered from bpffs alone
+	}
 	prog, err := ebpf.LoadPinnedProgram(ap.Layout.Prog(name), nil)
 	if err != nil {
 		prog = ap.recordedProgram(rec)
@@ -77,6 +80,19 @@ func (ap *Applier) restoreOne(rec *store.Record) ([]string, error) {
 		restored = append(restored, name+"/maps/"+mname)
 	}
 	return restored, nil
+}
+
+// pinsPresent reports whether the record's program and map pins all exist.
+func (ap *Applier) pinsPresent(rec *store.Record) bool {
+	if !exists(ap.Layout.Prog(rec.Name)) {
+		return false
+	}
+	for mname := range rec.MapIDs {
+		if !exists(ap.Layout.Map(rec.Name, mname)) {
+			return false
+		}
+	}
+	return true
 }
 
 // recordedProgram opens the attachment's program while the kernel still

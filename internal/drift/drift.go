@@ -92,9 +92,12 @@ func Detect(layout bpffs.Layout, st *desired.State, records map[string]*store.Re
 	}
 	rep := &Report{Unavailable: map[string]bool{}}
 	managed := managedHooks(st, records)
+	// One netlink handle per namespace for every hook's checks.
+	var ifs netnsutil.Interfaces
+	defer ifs.Close()
 	for _, key := range sortedKeys(managed) {
 		mh := managed[key]
-		if !interfacePresent(mh.hook) {
+		if !interfacePresent(mh.hook, &ifs) {
 			rep.Drifts = append(rep.Drifts, Drift{Kind: InterfaceMissing, Hook: mh.hook.String(), HookKey: key,
 				Detail: fmt.Sprintf("interface %s is gone; its chain is re-attached when it comes back", mh.hook.Interface)})
 			for _, m := range mh.members {
@@ -104,7 +107,7 @@ func Detect(layout bpffs.Layout, st *desired.State, records map[string]*store.Re
 		}
 		oh := hooks[bpffs.HookID(key)]
 		rep.Drifts = append(rep.Drifts, hookDrifts(mh, oh, records, observed)...)
-		foreign, err := findForeign(mh, oh, global)
+		foreign, err := findForeign(mh, oh, global, &ifs)
 		if err != nil {
 			return nil, fmt.Errorf("hook %s: %w", mh.hook, err)
 		}
@@ -157,8 +160,8 @@ func managedHooks(st *desired.State, records map[string]*store.Record) map[strin
 	return out
 }
 
-func interfacePresent(h desired.Hook) bool {
-	_, err := netnsutil.Ifindex(h.NetnsPath(), h.Interface)
+func interfacePresent(h desired.Hook, ifs *netnsutil.Interfaces) bool {
+	_, _, err := ifs.Lookup(h.NetnsPath(), h.Interface)
 	return err == nil
 }
 

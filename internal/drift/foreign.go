@@ -8,6 +8,7 @@ import (
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 )
 
@@ -46,8 +47,8 @@ func (f Foreign) Remove() bool { return f.Secure && !f.Allowed }
 // findForeign lists the programs on a managed hook that are not leaf's
 // chain: on XDP, a program other than the one leaf's link runs (the hook
 // holds one); on TC, every TCX program other than leaf's link.
-func findForeign(mh *managedHook, oh *observer.Hook, global Policy) ([]Foreign, error) {
-	progs, err := hook.Programs(mh.hook)
+func findForeign(mh *managedHook, oh *observer.Hook, global Policy, ifs *netnsutil.Interfaces) ([]Foreign, error) {
+	progs, err := hook.Programs(mh.hook, ifs)
 	if err != nil {
 		return nil, err
 	}

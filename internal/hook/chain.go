@@ -3,6 +3,7 @@ package hook
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -25,6 +26,13 @@ var ErrForeign = errors.New("held by a program leaf does not manage")
 func (t *Target) AttachChain(prog *ebpf.Program) (link.Link, error) {
 	switch t.Hook.Type {
 	case manifest.HookXDP:
+		// Attach first: the kernel refuses a link on a hook another
+		// program holds (EBUSY, or EEXIST for one in the other mode), and
+		// only then is it worth asking netlink which program that is.
+		l, err := t.Attach(prog)
+		if err == nil || !errors.Is(err, os.ErrExist) && !errors.Is(err, errBusy) {
+			return l, err
+		}
 		if err := t.clearForeignXDP(); err != nil {
 			return nil, err
 		}
@@ -48,7 +56,9 @@ func (t *Target) AttachChain(prog *ebpf.Program) (link.Link, error) {
 // clearForeignXDP makes sure no other program holds the interface's XDP
 // hook, removing it only when the operator allowed that.
 func (t *Target) clearForeignXDP() error {
-	x, _, err := xdpState(t.Hook)
+	ifs, done := own(nil)
+	defer done()
+	x, _, err := xdpState(t.Hook, ifs)
 	if err != nil || x == nil {
 		return err
 	}

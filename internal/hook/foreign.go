@@ -25,11 +25,15 @@ type HookProgram struct {
 }
 
 // Programs lists what the kernel runs on an XDP or TC hook: the one XDP
-// program (netlink), or every TCX program in order.
-func Programs(h desired.Hook) ([]HookProgram, error) {
+// program (netlink), or every TCX program in order. Interfaces are looked
+// up through ifs, which may be shared by the checks of many hooks (nil:
+// a lookup of its own).
+func Programs(h desired.Hook, ifs *netnsutil.Interfaces) ([]HookProgram, error) {
+	ifs, done := own(ifs)
+	defer done()
 	switch h.Type {
 	case manifest.HookXDP:
-		x, _, err := xdpState(h)
+		x, _, err := xdpState(h, ifs)
 		if err != nil || x == nil {
 			return nil, err
 		}
@@ -37,7 +41,7 @@ func Programs(h desired.Hook) ([]HookProgram, error) {
 		// every link on the host, and most checks only need the ID.
 		return []HookProgram{{Program: ebpf.ProgramID(x.ProgId)}}, nil
 	case manifest.HookTC:
-		ifindex, err := netnsutil.Ifindex(h.NetnsPath(), h.Interface)
+		ifindex, _, err := ifs.Lookup(h.NetnsPath(), h.Interface)
 		if err != nil {
 			return nil, err
 		}
@@ -56,22 +60,26 @@ func Programs(h desired.Hook) ([]HookProgram, error) {
 		if err != nil {
 			return nil, err
 		}
-		filters, err := classicFilters(h)
+		filters, err := classicFilters(h, ifs)
 		return append(out, filters...), err
 	}
 	return nil, fmt.Errorf("hook type %s holds no chain", h.Type)
 }
 
+// own returns ifs, or a lookup of its own and how to close it.
+func own(ifs *netnsutil.Interfaces) (*netnsutil.Interfaces, func()) {
+	if ifs != nil {
+		return ifs, func() {}
+	}
+	ifs = &netnsutil.Interfaces{}
+	return ifs, ifs.Close
+}
+
 // xdpState returns the interface's XDP attachment (nil if none).
-func xdpState(h desired.Hook) (*netlink.LinkXdp, netlink.Link, error) {
-	nh, err := netnsutil.Handle(h.NetnsPath())
+func xdpState(h desired.Hook, ifs *netnsutil.Interfaces) (*netlink.LinkXdp, netlink.Link, error) {
+	l, err := ifs.Link(h.NetnsPath(), h.Interface)
 	if err != nil {
 		return nil, nil, err
-	}
-	defer nh.Close()
-	l, err := nh.LinkByName(h.Interface)
-	if err != nil {
-		return nil, nil, fmt.Errorf("interface %s: %w", h.Interface, err)
 	}
 	x := l.Attrs().Xdp
 	if x == nil || !x.Attached || x.ProgId == 0 {
@@ -96,7 +104,9 @@ func Detach(h desired.Hook, prog ebpf.ProgramID, linkID link.ID) error {
 	}
 	switch h.Type {
 	case manifest.HookXDP:
-		x, l, err := xdpState(h)
+		ifs, done := own(nil)
+		defer done()
+		x, l, err := xdpState(h, ifs)
 		if err != nil || x == nil || ebpf.ProgramID(x.ProgId) != prog {
 			return err // gone already
 		}
@@ -153,12 +163,11 @@ func clsactParent(h desired.Hook) uint32 {
 // classicFilters lists the cls_bpf filters tools such as tc(8) attached to
 // the hook's clsact qdisc. TCX runs first, but these still see every
 // packet leaf's chain passes on, so they are programs on leaf's hook.
-func classicFilters(h desired.Hook) ([]HookProgram, error) {
-	nh, err := netnsutil.Handle(h.NetnsPath())
+func classicFilters(h desired.Hook, ifs *netnsutil.Interfaces) ([]HookProgram, error) {
+	nh, err := ifs.Handle(h.NetnsPath())
 	if err != nil {
 		return nil, err
 	}
-	defer nh.Close()
 	l, err := nh.LinkByName(h.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %s: %w", h.Interface, err)
@@ -178,7 +187,9 @@ func classicFilters(h desired.Hook) ([]HookProgram, error) {
 }
 
 func findClassicFilter(h desired.Hook, prog ebpf.ProgramID) *netlink.BpfFilter {
-	filters, err := classicFilters(h)
+	ifs, done := own(nil)
+	defer done()
+	filters, err := classicFilters(h, ifs)
 	if err != nil {
 		return nil
 	}

@@ -45,7 +45,9 @@ func fieldErr(field string, format string, args ...any) error {
 
 // Resolve checks that the hook exists here: the interface in its netns,
 // the cgroup, the tracepoint, the binary and symbol, kprobe support.
-func Resolve(h desired.Hook) (*Target, error) {
+// Interfaces are looked up through ifs, which may be shared by the
+// resolutions of one document (nil: a lookup of its own).
+func Resolve(h desired.Hook, ifs *netnsutil.Interfaces) (*Target, error) {
 	if err := probe(h.Type); err != nil {
 		return nil, &FieldError{Field: "type", Err: err}
 	}
@@ -57,7 +59,11 @@ func Resolve(h desired.Hook) (*Target, error) {
 				return nil, fieldErr("netns", "network namespace %s: %v", h.NetnsPath(), errors.Unwrap(err))
 			}
 		}
-		idx, name, err := netnsutil.Interface(h.NetnsPath(), h.Interface)
+		if ifs == nil {
+			ifs = &netnsutil.Interfaces{}
+			defer ifs.Close()
+		}
+		idx, name, err := ifs.Lookup(h.NetnsPath(), h.Interface)
 		if err != nil {
 			return nil, &FieldError{Field: "interface", Err: err}
 		}
@@ -176,23 +182,4 @@ func (t *Target) inNetns(fn func() (link.Link, error)) (link.Link, error) {
 		return err
 	})
 	return l, err
-}
-
-// Attached reports whether a link still holds its hook. A network link
-// whose interface went away, or that someone detached, reports false.
-func Attached(l link.Link) (bool, error) {
-	info, err := l.Info()
-	if err != nil {
-		return false, err
-	}
-	if x := info.XDP(); x != nil {
-		return x.Ifindex != 0, nil
-	}
-	if x := info.TCX(); x != nil {
-		return x.Ifindex != 0, nil
-	}
-	if x := info.Cgroup(); x != nil {
-		return x.CgroupId != 0, nil
-	}
-	return true, nil
 }

@@ -218,7 +218,7 @@ func migrateState(ctx context.Context, url, host, netns string, store Config) (*
 		return nil, fmt.Errorf("l3af-config.json: %w", err)
 	}
 	hints.Replace(h)
-	atts, err := s.admit(ctx, cfg)
+	atts, _, err := s.admit(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("l3af-config.json: %w", err)
 	}

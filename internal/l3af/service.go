@@ -18,7 +18,9 @@ import (
 // Engine is leaf's one way to change what runs: the reconciler.
 type Engine interface {
 	Desired() *desired.State
-	Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error)
+	// Modify takes the packages the change's attachments were built from,
+	// resolved and verified already, so that they are not resolved again.
+	Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), known []*repository.Package, dryRun bool) (*v1.ApplyResult, error)
 }
 
 // Repo is a KFaaS repository leafd is configured with, that L3AF
@@ -180,7 +182,7 @@ func (s *Service) change(ctx context.Context, dryRun bool, next func(Config) (Co
 	// The repositories read the new hints from here on; put the old ones
 	// back if the change does not apply.
 	old := s.Hints.Replace(hints)
-	atts, err := s.admit(ctx, cfg)
+	atts, pkgs, err := s.admit(ctx, cfg)
 	if err == nil {
 		var res *v1.ApplyResult
 		res, err = s.engine.Modify(ctx, func(st *desired.State) (*desired.State, error) {
@@ -188,7 +190,7 @@ func (s *Service) change(ctx context.Context, dryRun bool, next func(Config) (Co
 				return nil, ErrConflict
 			}
 			return withL3AF(st, cur, cfg, atts)
-		}, dryRun)
+		}, pkgs, dryRun)
 		if err == nil {
 			if dryRun {
 				s.Hints.Replace(old)
@@ -241,13 +243,15 @@ func withL3AF(st *desired.State, cur, cfg Config, atts []desired.Attachment) (*d
 }
 
 // admit resolves every enabled program's package (fetching and verifying
-// it; the hints must be in place) and builds its attachment.
-func (s *Service) admit(ctx context.Context, cfg Config) ([]desired.Attachment, error) {
+// it; the hints must be in place) and builds its attachment. It returns
+// the packages too, for the reconciler's admission to take as they are.
+func (s *Service) admit(ctx context.Context, cfg Config) ([]desired.Attachment, []*repository.Package, error) {
 	var out []desired.Attachment
+	var pkgs []*repository.Package
 	var errs desired.Errors
 	for _, e := range cfg.entries() {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if skip(e.prog) {
 			continue
@@ -258,7 +262,7 @@ func (s *Service) admit(ctx context.Context, cfg Config) ([]desired.Attachment, 
 			errs = append(errs, desired.Error{Attachment: label, Field: "ebpf_package_repo_url", Message: err.Error()})
 			continue
 		}
-		pkg, err := s.repos.ResolveRequest(repository.Request{Name: t.name, Version: t.version, Repository: t.repo})
+		pkg, err := s.repos.ResolveRequestContext(ctx, repository.Request{Name: t.name, Version: t.version, Repository: t.repo})
 		if err != nil {
 			errs = append(errs, desired.Error{Attachment: label, Field: "artifact", Message: err.Error()})
 			continue
@@ -269,8 +273,9 @@ func (s *Service) admit(ctx context.Context, cfg Config) ([]desired.Attachment, 
 			continue
 		}
 		out = append(out, a)
+		pkgs = append(pkgs, pkg)
 	}
-	return out, errs.Err()
+	return out, pkgs, errs.Err()
 }
 
 func (e entry) label() string { return fmt.Sprintf("l3af %s/%s/%s", e.iface, e.hook, e.prog.Name) }

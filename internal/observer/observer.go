@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
-	"github.com/leaf-ebpf/leaf/internal/hook"
 )
 
 // Attachment is what the kernel holds for one attachment name.
@@ -84,27 +83,19 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 		return a
 	}
 	a.HasPins = true
-	if prog, err := ebpf.LoadPinnedProgram(layout.Prog(name), nil); err == nil {
-		if info, err := prog.Info(); err == nil {
-			a.ProgramID, _ = info.ID()
-			a.Tag = info.Tag
-		}
-		prog.Close()
+	if id, tag, err := pinnedProgram(layout.Prog(name)); err == nil {
+		a.ProgramID, a.Tag = id, tag
 	} else {
 		a.Problem = "program pin missing"
 	}
-	if l, err := link.LoadPinnedLink(layout.Link(name), nil); err == nil {
-		if info, err := l.Info(); err == nil {
-			a.LinkID, a.LinkProgramID = info.ID, info.Program
-			if info.Program != a.ProgramID && a.ProgramID != 0 {
-				a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", info.Program, a.ProgramID)
-			}
+	if id, prog, attached, err := pinnedLink(layout.Link(name)); err == nil {
+		a.LinkID, a.LinkProgramID, a.Attached = id, prog, attached
+		if prog != a.ProgramID && a.ProgramID != 0 {
+			a.Problem = fmt.Sprintf("link runs program %d, not the pinned program %d", prog, a.ProgramID)
 		}
-		a.Attached, err = hook.Attached(l)
-		if err == nil && !a.Attached {
+		if !attached {
 			a.Problem = "link detached from its hook"
 		}
-		l.Close()
 	} else if a.Problem == "" {
 		a.Problem = "link pin missing"
 	}
@@ -121,14 +112,9 @@ func observeOne(layout bpffs.Layout, name string) *Attachment {
 		a.Problem = fmt.Sprintf("maps: %v", err)
 	}
 	for _, e := range entries {
-		m, err := ebpf.LoadPinnedMap(layout.Map(name, e.Name()), nil)
-		if err != nil {
-			continue
+		if id, err := pinnedMapID(layout.Map(name, e.Name())); err == nil {
+			a.Maps[e.Name()] = id
 		}
-		if info, err := m.Info(); err == nil {
-			a.Maps[e.Name()], _ = info.ID()
-		}
-		m.Close()
 	}
 	return a
 }
@@ -154,15 +140,9 @@ func ObserveHooks(layout bpffs.Layout) (map[string]*Hook, error) {
 	for _, id := range ids {
 		h := &Hook{ID: id}
 		out[id] = h
-		l, err := link.LoadPinnedLink(layout.HookLink(id), nil)
-		if err != nil {
-			continue
+		if lid, prog, attached, err := pinnedLink(layout.HookLink(id)); err == nil {
+			h.LinkID, h.ProgramID, h.Attached = lid, prog, attached
 		}
-		if info, err := l.Info(); err == nil {
-			h.LinkID, h.ProgramID = info.ID, info.Program
-		}
-		h.Attached, _ = hook.Attached(l)
-		l.Close()
 	}
 	return out, nil
 }

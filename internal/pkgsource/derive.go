@@ -1,7 +1,6 @@
 package pkgsource
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/leaf-ebpf/leaf/internal/archive"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
 // KFaaSHint is what l3afd's payload says about a package that leaf.yaml
@@ -56,7 +56,7 @@ func DeriveManifest(name, version string, files archive.Files, h KFaaSHint) (*ma
 	if err != nil {
 		return nil, err
 	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(files[obj]))
+	spec, err := repository.ParseObject(files[obj])
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", obj, err)
 	}

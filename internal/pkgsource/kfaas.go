@@ -3,14 +3,12 @@ package pkgsource
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -39,7 +37,6 @@ type KFaaS struct {
 	// path segments and object details (nil: none).
 	repo  string
 	hints KFaaSHints
-	memo  builds
 }
 
 // NewKFaaS makes a KFaaS origin at root (URL or directory). artifact may
@@ -104,14 +101,6 @@ func (k *KFaaS) Resolve(ctx context.Context, name, version string) (ocispec.Desc
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}
-	// The same bytes read the same way build the same package: an L3AF
-	// call resolves its artifact in its own admission and again in the
-	// reconciler's, so keep the last few builds.
-	sum := sha256.Sum256(data)
-	key := fmt.Sprintf("%s\x00%x\x00%+v", loc, sum, k.hint(name, version))
-	if b, ok := k.memo.get(key); ok {
-		return b.desc, b.store, nil
-	}
 	files, err := archive.Read(bytes.NewReader(data), archive.DefaultLimits)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
@@ -128,39 +117,7 @@ func (k *KFaaS) Resolve(ctx context.Context, name, version string) (ocispec.Desc
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%s: %w", loc, err)
 	}
-	k.memo.put(key, built{desc, store})
 	return desc, store, nil
-}
-
-// built is a package built from an artifact.
-type built struct {
-	desc  ocispec.Descriptor
-	store content.ReadOnlyGraphStorage
-}
-
-// builds remembers the last maxBuilds packages built, by what they were
-// built from.
-type builds struct {
-	mu sync.Mutex
-	m  map[string]built
-}
-
-const maxBuilds = 16
-
-func (b *builds) get(key string) (built, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, ok := b.m[key]
-	return v, ok
-}
-
-func (b *builds) put(key string, v built) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.m == nil || len(b.m) >= maxBuilds {
-		b.m = map[string]built{}
-	}
-	b.m[key] = v
 }
 
 // Extra reads the signatures beside the artifact.

@@ -17,6 +17,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/hook"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/pkgcheck"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
@@ -81,11 +82,13 @@ func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set
 	var out []*Resolved
 	var errs desired.Errors
 	opts.chainModes = st.HookChainModes()
+	var ifs netnsutil.Interfaces
+	defer ifs.Close()
 	for _, a := range st.Spec.Attachments {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r, aerrs := resolveOne(ctx, a, repos, opts)
+		r, aerrs := resolveOne(ctx, a, repos, opts, &ifs)
 		for i := range aerrs {
 			aerrs[i].Attachment = a.Name
 		}
@@ -101,7 +104,7 @@ func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set
 	return out, nil
 }
 
-func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set, opts Options) (*Resolved, desired.Errors) {
+func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set, opts Options, ifs *netnsutil.Interfaces) (*Resolved, desired.Errors) {
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
 		return nil, desired.Errors{{Field: field, Message: err.Error(), Kind: errorKind(err), Err: err}}
 	}
@@ -122,7 +125,7 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 	if !contains(prog.Hooks, a.Hook.Type) {
 		return fail("hook.type", fmt.Errorf("program %s of %s (type %s) cannot attach to a %s hook; it attaches to: %v", prog.Name, pkg.Ref(), prog.Type, a.Hook.Type, prog.Hooks))
 	}
-	spec, _, err := pkg.LoadSpec(prog.Name)
+	spec, _, err := pkg.SharedSpec(prog.Name)
 	if err != nil {
 		return fail("package", err)
 	}
@@ -138,7 +141,7 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 			errs = append(errs, pkgcheck.Companion(pkg, runtime.GOARCH)...)
 		}
 	}
-	target, err := hook.Resolve(a.Hook)
+	target, err := hook.Resolve(a.Hook, ifs)
 	if err != nil {
 		var fe *hook.FieldError
 		field := "hook"
@@ -154,11 +157,11 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 		r.Attachment.Hook = target.Hook
 	}
 	if a.Hook.Chained() && len(errs) == 0 {
-		cfg, field, err := resolveChain(a, prog, spec, opts)
+		cfg, prepared, field, err := resolveChain(a, pkg, prog, spec, opts)
 		if err != nil {
 			errs = append(errs, desired.Error{Field: field, Message: err.Error()})
 		}
-		r.Chain = cfg
+		r.Chain, r.Spec = cfg, prepared
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -171,12 +174,12 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 // else the hook's defaults) and prepares the program: rewritten so that
 // its exits hand over to the next member, or checked against the
 // cooperative contract.
-func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.CollectionSpec, ro Options) (*ChainConfig, string, error) {
+func resolveChain(a desired.Attachment, pkg *repository.Package, prog *manifest.Program, spec *ebpf.CollectionSpec, ro Options) (*ChainConfig, *ebpf.CollectionSpec, string, error) {
 	cfg := &ChainConfig{Priority: desired.DefaultPriority, ProceedOn: desired.DefaultProceedOn(a.Hook.Type), Mode: manifest.ChainRewrite, Map: chain.NextMap}
 	if a.Hook.Type == manifest.HookXDP {
 		rc, ok, err := chain.RunConfig(spec, prog.Function)
 		if err != nil {
-			return nil, "package", fmt.Errorf("XDP_RUN_CONFIG: %w", err)
+			return nil, nil, "package", fmt.Errorf("XDP_RUN_CONFIG: %w", err)
 		}
 		if ok {
 			cfg.Priority = rc.Priority
@@ -192,7 +195,7 @@ func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.Colle
 		if len(c.ProceedOn) > 0 {
 			v, err := desired.ParseVerdicts(a.Hook.Type, c.ProceedOn)
 			if err != nil {
-				return nil, "package", fmt.Errorf("manifest chain.proceedOn: %w", err)
+				return nil, nil, "package", fmt.Errorf("manifest chain.proceedOn: %w", err)
 			}
 			cfg.ProceedOn = v
 		}
@@ -206,38 +209,28 @@ func resolveChain(a desired.Attachment, prog *manifest.Program, spec *ebpf.Colle
 	if len(a.ProceedOn) > 0 {
 		v, err := desired.ParseVerdicts(a.Hook.Type, a.ProceedOn)
 		if err != nil {
-			return nil, "proceedOn", err
+			return nil, nil, "proceedOn", err
 		}
 		cfg.ProceedOn = v
 	}
 	cfg.HookMode = ro.chainModes[a.Hook.Key()]
 	if cfg.Mode == manifest.ChainCooperative {
 		if err := chain.Cooperative(spec, prog.Function, cfg.Map); err != nil {
-			return nil, "program", err
+			return nil, nil, "program", err
 		}
 		cfg.NoFuse = "it chains itself with bpf_tail_call (cooperative mode)"
 		if cfg.HookMode == desired.ChainModeFused {
-			return nil, "hook.chainMode", fmt.Errorf("fused: program %s chains itself with bpf_tail_call (cooperative mode) and cannot be fused", prog.Name)
+			return nil, nil, "hook.chainMode", fmt.Errorf("fused: program %s chains itself with bpf_tail_call (cooperative mode) and cannot be fused", prog.Name)
 		}
-		return cfg, "", nil
+		return cfg, spec, "", nil
 	}
 	cfg.CountRuns = ro.CountRuns
-	if err := chain.CanFuse(spec, prog.Function); err != nil {
-		cfg.NoFuse = err.Error()
-	} else {
-		cfg.FuseSpec = spec.Copy()
+	rw, err := rewritten(pkg, prog, spec, a.Hook.Type, cfg.ProceedOn, ro.CountRuns)
+	if err != nil {
+		return nil, nil, "program", err
 	}
-	opts := chain.Options{ProceedOn: cfg.ProceedOn, CountRuns: ro.CountRuns}
-	if a.Hook.Type == manifest.HookTC {
-		// When every member proceeds, let TCX go on to the programs
-		// attached after leaf's link.
-		next := int32(-1)
-		opts.EndVerdict = &next
-	}
-	if err := chain.Rewrite(spec, prog.Function, opts); err != nil {
-		return nil, "program", err
-	}
-	return cfg, "", nil
+	cfg.FuseSpec, cfg.NoFuse = rw.fuse, rw.noFuse
+	return cfg, rw.spec, "", nil
 }
 
 // resolveParams merges defaults with the values given, checks them against

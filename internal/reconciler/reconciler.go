@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -82,6 +81,8 @@ type Reconciler struct {
 	// enforce tracks drifts and foreign programs between checks; guarded
 	// by mu like everything the loop changes.
 	enforce enforceState
+	// notified: Config.Applied has been called since start.
+	notified bool
 
 	// snapshot is the committed desired state, for readers (status,
 	// metrics, maps) that must never wait behind an apply.
@@ -124,7 +125,7 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, err
 	}
 	r := &Reconciler{cfg: cfg, applier: &applier.Applier{Layout: cfg.Layout}, desired: st, packages: map[string]*repository.Package{}}
-	r.snapshot.Store(st.Clone())
+	r.snapshot.Store(st)
 	return r, nil
 }
 
@@ -268,7 +269,7 @@ func checkParams(layout bpffs.Layout, want []*planner.Resolved, records map[stri
 // (validation, packages fetched and verified) runs first, with ctx and
 // without the lock; only reconciliation waits for other changes.
 func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) (*v1.ApplyResult, error) {
-	adm, err := r.admit(ctx, st, dryRun)
+	adm, err := r.admit(ctx, st, r.cfg.Repos, dryRun)
 	if err != nil {
 		r.recordApply(nil, err, dryRun)
 		return nil, err
@@ -280,11 +281,11 @@ func (r *Reconciler) Apply(ctx context.Context, st *desired.State, dryRun bool) 
 	return res, err
 }
 
-// admit runs admission, reporting a failure with its stage.
-func (r *Reconciler) admit(ctx context.Context, st *desired.State, dryRun bool) (*admission.Admitted, error) {
+// admit runs admission through repos, reporting a failure with its stage.
+func (r *Reconciler) admit(ctx context.Context, st *desired.State, repos repository.Set, dryRun bool) (*admission.Admitted, error) {
 	start := time.Now()
 	limits := r.limits()
-	adm, err := admission.Admit(ctx, st, limits, r.cfg.Repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
+	adm, err := admission.Admit(ctx, st, limits, repos, planner.Options{CountRuns: r.cfg.Stats.Enabled()})
 	if err == nil {
 		return adm, nil
 	}
@@ -334,8 +335,11 @@ var ErrConflict = errors.New("desired state changed during the call; retry")
 // Modify applies change(current desired state), unless the state changed
 // in between (ErrConflict), so that a change built from the current state
 // (the L3AF API's add and delete) never overwrites one applied meanwhile.
-// change must be quick: it only edits the document.
-func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), dryRun bool) (*v1.ApplyResult, error) {
+// change must be quick: it only edits the document. known are packages
+// the caller resolved, fetched and verified for the change already (the
+// L3AF API does, to type map_args): admission takes them as they are
+// rather than asking their repositories a second time.
+func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*desired.State, error), known []*repository.Package, dryRun bool) (*v1.ApplyResult, error) {
 	base := r.Desired()
 	next, err := change(base.Clone())
 	if err != nil {
@@ -343,7 +347,7 @@ func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*d
 	}
 	// Admission (packages fetched and verified) without the lock, as
 	// Apply does.
-	adm, err := r.admit(ctx, next, dryRun)
+	adm, err := r.admit(ctx, next, admission.Preferring(known, r.cfg.Repos), dryRun)
 	if err != nil {
 		r.recordApply(nil, err, dryRun)
 		return nil, err
@@ -464,7 +468,8 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	}
 	// A no-op re-apply writes nothing: the store already says exactly
 	// this, and a commit is a disk sync.
-	if plan.Changes() || !sameJSON(st, r.desired) || !sameJSON(newRecords, allRecords) {
+	noop := !plan.Changes() && sameJSON(st, r.desired) && sameJSON(newRecords, allRecords)
+	if !noop {
 		if cerr := r.cfg.Store.Commit(st, newRecords); cerr != nil {
 			return nil, fmt.Errorf("record applied state: %w", cerr)
 		}
@@ -472,22 +477,24 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	if plan.Changes() {
 		crashpoint.Hit(crashpoint.AfterCommit)
 	}
-	r.desired = st.Clone()
-	r.packages = adm.Packages
-	r.snapshot.Store(st.Clone())
-	if res.Changed {
-		// cilium/ebpf memory-maps a program's .rodata and unmaps it only
-		// when the Go garbage collector finalizes the map; collect now so
-		// replaced and deleted programs leave the kernel promptly instead
-		// of lingering in `bpftool map list` until the next GC.
-		runtime.GC()
+	if !noop {
+		// One copy, shared by the loop and the readers' snapshot: neither
+		// is ever modified in place, and Desired hands out copies.
+		frozen := st.Clone()
+		r.desired = frozen
+		r.snapshot.Store(frozen)
 	}
+	r.packages = adm.Packages
 	for _, a := range res.Actions {
 		if a.Kind != string(planner.Keep) {
 			r.cfg.Logger.Info("applied", "attachment", a.Attachment, "action", a.Kind, "reason", a.Reason)
 		}
 	}
-	if r.cfg.Applied != nil {
+	// Watchers, the enforcer and companions follow the applied state; a
+	// no-op after the first notice has nothing new for them (and waking
+	// the enforcer would re-check every hook for nothing).
+	if r.cfg.Applied != nil && (!noop || !r.notified) {
+		r.notified = true
 		r.cfg.Applied(r.desired.Clone(), newRecords, pinned)
 	}
 	return res, err

@@ -23,7 +23,7 @@ func (r *Reconciler) admitAtStart(ctx context.Context, st *desired.State, pins m
 		return adm, nil
 	}
 	r.cfg.Logger.Info("start-up: not every package is held locally; asking the repositories", "reason", err)
-	return r.admit(ctx, st, false)
+	return r.admit(ctx, st, r.cfg.Repos, false)
 }
 
 // recordedPins are the packages the applied attachments run, by

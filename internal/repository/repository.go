@@ -6,6 +6,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -129,8 +130,21 @@ func (p *Package) ReadFile(name string) ([]byte, error) {
 
 // LoadSpec parses the object holding the named program and checks that the
 // ELF agrees with the manifest: the function exists, in the declared
-// section, with the declared program type.
+// section, with the declared program type. The spec is the caller's to
+// change.
 func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Program, error) {
+	spec, prog, err := p.SharedSpec(program)
+	if err != nil {
+		return nil, nil, err
+	}
+	return spec.Copy(), prog, nil
+}
+
+// SharedSpec is LoadSpec without the copy: the spec is the one parse of
+// the object, shared by every caller, and must not be modified. Copying a
+// collection (its BTF above all) costs about as much as the checks a
+// re-apply makes with it.
+func (p *Package) SharedSpec(program string) (*ebpf.CollectionSpec, *manifest.Program, error) {
 	prog, err := p.Manifest.Program(program)
 	if err != nil {
 		return nil, nil, err
@@ -152,21 +166,21 @@ func (p *Package) LoadSpec(program string) (*ebpf.CollectionSpec, *manifest.Prog
 	return spec, prog, nil
 }
 
-// objectSpec parses an object of the package, once; callers get a copy
-// they may change.
+// objectSpec parses an object of the package, once; callers share the
+// spec and must not change it.
 func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 	if p.specs != nil {
 		p.specs.mu.Lock()
 		defer p.specs.mu.Unlock()
 		if spec := p.specs.m[object]; spec != nil {
-			return spec.Copy(), nil
+			return spec, nil
 		}
 	}
 	data, err := p.ReadFile(object)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
 	}
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	spec, err := ParseObject(data)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: object %s: %w", p.Ref(), object, err)
 	}
@@ -175,10 +189,44 @@ func (p *Package) objectSpec(object string) (*ebpf.CollectionSpec, error) {
 			p.specs.m = map[string]*ebpf.CollectionSpec{}
 		}
 		p.specs.m[object] = spec
-		return spec.Copy(), nil
 	}
 	return spec, nil
 }
+
+// ParseObject parses a BPF ELF object, once per content: repositories
+// that read a package afresh on every resolve (OCI, KFaaS), and deriving
+// an L3AF package's manifest, parse the same bytes again and again, and
+// parsing ELF and BTF is the bulk of it. The spec is shared: callers must
+// not modify it (CollectionSpec.Copy gives one to change).
+func ParseObject(data []byte) (*ebpf.CollectionSpec, error) {
+	key := sha256.Sum256(data)
+	parsed.mu.Lock()
+	spec := parsed.m[key]
+	parsed.mu.Unlock()
+	if spec != nil {
+		return spec, nil
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	parsed.mu.Lock()
+	defer parsed.mu.Unlock()
+	if len(parsed.m) >= maxParsed {
+		clear(parsed.m) // rare; the packages in use hold their own specs
+	}
+	parsed.m[key] = spec
+	return spec, nil
+}
+
+// parsed memoizes ParseObject, by SHA-256 of the object. Bounded: a host
+// runs a handful of objects, and a parsed object's BTF can be megabytes.
+var parsed = struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*ebpf.CollectionSpec
+}{m: map[[sha256.Size]byte]*ebpf.CollectionSpec{}}
+
+const maxParsed = 16
 
 func programType(t string) ebpf.ProgramType {
 	switch t {

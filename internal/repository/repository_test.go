@@ -593,3 +593,51 @@ func TestSetStopsOnOtherErrors(t *testing.T) {
 		t.Errorf("got %v, want the repository's own error", err)
 	}
 }
+
+// TestParseObjectOncePerContent: the same bytes parse once, whoever reads
+// them (two packages, two reads); other bytes parse on their own; and a
+// package's LoadSpec still hands out a copy its caller may change.
+func TestParseObjectOncePerContent(t *testing.T) {
+	pf, err := fs.ReadFile(packages.FS, "portfilter/portfilter.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := fs.ReadFile(packages.FS, "pktcount/pktcount.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ParseObject(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseObject(append([]byte(nil), pf...))
+	if err != nil || b != a {
+		t.Errorf("the same object parsed twice (%v)", err)
+	}
+	if c, err := ParseObject(pc); err != nil || c == a {
+		t.Errorf("another object got the first one's spec (%v)", err)
+	}
+	if _, err := ParseObject([]byte("not an ELF object")); err == nil {
+		t.Error("garbage parsed")
+	}
+	l, err := OpenFS("builtin", packages.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.Resolve("portfilter", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, _, err := p.SharedSpec("")
+	if err != nil || shared != a {
+		t.Errorf("the package's shared spec is not the one parse of its object (%v)", err)
+	}
+	own, _, err := p.LoadSpec("")
+	if err != nil || own == a {
+		t.Fatalf("LoadSpec handed out the shared spec (%v)", err)
+	}
+	delete(own.Maps, "blocked_ports")
+	if a.Maps["blocked_ports"] == nil {
+		t.Error("changing LoadSpec's copy changed the shared spec")
+	}
+}

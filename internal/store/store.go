@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -109,6 +111,13 @@ type ChainMember struct {
 // Store is the state database.
 type Store struct {
 	db *bolt.DB
+	// mu guards records, the committed records as Records last decoded
+	// them (nil: read them from the database). leafd is the database's
+	// only writer (bolt's file lock) and Commit drops them, so they are
+	// what the database holds; every apply, drift check and status read
+	// needs them, and decoding them is most of reading them.
+	mu      sync.Mutex
+	records map[string]*Record
 }
 
 // Open opens (creating if needed) the database in dir. Only one leafd may
@@ -171,8 +180,15 @@ func (s *Store) Desired() (*desired.State, error) {
 	return st, nil
 }
 
-// Records returns every attachment record by name.
+// Records returns every attachment record by name. The map is the
+// caller's; the records are shared by every caller until the next commit
+// and must not be modified (copy a record to change it).
 func (s *Store) Records() (map[string]*Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.records != nil {
+		return maps.Clone(s.records), nil
+	}
 	out := map[string]*Record{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAttachments).ForEach(func(k, v []byte) error {
@@ -190,7 +206,8 @@ func (s *Store) Records() (map[string]*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
-	return out, nil
+	s.records = out
+	return maps.Clone(out), nil
 }
 
 // Intent is the journal entry of an apply in progress: written before
@@ -248,6 +265,10 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Read back as decoded, not as given: the next Records decodes them.
+	s.records = nil
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keyDesired, doc); err != nil {
 			return err

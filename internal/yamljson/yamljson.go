@@ -48,6 +48,12 @@ func Decode(data []byte, out any) error {
 // singleDocument refuses a stream of several YAML documents: decoding
 // only the first would silently drop the rest.
 func singleDocument(data []byte) error {
+	// A second document needs a "---" or "..." marker: without either,
+	// there is one, and parsing the whole document once more to find out
+	// would cost as much as decoding it.
+	if !bytes.Contains(data, []byte("---")) && !bytes.Contains(data, []byte("...")) {
+		return nil
+	}
 	dec := yamlv2.NewDecoder(bytes.NewReader(data))
 	var doc any
 	if err := dec.Decode(&doc); err != nil {

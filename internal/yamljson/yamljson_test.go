@@ -35,6 +35,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"extra: {x: 1}\nitems: [{name: a}, {nme: b}]\n", `items[1].nme: unknown field "nme"`},
 		{"count: many\n", "count: expected int, got string"},
 		{"name: a\n---\nname: b\n", "more than one YAML document"},
+		{"name: a\n...\nname: b\n", "more than one YAML document"},
 	} {
 		var d doc
 		err := Decode([]byte(tc.in), &d)
