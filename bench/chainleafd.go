@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -43,14 +41,7 @@ params:
 // WriteChainRepository writes a package repository holding ChainPackage
 // into dir (created), for leafd's --repository flag.
 func WriteChainRepository(dir string) error {
-	pkg := filepath.Join(dir, "chainbench")
-	if err := os.MkdirAll(pkg, 0o755); err != nil {
-		return err
-	}
-	return errors.Join(
-		os.WriteFile(filepath.Join(pkg, "leaf.yaml"), []byte(chainManifest), 0o644),
-		os.WriteFile(filepath.Join(pkg, "chainbench.bpf.o"), chainObject, 0o644),
-	)
+	return writePackage(dir, "chainbench", chainManifest, "chainbench.bpf.o", chainObject)
 }
 
 // ChainDocument returns a desired-state document with, for each size n in

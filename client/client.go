@@ -147,8 +147,8 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Kind is the answer's kind (v1.Error.Kind): what sort of failure, for
-// a program to act on.
+// Kind is the answer's kind (v1.Error.Kind, one of the v1.ErrorKind
+// constants): what sort of failure, for a program to act on.
 func (e *APIError) Kind() string { return e.Body.Kind }
 
 // maxRetries bounds how often a call rate-limited by leafd (429) is

@@ -677,9 +677,13 @@ func chainRunCounts(t *testing.T, mode string) {
 }
 
 // TestParallelLoadsAllOrNothing applies programs on four independent
-// hooks at once (their loads run in parallel), one of which the verifier
+// hooks at once (their loads run in parallel, and the commit attaches
+// each hook as soon as its load is done), one of which the verifier
 // refuses: the apply fails naming it, and nothing is attached or pinned.
-// The three good ones then apply together.
+// The refused one is on the hook committed last (hooks commit in the
+// order of their IDs: xdp-lo-…, xdp-va…, xdp-vb…), so the three good ones
+// are attached before its load fails and must be undone. The three good
+// ones then apply together.
 func TestParallelLoadsAllOrNothing(t *testing.T) {
 	testenv.RequireKernel(t)
 	p := testenv.NewPair(t)
@@ -695,9 +699,9 @@ func TestParallelLoadsAllOrNothing(t *testing.T) {
 	good := []string{
 		att("g1", "portfilter@1.0.0", p.NsA, "lo"),
 		att("g2", "portfilter@1.0.0", p.NsB, "lo"),
-		att("g3", "portfilter@1.0.0", p.NsB, p.IfB),
+		att("g3", "portfilter@1.0.0", p.NsA, p.IfA),
 	}
-	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsA, p.IfA))...), false)
+	_, err := d.Client.Apply(ctx(t), doc(append(good, att("bad", "badverifier@1.0.0", p.NsB, p.IfB))...), false)
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || !strings.Contains(err.Error(), "rejected by the verifier") {
 		t.Fatalf("want 422 naming the verifier's refusal, got %v", err)
@@ -719,6 +723,45 @@ func TestParallelLoadsAllOrNothing(t *testing.T) {
 	for name, a := range status(t, d) {
 		if a.State != "attached" {
 			t.Errorf("%s is %s: %s", name, a.State, a.Problem)
+		}
+	}
+}
+
+// TestParallelCommitsUndoneOnConflict applies programs on four independent
+// hooks, whose chains commit several at once, while another tool holds
+// the last hook: the apply fails with a conflict naming that attachment,
+// every hook committed beside it is undone (nothing of leaf's attached or
+// pinned), and the other tool's program is untouched.
+func TestParallelCommitsUndoneOnConflict(t *testing.T) {
+	testenv.RequireKernel(t)
+	p := testenv.NewPair(t)
+	attachForeignXDP(t, p.NsB, p.IfB)
+	foreignID := xdpProgID(t, p.NsB, p.IfB)
+	d := testenv.StartDaemon(t, testenv.DaemonOptions{})
+	att := func(name, netns, ifname, mode string) string {
+		return fmt.Sprintf("name: %s\npackage: portfilter@1.0.0\nhook: {type: xdp, interface: %s, netns: %s, mode: %s}", name, ifname, netns, mode)
+	}
+	_, err := d.Client.Apply(ctx(t), doc(
+		att("a-lo", p.NsA, "lo", "generic"), att("b-lo", p.NsB, "lo", "generic"),
+		att("a-veth", p.NsA, p.IfA, "native"), att("b-veth", p.NsB, p.IfB, "native")), false)
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 409 || !strings.Contains(err.Error(), "does not manage") {
+		t.Fatalf("want 409 naming the foreign program, got %v", err)
+	}
+	if len(apiErr.Body.Details) != 1 || apiErr.Body.Details[0].Attachment != "b-veth" {
+		t.Fatalf("details %+v, want one, for b-veth", apiErr.Body.Details)
+	}
+	for _, h := range [][2]string{{p.NsA, "lo"}, {p.NsB, "lo"}, {p.NsA, p.IfA}} {
+		if id := xdpProgID(t, h[0], h[1]); id != 0 {
+			t.Errorf("%s in %s runs program %d after a refused apply", h[1], h[0], id)
+		}
+	}
+	if got := xdpProgID(t, p.NsB, p.IfB); got != foreignID {
+		t.Errorf("%s runs program %d, want the foreign %d", p.IfB, got, foreignID)
+	}
+	for _, pin := range pinTree(t, d.BPFFS) {
+		if strings.HasPrefix(pin, "/attachments/") || strings.HasPrefix(pin, "/hooks/") {
+			t.Errorf("pin %s left after a refused apply", pin)
 		}
 	}
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/testenv/registry"
 )
 
-// pushToRegistry builds the package directories into a layout and pushes
-// them to reg; it returns the flags that reach reg.
+// pushToRegistry builds the package directories (by name@version) into
+// a layout and pushes them to reg.
 func pushToRegistry(t *testing.T, reg *registry.Registry, pkgs map[string]string) {
 	t.Helper()
 	layoutDir := filepath.Join(t.TempDir(), "layout")
@@ -137,6 +137,18 @@ func TestRepositoryDown(t *testing.T) {
 	}
 	if now := status(t, d); running(now) != running(before) {
 		t.Errorf("a refused apply changed what runs:\nbefore %s\nafter  %s", running(before), running(now))
+	}
+
+	// A restart that applies a desired-state file naming the same
+	// versions needs no registry either.
+	d.Stop()
+	d.Args = append(d.Args, "--desired-state", cliFile(t, "state.yaml", document))
+	d.Restart()
+	if now := status(t, d); running(now) != running(before) {
+		t.Errorf("a restart with --desired-state, registry stopped, changed what runs:\nbefore %s\nafter  %s", running(before), running(now))
+	}
+	if strings.Contains(d.Logs(), "asking the repositories") {
+		t.Errorf("start-up with --desired-state went to the repositories for what the cache holds:\n%s", d.Logs())
 	}
 }
 

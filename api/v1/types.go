@@ -265,6 +265,24 @@ type Error struct {
 	Details []ErrorDetail `json:"details,omitempty"`
 }
 
+// Error kinds (Error.Kind, ErrorDetail.Kind); docs/api.md has the status
+// code of each.
+const (
+	ErrorKindBadRequest      = "bad-request"
+	ErrorKindUnauthenticated = "unauthenticated"
+	ErrorKindForbidden       = "forbidden"
+	ErrorKindRateLimited     = "rate-limited"
+	ErrorKindInvalid         = "invalid"
+	ErrorKindNotFound        = "not-found"
+	ErrorKindTrust           = "trust"
+	ErrorKindVerifier        = "verifier"
+	ErrorKindFeatureMissing  = "feature-missing"
+	ErrorKindLimit           = "limit"
+	ErrorKindUnavailable     = "unavailable"
+	ErrorKindConflict        = "conflict"
+	ErrorKindInternal        = "internal"
+)
+
 // ErrorDetail names the attachment and field a problem is about.
 type ErrorDetail struct {
 	Attachment string `json:"attachment,omitempty"`

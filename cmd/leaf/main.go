@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/client"
 )
 
@@ -53,13 +54,13 @@ func kindLines(e *client.APIError) string {
 // kindHints are the next step for each kind whose fix is not an edit of
 // the document (docs/api.md lists the kinds).
 var kindHints = map[string]string{
-	"trust":           "the package is not signed by a key its repository trusts, or is not the content pinned: check with leaf pkg verify; sign it (leaf pkg sign) or change the repository's trust policy",
-	"verifier":        "the kernel's verifier refused the program: the verifier log above ends at the refused instruction; fix the program or load it on a kernel that accepts it",
-	"feature-missing": "this host's kernel lacks what the hook or program needs: use another hook type, or a host whose kernel has it",
-	"unavailable":     "a repository did not answer: try again later, or check the repository (leaf packages)",
-	"conflict":        "a program leaf does not manage holds the hook: remove it, or set hook.replaceForeign",
-	"limit":           "a configured or kernel limit was reached: apply fewer attachments at once, or raise the limit (docs/leafd.md)",
-	"internal":        "leafd itself failed: see its log (journalctl -u leafd)",
+	v1.ErrorKindTrust:          "the package is not signed by a key its repository trusts, or is not the content pinned: check with leaf pkg verify; sign it (leaf pkg sign) or change the repository's trust policy",
+	v1.ErrorKindVerifier:       "the kernel's verifier refused the program: the verifier log above ends at the refused instruction; fix the program or load it on a kernel that accepts it",
+	v1.ErrorKindFeatureMissing: "this host's kernel lacks what the hook or program needs: use another hook type, or a host whose kernel has it",
+	v1.ErrorKindUnavailable:    "a repository did not answer: try again later, or check the repository (leaf packages)",
+	v1.ErrorKindConflict:       "someone else holds what this changes: a program leaf does not manage on the hook (remove it, or set hook.replaceForeign), or a change made at the same time (retry)",
+	v1.ErrorKindLimit:          "a configured or kernel limit was reached: apply fewer attachments at once, or raise the limit (docs/leafd.md)",
+	v1.ErrorKindInternal:       "leafd itself failed: see its log (journalctl -u leafd)",
 }
 
 type globals struct {

@@ -1,12 +1,14 @@
 // Package applier carries out a plan against the kernel. It works in two
-// phases so that a bad apply changes nothing that was running:
+// phases so that a bad apply leaves nothing changed that was running:
 //
 //  1. prepare: load every new program and its maps (the verifier runs
-//     here); nothing is attached or pinned yet.
-//  2. commit: attach, swap (bpf_link_update) and write parameters, with an
-//     undo step recorded for each change; if any step fails, every step
-//     done so far is undone in reverse. Deletions run last, once
-//     everything else has succeeded.
+//     here), in the background, hook by hook in the order the commit
+//     needs them (parallel.go).
+//  2. commit: as each hook's programs are loaded, attach, swap
+//     (bpf_link_update) and write parameters, with an undo step recorded
+//     for each change; if any step or any load fails, every step done so
+//     far is undone in reverse. Deletions run last, once everything else
+//     has succeeded.
 package applier
 
 import (
@@ -69,15 +71,11 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	if err := ap.cleanStaging(); err != nil {
 		return nil, err
 	}
-	prepared, err := ap.prepare(plan)
-	defer func() {
-		for _, l := range prepared {
-			l.close()
-		}
-	}()
+	ld, err := ap.prepare(plan)
 	if err != nil {
 		return nil, err
 	}
+	defer ld.close()
 	var undo undoStack
 	records := map[string]*store.Record{}
 	var finalize []func()
@@ -88,9 +86,23 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		}
 		return nil, desired.Errors{{Attachment: name, Field: commitField(kind, err), Message: err.Error(), Kind: kind, Err: err}}
 	}
+	// A load failed: undo what the loads ready before it let us commit,
+	// and name every program that did not load.
+	failLoad := func() (map[string]*store.Record, error) {
+		uerr := undo.run()
+		errs := ld.errs()
+		if uerr != nil {
+			errs = append(errs, desired.Error{Message: fmt.Sprintf("undoing the steps before the failed load failed: %v", uerr), Kind: desired.KindInternal})
+		}
+		return nil, errs.Err()
+	}
 	for _, act := range plan.Actions {
 		if act.Kind == planner.Delete || act.Chain != nil {
 			continue
+		}
+		prepared, ok := ld.ready(act.Name)
+		if !ok {
+			return failLoad()
 		}
 		rec, fin, err := ap.commit(act, prepared[act.Name], &undo)
 		if err != nil {
@@ -101,22 +113,17 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 		}
 		records[act.Name] = rec
 	}
-	for _, cp := range plan.Chains {
-		recs, fins, err := ap.commitChain(cp, plan, prepared, &undo)
-		if err != nil {
-			name := cp.Hook.String()
-			var me *memberError
-			if errors.As(err, &me) {
-				name = me.name
-			} else if len(cp.Members) > 0 {
-				name = cp.Members[0].Attachment.Name
-			}
-			return fail(name, err)
-		}
-		finalize = append(finalize, fins...)
-		for n, r := range recs {
-			records[n] = r
-		}
+	recs, fins, err := ap.commitChains(plan, ld, &undo)
+	var ce *chainError
+	switch {
+	case errors.Is(err, errLoadFailed):
+		return failLoad()
+	case errors.As(err, &ce):
+		return fail(ce.name, ce.err)
+	}
+	finalize = append(finalize, fins...)
+	for n, r := range recs {
+		records[n] = r
 	}
 	if switchedChains(plan) {
 		// The old chain instances go next: let the packets inside them
@@ -155,13 +162,13 @@ type paramError struct{ err error }
 func (e *paramError) Error() string { return e.err.Error() }
 func (e *paramError) Unwrap() error { return e.err }
 
-// prepare loads the programs of every create, replace and reattach
-// (parallel.go), if leafd has the file descriptors for them.
-func (ap *Applier) prepare(plan *planner.Plan) (map[string]*loaded, error) {
+// prepare starts loading the programs of every create, replace and
+// reattach (parallel.go), if leafd has the file descriptors for them.
+func (ap *Applier) prepare(plan *planner.Plan) (*loads, error) {
 	if err := checkFDBudget(plan); err != nil {
-		return map[string]*loaded{}, err
+		return nil, err
 	}
-	return ap.prepareParallel(plan)
+	return ap.startLoads(plan), nil
 }
 
 // checkFDBudget refuses a plan whose loads would need more file

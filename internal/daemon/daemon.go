@@ -364,7 +364,8 @@ func pruneTokens(ctx context.Context, st *store.Store, log *slog.Logger) {
 	}
 }
 
-// PruneCache removes cached packages that no applied attachment records.
+// PruneCache removes cached packages that no applied attachment records
+// and no journaled apply names.
 func PruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log *slog.Logger) error {
 	records, err := st.Records()
 	if err != nil {
@@ -373,6 +374,17 @@ func PruneCache(ctx context.Context, cache *pkgcache.Cache, st *store.Store, log
 	keep := map[string]bool{}
 	for _, r := range records {
 		keep[r.Package.Digest] = true
+	}
+	// An apply in flight, or one a crash interrupted, needs its packages
+	// to finish from the cache.
+	in, err := st.OpenIntent()
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		for _, p := range in.Packages {
+			keep[p.Digest] = true
+		}
 	}
 	removed, err := cache.Prune(ctx, keep)
 	for _, d := range removed {

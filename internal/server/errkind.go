@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 )
 
@@ -10,10 +11,10 @@ import (
 // desired.Kind constants, with "invalid" for a problem with the document.
 const (
 	kindInvalid         = desired.KindInvalid
-	kindBadRequest      = "bad-request"
-	kindUnauthenticated = "unauthenticated"
-	kindForbidden       = "forbidden"
-	kindRateLimited     = "rate-limited"
+	kindBadRequest      = v1.ErrorKindBadRequest
+	kindUnauthenticated = v1.ErrorKindUnauthenticated
+	kindForbidden       = v1.ErrorKindForbidden
+	kindRateLimited     = v1.ErrorKindRateLimited
 )
 
 // documentStatus is the one place a document error's kind becomes a

@@ -87,3 +87,17 @@ func TestErrorKindsWithoutDocument(t *testing.T) {
 		t.Fatalf("unknown endpoint: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestKindsAreTheAPIs: the kinds errors carry inside leafd are the ones
+// api/v1 names for clients.
+func TestKindsAreTheAPIs(t *testing.T) {
+	for inside, api := range map[string]string{
+		desired.KindInvalid: v1.ErrorKindInvalid, desired.KindNotFound: v1.ErrorKindNotFound, desired.KindTrust: v1.ErrorKindTrust,
+		desired.KindVerifier: v1.ErrorKindVerifier, desired.KindFeatureMissing: v1.ErrorKindFeatureMissing, desired.KindLimit: v1.ErrorKindLimit,
+		desired.KindUnavailable: v1.ErrorKindUnavailable, desired.KindConflict: v1.ErrorKindConflict, desired.KindInternal: v1.ErrorKindInternal,
+	} {
+		if inside != api {
+			t.Errorf("leafd says %q where api/v1 says %q", inside, api)
+		}
+	}
+}

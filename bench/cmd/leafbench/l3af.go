@@ -10,9 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/leaf-ebpf/leaf/bench"
@@ -29,28 +27,14 @@ func l3afMain(args []string) {
 	if os.Geteuid() != 0 {
 		fatal(errors.New("needs root (network namespaces, bpffs, BPF programs)"))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	b := &benchmark{runs: *runs, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
-	err := b.runL3AF(ctx)
-	b.loadEnd = loadavg()
-	if cerr := b.cleanup(); cerr != nil {
-		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
-	}
-	if err != nil {
-		fatal(err)
-	}
-	b.report()
+	b.runAndReport(b.runL3AF)
 }
 
 func (b *benchmark) runL3AF(ctx context.Context) error {
-	var err error
-	if b.tmp, err = os.MkdirTemp("", "leafbench-"); err != nil {
+	leafd, err := b.buildLeafd()
+	if err != nil {
 		return err
-	}
-	out := filepath.Join(b.tmp, "bin") + "/"
-	if err := b.r.Run("", "go", "build", "-o", out, "./cmd/leafd"); err != nil {
-		return fmt.Errorf("build (run leafbench from the module root): %w", err)
 	}
 	if b.sb, err = bench.NewSandbox(b.r, 1); err != nil {
 		return err
@@ -68,7 +52,7 @@ l3af: {hostName: leafbench, netns: %s}
 `, tree, b.sb.NsB)), 0o644); err != nil {
 		return err
 	}
-	if b.d, err = bench.StartDaemon(b.r, filepath.Join(out, "leafd"), "--config", cfg, "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
+	if b.d, err = bench.StartDaemon(b.r, leafd, "--config", cfg, "--metrics-address", "127.0.0.1:0", "--log-level", "info"); err != nil {
 		return err
 	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
