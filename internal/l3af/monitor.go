@@ -2,7 +2,6 @@ package l3af
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
+	"github.com/leaf-ebpf/leaf/internal/nativeint"
 )
 
 // DefaultPollInterval is how often monitor_maps are sampled (l3afd's
@@ -172,7 +172,7 @@ func (s *Service) readMap(att, name string, key uint64) (float64, error) {
 		}
 		var sum float64
 		for _, v := range vals {
-			sum += float64(decode(v))
+			sum += float64(nativeint.Uint(v))
 		}
 		return sum, nil
 	}
@@ -180,7 +180,7 @@ func (s *Service) readMap(att, name string, key uint64) (float64, error) {
 	if err := m.Lookup(k, &v); err != nil {
 		return 0, err
 	}
-	return float64(decode(v)), nil
+	return float64(nativeint.Uint(v)), nil
 }
 
 // ensureMonitorKeys creates the monitored keys a hash map lacks, with
@@ -225,32 +225,11 @@ func (s *Service) ensureKey(att, name string, key uint64) error {
 }
 
 func encodeKey(key uint64, size uint32) ([]byte, error) {
-	b := make([]byte, 8)
-	binary.NativeEndian.PutUint64(b, key)
 	switch size {
 	case 1, 2, 4, 8:
-	default:
-		return nil, fmt.Errorf("key size %d: monitor_maps reads integer keys of 1, 2, 4 or 8 bytes", size)
+		return nativeint.Bytes(key, int(size)), nil
 	}
-	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
-		return b[:size], nil
-	}
-	return b[8-size:], nil
-}
-
-func decode(b []byte) uint64 {
-	switch len(b) {
-	case 1:
-		return uint64(b[0])
-	case 2:
-		return uint64(binary.NativeEndian.Uint16(b))
-	case 4:
-		return uint64(binary.NativeEndian.Uint32(b))
-	}
-	if len(b) >= 8 {
-		return binary.NativeEndian.Uint64(b[:8])
-	}
-	return 0
+	return nil, fmt.Errorf("key size %d: monitor_maps reads integer keys of 1, 2, 4 or 8 bytes", size)
 }
 
 // counted records the lifecycle of L3AF programs from an apply's actions,

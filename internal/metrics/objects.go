@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/nativeint"
 	"github.com/leaf-ebpf/leaf/internal/reconciler"
 )
 
@@ -246,7 +246,7 @@ func histogram(desc *prometheus.Desc, d manifest.Metric, values map[uint64]uint6
 // lookup reads one integer key, summing per-CPU values; a missing key of a
 // hash map reads as 0.
 func lookup(m *ebpf.Map, key uint64) (uint64, error) {
-	k := encodeKey(key, m.KeySize())
+	k := nativeint.Bytes(key, int(m.KeySize()))
 	if perCPU(m.Type()) {
 		var vals [][]byte
 		if err := m.Lookup(k, &vals); err != nil {
@@ -257,7 +257,7 @@ func lookup(m *ebpf.Map, key uint64) (uint64, error) {
 		}
 		var sum uint64
 		for _, v := range vals {
-			sum += decode(v)
+			sum += nativeint.Uint(v)
 		}
 		return sum, nil
 	}
@@ -268,7 +268,7 @@ func lookup(m *ebpf.Map, key uint64) (uint64, error) {
 		}
 		return 0, err
 	}
-	return decode(v), nil
+	return nativeint.Uint(v), nil
 }
 
 // readAll reads every key of the map (at most its capacity).
@@ -281,14 +281,14 @@ func readAll(m *ebpf.Map) (map[uint64]uint64, error) {
 		for len(out) <= int(m.MaxEntries()) && it.Next(&key, &vals) {
 			var sum uint64
 			for _, v := range vals {
-				sum += decode(v)
+				sum += nativeint.Uint(v)
 			}
-			out[decode(key)] = sum
+			out[nativeint.Uint(key)] = sum
 		}
 	} else {
 		var val []byte
 		for len(out) <= int(m.MaxEntries()) && it.Next(&key, &val) {
-			out[decode(key)] = decode(val)
+			out[nativeint.Uint(key)] = nativeint.Uint(val)
 		}
 	}
 	return out, it.Err()
@@ -316,30 +316,7 @@ func keyLabel(format string, key uint64, size uint32) string {
 	if format == "" {
 		return strconv.FormatUint(key, 10)
 	}
-	return manifest.Format(format, encodeKey(key, size))
-}
-
-func encodeKey(key uint64, size uint32) []byte {
-	b := make([]byte, 8)
-	binary.NativeEndian.PutUint64(b, key)
-	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 { // little endian: low bytes first
-		return b[:size]
-	}
-	return b[8-size:]
-}
-
-func decode(b []byte) uint64 {
-	switch len(b) {
-	case 1:
-		return uint64(b[0])
-	case 2:
-		return uint64(binary.NativeEndian.Uint16(b))
-	case 4:
-		return uint64(binary.NativeEndian.Uint32(b))
-	case 8:
-		return binary.NativeEndian.Uint64(b)
-	}
-	return 0
+	return manifest.Format(format, nativeint.Bytes(key, int(size)))
 }
 
 func perCPU(t ebpf.MapType) bool {

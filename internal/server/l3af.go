@@ -36,17 +36,11 @@ func (s *Server) l3afService(w http.ResponseWriter, r *http.Request) *l3af.Servi
 func l3afChange[T any](s *Server, apply func(*l3af.Service, *http.Request, T, bool) (*l3af.Result, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		svc := s.l3afService(w, r)
-		if svc == nil || s.refuseManaged(w) {
+		if svc == nil {
 			return
 		}
-		dryRun, err := boolQuery(r, "dryRun")
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		body, err := readBody(w, r, MaxBodySize)
-		if err != nil {
-			writeError(w, bodyErrorCode(err), err)
+		body, dryRun, ok := s.changeRequest(w, r)
+		if !ok {
 			return
 		}
 		var payload T

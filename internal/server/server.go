@@ -104,18 +104,29 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Reconciler.Desired())
 }
 
-func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+// changeRequest reads what every request that changes the desired state
+// starts with: refused when a manager owns the state, the dryRun query, and
+// the bounded body. On false the answer is written.
+func (s *Server) changeRequest(w http.ResponseWriter, r *http.Request) (body []byte, dryRun, ok bool) {
 	if s.refuseManaged(w) {
-		return
+		return nil, false, false
 	}
 	dryRun, err := boolQuery(r, "dryRun")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
-		return
+		return nil, false, false
 	}
-	body, err := readBody(w, r, MaxBodySize)
+	body, err = readBody(w, r, MaxBodySize)
 	if err != nil {
 		writeError(w, bodyErrorCode(err), err)
+		return nil, false, false
+	}
+	return body, dryRun, true
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request) {
+	body, dryRun, ok := s.changeRequest(w, r)
+	if !ok {
 		return
 	}
 	var st desired.State

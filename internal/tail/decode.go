@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/nativeint"
 )
 
 // maxDepth bounds nested structs and arrays: BTF from a package is input.
@@ -98,7 +99,7 @@ func decodeValue(t btf.Type, b []byte, depth int) any {
 	case *btf.Int:
 		return decodeInt(u, b)
 	case *btf.Enum:
-		n := uintOf(b)
+		n := nativeint.Uint(b)
 		for _, v := range u.Values {
 			if v.Value == n {
 				return v.Name
@@ -110,13 +111,13 @@ func decodeValue(t btf.Type, b []byte, depth int) any {
 	case *btf.Struct:
 		return decodeStruct(u, b, nil, depth)
 	case *btf.Pointer:
-		return fmt.Sprintf("0x%x", uintOf(b))
+		return fmt.Sprintf("0x%x", nativeint.Uint(b))
 	}
 	return fmt.Sprintf("%x", b)
 }
 
 func decodeInt(i *btf.Int, b []byte) any {
-	n := uintOf(b)
+	n := nativeint.Uint(b)
 	switch {
 	case i.Encoding&btf.Bool != 0:
 		return n != 0
@@ -162,22 +163,6 @@ func bitfield(b []byte, offBits, bits uint32) uint64 {
 		return v
 	}
 	return v & (1<<bits - 1)
-}
-
-func uintOf(b []byte) uint64 {
-	switch len(b) {
-	case 1:
-		return uint64(b[0])
-	case 2:
-		return uint64(binary.NativeEndian.Uint16(b))
-	case 4:
-		return uint64(binary.NativeEndian.Uint32(b))
-	case 8:
-		return binary.NativeEndian.Uint64(b)
-	}
-	var buf [8]byte
-	copy(buf[:], b)
-	return binary.NativeEndian.Uint64(buf[:])
 }
 
 // MarshalType keeps the struct named name (and the types it uses) from

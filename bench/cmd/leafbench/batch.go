@@ -152,17 +152,24 @@ func parallelMain(args []string) {
 // runAndReport runs a subcommand's measurements, cleans up after them and
 // prints the report, or exits with the error.
 func (b *benchmark) runAndReport(run func(context.Context) error) {
+	runReported(run, &b.loadEnd, b.cleanup, b.report)
+}
+
+// runReported runs measurements until they end or a signal comes, notes
+// the load average in loadEnd, cleans up, then reports or exits with the
+// measurements' error.
+func runReported(run func(context.Context) error, loadEnd *string, cleanup func() error, report func()) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx)
-	b.loadEnd = loadavg()
-	if cerr := b.cleanup(); cerr != nil {
+	*loadEnd = loadavg()
+	if cerr := cleanup(); cerr != nil {
 		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
 	}
 	if err != nil {
 		fatal(err)
 	}
-	b.report()
+	report()
 }
 
 // buildLeafd builds leafd into a new temporary directory (b.tmp) and

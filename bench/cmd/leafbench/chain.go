@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -42,18 +40,8 @@ func chainMain(args []string) {
 	if *rounds < 1 || *repeat < 1 {
 		fatal(errors.New("-rounds and -repeat must be at least 1"))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	cb := &chainBenchmark{rounds: *rounds, repeat: *repeat, leafd: *useLeafd, verbose: *verbose, r: &bench.Runner{}, loadStart: loadavg()}
-	err := cb.run(ctx)
-	cb.loadEnd = loadavg()
-	if cerr := cb.cleanup(); cerr != nil {
-		fmt.Fprintln(os.Stderr, "leafbench: cleanup:", cerr)
-	}
-	if err != nil {
-		fatal(err)
-	}
-	cb.report()
+	runReported(cb.run, &cb.loadEnd, cb.cleanup, cb.report)
 }
 
 type chainBenchmark struct {
