@@ -36,6 +36,10 @@ have tshark          || need+=(tshark)
 have text2pcap       || need+=(wireshark-common)
 have iptables-legacy || need+=(iptables)
 have nft             || need+=(nftables)
+# The doc test runs the docs' sh blocks with dash; the demo test runs
+# make demo on a terminal through script(1).
+have dash            || need+=(dash)
+have script          || need+=(bsdutils)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
