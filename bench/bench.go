@@ -402,9 +402,11 @@ func ObjectsOf(ids []ebpf.ProgramID) (Objects, error) {
 }
 
 // WaitFreed polls until the kernel has freed every object (programs and
-// maps are freed asynchronously after their last reference goes) and
-// returns how long that took.
-func (o Objects) WaitFreed(timeout time.Duration) (time.Duration, error) {
+// maps are freed asynchronously after their last reference goes), then
+// lets the kernel finish the freeing (SettleRCU), and returns how long
+// the objects took to go.
+func (o Objects) WaitFreed(timeout time.Duration) (took time.Duration, err error) {
+	defer SettleRCU()
 	start := time.Now()
 	for {
 		var alive []string
@@ -472,4 +474,28 @@ func Clear(ctx context.Context, c *client.Client, wait bool) (Cleared, error) {
 		}
 	}
 	return out, nil
+}
+
+// SettleRCU lets the kernel finish what freeing the run before queued
+// for RCU, so that the next measurement starts as every other does: just
+// after a grace period ended. Freeing a program or a map (and closing a
+// socket, or any bpffs path walk) leaves work for the next grace period,
+// which the scheduler tick starts; an XDP or TCX attach made while one is
+// in flight waits for it to end before its own, one to three ticks (4 ms
+// each here) more. Without settling, the measurement after a cleanup
+// pays for the cleanup, the more the later its attach comes: leafd's
+// apply, which attaches about 2 ms after its request, paid it in most
+// iterations, the reference, which attaches within 1 ms, seldom
+// (docs/benchmarks.md, "Where a one-program apply's time goes"). Each
+// round gives the callbacks of the last time to queue what they free
+// next, then waits for one full grace period (MEMBARRIER_CMD_GLOBAL is
+// synchronize_rcu). Ending on a grace period rather than on a sleep keeps
+// the CPUs as a loader finds them between two applies: after a long idle
+// the first grace period takes a tick longer for both sides.
+func SettleRCU() {
+	const membarrierCmdGlobal = 1
+	for range 3 {
+		time.Sleep(10 * time.Millisecond)
+		unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/leaf-ebpf/leaf/internal/desired"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
@@ -32,6 +33,15 @@ type Admitted struct {
 	Options  planner.Options
 }
 
+// Release closes what resolution kept open for the apply (the netlink
+// sockets and namespace descriptors of its interface lookups); call it
+// once the apply has attached. A nil Admitted has nothing to release.
+func (a *Admitted) Release() {
+	if a != nil && a.Options.Interfaces != nil {
+		a.Options.Interfaces.Close()
+	}
+}
+
 // Admit validates st within limits and resolves its packages through
 // repos with ctx.
 // The errors are desired.Errors naming attachment and field, or ctx's.
@@ -39,8 +49,10 @@ func Admit(ctx context.Context, st *desired.State, limits desired.Limits, repos 
 	if err := st.ValidateWith(limits); err != nil {
 		return nil, err
 	}
+	opts.Interfaces = &netnsutil.Interfaces{}
 	resolved, err := planner.ResolveContext(ctx, st, repos, opts)
 	if err != nil {
+		opts.Interfaces.Close()
 		return nil, err
 	}
 	a := &Admitted{State: st, Packages: map[string]*repository.Package{}, Resolved: resolved, Options: opts}

@@ -36,6 +36,12 @@ type Applier struct {
 	Layout bpffs.Layout
 	// Now is the clock for record timestamps.
 	Now func() time.Time
+
+	// unpinned names the attachments of the plan being applied that have
+	// nothing pinned: their loads look for no pinned maps to reuse (every
+	// bpffs lookup costs the attach that follows; bpffs.Dirs). Set before
+	// the loads start, read-only while they run.
+	unpinned map[string]bool
 }
 
 // loaded is a program loaded in the prepare phase, with its maps.
@@ -71,6 +77,8 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	if err := ap.cleanStaging(); err != nil {
 		return nil, err
 	}
+	ap.unpinned = unpinnedNames(plan)
+	defer func() { ap.unpinned = nil }()
 	ld, err := ap.prepare(plan)
 	if err != nil {
 		return nil, err
@@ -314,7 +322,7 @@ func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, ch
 // as it is. Global data sections (".rodata", ...) are never reused: they
 // hold the new program's constants.
 func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map {
-	if strings.HasPrefix(mname, ".") {
+	if strings.HasPrefix(mname, ".") || ap.unpinned[name] {
 		return nil
 	}
 	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
@@ -328,9 +336,20 @@ func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map
 	return pinned
 }
 
+// unpinnedNames are the plan's attachments observed with no pins.
+func unpinnedNames(plan *planner.Plan) map[string]bool {
+	out := map[string]bool{}
+	for _, act := range plan.Actions {
+		if act.Observed != nil && !act.Observed.HasPins {
+			out[act.Name] = true
+		}
+	}
+	return out
+}
+
 // cleanStaging removes staging leftovers of an interrupted apply.
 func (ap *Applier) cleanStaging() error {
-	entries, err := os.ReadDir(ap.Layout.AttachmentsDir())
+	entries, err := ap.Layout.AttachmentEntries()
 	if errors.Is(err, os.ErrNotExist) {
 		return os.MkdirAll(ap.Layout.AttachmentsDir(), 0o700)
 	}

@@ -114,10 +114,8 @@ func (ap *Applier) chainPrograms(cp *planner.ChainPlan, prepared map[string]*loa
 // the old chain intact for packets still in it — and go once the apply
 // has succeeded.
 func (ap *Applier) swapMemberPins(name string, l *loaded, undo *undoStack) (func(), error) {
+	// Apply's cleanStaging left no staging directory behind.
 	staging := ap.Layout.Staging(name)
-	if err := os.RemoveAll(staging); err != nil {
-		return nil, err
-	}
 	err := pinFD(filepath.Join(staging, "prog"), l.prog.FD())
 	if err == nil && l.next != nil { // a fused member has none
 		err = pinFD(filepath.Join(staging, "next"), l.next.FD())

@@ -14,6 +14,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/bpffs"
 	"github.com/leaf-ebpf/leaf/internal/crashpoint"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
+	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 	"github.com/leaf-ebpf/leaf/internal/store"
@@ -83,10 +84,8 @@ func (ap *Applier) create(act *planner.Action, l *loaded, undo *undoStack) (*sto
 	if err := ap.writeParams(act, l.maps, undo); err != nil {
 		return nil, nil, err
 	}
+	// Apply's cleanStaging left no staging directory behind.
 	staging := ap.Layout.Staging(name)
-	if err := os.RemoveAll(staging); err != nil {
-		return nil, nil, err
-	}
 	if err := ap.stagePins(staging, l, lk); err != nil {
 		os.RemoveAll(staging)
 		return nil, nil, err
@@ -418,16 +417,13 @@ func (ap *Applier) recordFor(act *planner.Action, prog *ebpf.Program, maps map[s
 	if act.Kind == planner.Reattach && act.Record != nil {
 		rec.LoadedAt = act.Record.LoadedAt
 	}
-	pinfo, err := prog.Info()
+	id, tag, err := observer.ProgramIDTag(prog)
 	if err != nil {
-		return nil, fmt.Errorf("program info: %w", err)
+		return nil, err
 	}
-	id, _ := pinfo.ID()
-	rec.ProgramID = uint32(id)
-	rec.ProgramTag = pinfo.Tag
+	rec.ProgramID, rec.ProgramTag = uint32(id), tag
 	for n, m := range maps {
-		if info, err := m.Info(); err == nil {
-			mid, _ := info.ID()
+		if mid, err := observer.MapID(m); err == nil {
 			rec.MapIDs[n] = uint32(mid)
 		}
 	}

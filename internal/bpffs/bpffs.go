@@ -35,6 +35,10 @@ import (
 // Layout computes pin paths under a bpffs root.
 type Layout struct {
 	Root string
+	// Dirs, when set, lists the attachments and hooks directories through
+	// descriptors it keeps open (leafd sets it; a zero Layout lists by
+	// path).
+	Dirs *Dirs
 }
 
 // AttachmentsDir holds one directory per attachment.
@@ -119,7 +123,7 @@ func HookID(key string) string {
 
 // Hooks lists the hook directories present.
 func (l Layout) Hooks() ([]string, error) {
-	entries, err := os.ReadDir(l.HooksDir())
+	entries, err := l.Dirs.list(l.HooksDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -137,7 +141,7 @@ func (l Layout) Hooks() ([]string, error) {
 
 // Attachments lists the attachment directories present.
 func (l Layout) Attachments() ([]string, error) {
-	entries, err := os.ReadDir(l.AttachmentsDir())
+	entries, err := l.AttachmentEntries()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -151,6 +155,12 @@ func (l Layout) Attachments() ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// AttachmentEntries lists everything in the attachments directory,
+// staging directories included (os.ErrNotExist when there is none).
+func (l Layout) AttachmentEntries() ([]os.DirEntry, error) {
+	return l.Dirs.list(l.AttachmentsDir())
 }
 
 // Remove unpins everything of an attachment. Unpinning a link whose last

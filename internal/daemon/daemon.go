@@ -75,7 +75,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
-	layout := bpffs.Layout{Root: cfg.BPFFS}
+	// Listing leafd's pins through held descriptors keeps its applies free
+	// of bpffs path walks before they attach (bpffs.Dirs).
+	layout := bpffs.Layout{Root: cfg.BPFFS, Dirs: &bpffs.Dirs{}}
+	defer layout.Dirs.Close()
 	var rec *reconciler.Reconciler
 	statusSrc := statusFunc(func() (*v1Status, error) { return rec.Status() })
 	objectsSrc := objectsFunc(func() ([]reconciler.Objects, error) { return rec.Objects() })

@@ -91,15 +91,29 @@ type Interfaces struct {
 	// dumped marks the namespaces whose every link is in it.
 	links  map[string]map[string]netlink.Link
 	dumped map[string]bool
+	// nsfds are the namespaces the handles were opened in.
+	nsfds []netns.NsHandle
 }
 
 // Handle returns the kept route netlink handle of the namespace at path,
 // opening it on first use. The caller must not close it.
+//
+// Everything it opens stays open until Close, the namespace's descriptor
+// included: closing a socket or a namespace file leaves work for the
+// kernel's next RCU grace period, which an XDP or TCX attach right after
+// would wait out on top of its own (bpffs.Dirs), so leafd closes them
+// once its apply has attached.
 func (c *Interfaces) Handle(path string) (*netlink.Handle, error) {
 	if h := c.handles[path]; h != nil {
 		return h, nil
 	}
-	h, err := Handle(path)
+	var h *netlink.Handle
+	var err error
+	if path == "" {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		h, err = c.handleIn(path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +122,54 @@ func (c *Interfaces) Handle(path string) (*netlink.Handle, error) {
 	}
 	c.handles[path] = h
 	return h, nil
+}
+
+// handleIn opens a route netlink socket inside the namespace at path,
+// keeping the namespace's descriptor until Close.
+func (c *Interfaces) handleIn(path string) (*netlink.Handle, error) {
+	self, err := ownNetns()
+	if err != nil {
+		return nil, err
+	}
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	c.nsfds = append(c.nsfds, target)
+	type result struct {
+		h   *netlink.Handle
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			res <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
+			return
+		}
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err := netns.Set(self); err == nil {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the goroutine exits locked and Go ends the thread.
+		res <- result{h, err}
+	}()
+	r := <-res
+	return r.h, r.err
+}
+
+// selfNS is leafd's own network namespace, opened before main runs and
+// so before any goroutine switches a thread elsewhere; kept for the
+// process's life.
+var selfNS, selfErr = netns.Get()
+
+// ownNetns returns selfNS.
+func ownNetns() (netns.NsHandle, error) {
+	if selfErr != nil {
+		return netns.None(), fmt.Errorf("open leafd's own netns: %w", selfErr)
+	}
+	return selfNS, nil
 }
 
 // Lookup returns the index and main name of ifname in the namespace at
@@ -190,5 +252,8 @@ func (c *Interfaces) Close() {
 	for _, h := range c.handles {
 		h.Close()
 	}
-	c.handles, c.links, c.dumped = nil, nil, nil
+	for _, ns := range c.nsfds {
+		ns.Close()
+	}
+	c.handles, c.links, c.dumped, c.nsfds = nil, nil, nil, nil
 }

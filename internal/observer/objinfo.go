@@ -109,13 +109,45 @@ func pinnedInfo(path, kind string, flags uint32, info unsafe.Pointer, size uintp
 	if got, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || got != "anon_inode:"+kind {
 		return fmt.Errorf("pin %s holds %q, not a %s", path, got, kind)
 	}
+	if err := fdInfo(int(fd), info, size); err != nil {
+		return fmt.Errorf("info of %s: %w", path, err)
+	}
+	return nil
+}
+
+// fdInfo reads the first size bytes of the info of the object fd holds.
+func fdInfo(fd int, info unsafe.Pointer, size uintptr) error {
 	req := struct {
 		bpfFD   uint32
 		infoLen uint32
 		info    uint64
 	}{bpfFD: uint32(fd), infoLen: uint32(size), info: uint64(uintptr(info))}
 	if _, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_OBJ_GET_INFO_BY_FD, uintptr(unsafe.Pointer(&req)), unsafe.Sizeof(req)); errno != 0 {
-		return fmt.Errorf("info of %s: %w", path, errno)
+		return errno
 	}
 	return nil
+}
+
+// ProgramIDTag returns the ID and tag of prog with one
+// BPF_OBJ_GET_INFO_BY_FD (cilium/ebpf's Info also reads fdinfo, which
+// records of a fresh load do not need).
+func ProgramIDTag(prog *ebpf.Program) (ebpf.ProgramID, string, error) {
+	var info progInfo
+	err := fdInfo(prog.FD(), unsafe.Pointer(&info), unsafe.Sizeof(info))
+	runtime.KeepAlive(prog)
+	if err != nil {
+		return 0, "", fmt.Errorf("program info: %w", err)
+	}
+	return ebpf.ProgramID(info.ID), hex.EncodeToString(info.Tag[:]), nil
+}
+
+// MapID returns the ID of m with one BPF_OBJ_GET_INFO_BY_FD.
+func MapID(m *ebpf.Map) (ebpf.MapID, error) {
+	var info mapInfo
+	err := fdInfo(m.FD(), unsafe.Pointer(&info), unsafe.Sizeof(info))
+	runtime.KeepAlive(m)
+	if err != nil {
+		return 0, fmt.Errorf("map info: %w", err)
+	}
+	return ebpf.MapID(info.ID), nil
 }

@@ -63,6 +63,13 @@ func TestPinnedInfo(t *testing.T) {
 	if got, err := pinnedMapID(mapPin); err != nil || got != wantMap {
 		t.Errorf("pinnedMapID = %d, %v; cilium/ebpf reads %d", got, err, wantMap)
 	}
+	// The descriptor readers the applier records fresh loads with.
+	if id, tag, err := ProgramIDTag(prog); err != nil || id != wantProg || tag != pinfo.Tag {
+		t.Errorf("ProgramIDTag = %d, %s, %v; cilium/ebpf reads %d, %s", id, tag, err, wantProg, pinfo.Tag)
+	}
+	if got, err := MapID(m); err != nil || got != wantMap {
+		t.Errorf("MapID = %d, %v; cilium/ebpf reads %d", got, err, wantMap)
+	}
 	if _, _, err := pinnedProgram(mapPin); err == nil {
 		t.Error("a map pin read as a program")
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -50,18 +51,36 @@ func (a *Attachment) Healthy() bool {
 
 // Observe reads the pins of the named attachments and of every other
 // attachment directory under the layout.
+//
+// A name the attachments directory lacks is not looked up: every bpffs
+// path walk costs the next XDP or TCX attach (bpffs.Dirs), and a new
+// attachment has nothing pinned to look at.
 func Observe(layout bpffs.Layout, names []string) (map[string]*Attachment, error) {
-	pinned, err := layout.Attachments()
-	if err != nil {
+	entries, err := layout.AttachmentEntries()
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("list pins: %w", err)
 	}
-	all := map[string]bool{}
-	for _, n := range append(pinned, names...) {
-		all[n] = true
+	present := map[string]bool{}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "_") {
+			present[e.Name()] = e.IsDir()
+		}
 	}
 	out := map[string]*Attachment{}
-	for name := range all {
-		out[name] = observeOne(layout, name)
+	for name, dir := range present {
+		if dir {
+			out[name] = observeOne(layout, name)
+		}
+	}
+	for _, name := range names {
+		switch _, seen := present[name]; {
+		case out[name] != nil:
+		case seen:
+			// Not a directory: in the way of the attachment's pins.
+			out[name] = observeOne(layout, name)
+		default:
+			out[name] = &Attachment{Name: name, Maps: map[string]ebpf.MapID{}, Problem: "not pinned"}
+		}
 	}
 	return out, nil
 }

@@ -64,6 +64,11 @@ type Options struct {
 	// statistics miss tail-called programs). leafd sets it while BPF
 	// statistics are on, since both cost a little per packet.
 	CountRuns bool
+	// Interfaces, when set, resolves interface names and stays open for
+	// the caller to close once its apply has attached (netnsutil
+	// Interfaces.Handle says why); otherwise Resolve opens and closes its
+	// own.
+	Interfaces *netnsutil.Interfaces
 
 	// chainModes holds the chain mode of each hook that sets one.
 	chainModes map[string]string
@@ -82,13 +87,16 @@ func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set
 	var out []*Resolved
 	var errs desired.Errors
 	opts.chainModes = st.HookChainModes()
-	var ifs netnsutil.Interfaces
-	defer ifs.Close()
+	ifs := opts.Interfaces
+	if ifs == nil {
+		ifs = &netnsutil.Interfaces{}
+		defer ifs.Close()
+	}
 	for _, a := range st.Spec.Attachments {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r, aerrs := resolveOne(ctx, a, repos, opts, &ifs)
+		r, aerrs := resolveOne(ctx, a, repos, opts, ifs)
 		for i := range aerrs {
 			aerrs[i].Attachment = a.Name
 		}

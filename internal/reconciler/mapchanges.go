@@ -18,6 +18,9 @@ func (r *Reconciler) noteMapChanges(plan *planner.Plan) error {
 		if a.Desired == nil || (a.Kind != planner.Replace && a.Kind != planner.Create) {
 			continue
 		}
+		if a.Observed != nil && !a.Observed.HasPins {
+			continue // nothing pinned to keep, and no bpffs lookup to pay for
+		}
 		skip := ""
 		if a.Desired.Chain != nil {
 			skip = a.Desired.Chain.Map

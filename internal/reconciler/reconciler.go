@@ -28,6 +28,7 @@ import (
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/drift"
 	"github.com/leaf-ebpf/leaf/internal/events"
+	"github.com/leaf-ebpf/leaf/internal/netnsutil"
 	"github.com/leaf-ebpf/leaf/internal/observer"
 	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
@@ -204,6 +205,7 @@ func (r *Reconciler) admitCommitted(ctx context.Context, pins map[string]map[str
 		r.cfg.Logger.Error("start-up: cannot admit the recorded state's packages; drift repair waits for the next apply", "error", err)
 		return
 	}
+	adm.Release()
 	r.packages = adm.Packages
 }
 
@@ -355,6 +357,7 @@ func (r *Reconciler) Modify(ctx context.Context, change func(*desired.State) (*d
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !sameState(r.desired, base) {
+		adm.Release()
 		return nil, ErrConflict
 	}
 	res, err := r.apply(ctx, adm, dryRun, nil)
@@ -374,6 +377,8 @@ func sameState(a, b *desired.State) bool {
 // so that a repair can proceed while one hook's interface is gone; API
 // applies hold nothing and stay all or nothing.
 func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bool, hold map[string]bool) (res *v1.ApplyResult, err error) {
+	// What admission kept open for this apply closes once it has attached.
+	defer adm.Release()
 	st := adm.State
 	start := time.Now()
 	stage := StageResolve
@@ -389,6 +394,8 @@ func (r *Reconciler) apply(_ context.Context, adm *admission.Admitted, dryRun bo
 	opts := planner.Options{CountRuns: r.cfg.Stats.Enabled()}
 	resolved := adm.Resolved
 	if resolved == nil || len(hold) > 0 || adm.Options.CountRuns != opts.CountRuns {
+		opts.Interfaces = &netnsutil.Interfaces{}
+		defer opts.Interfaces.Close()
 		resolved, err = planner.Resolve(without(st, hold), pinned, opts)
 		if err != nil {
 			return nil, err

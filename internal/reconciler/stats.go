@@ -13,10 +13,24 @@ import (
 
 const statsSysctl = "/proc/sys/kernel/bpf_stats_enabled"
 
+var (
+	sysctlOnce sync.Once
+	sysctlFile *os.File
+)
+
 // sysctlEnabled reports whether the kernel.bpf_stats_enabled sysctl is on.
+// Every apply asks, twice; the file stays open and is read in place.
 func sysctlEnabled() bool {
-	b, err := os.ReadFile(statsSysctl)
-	return err == nil && strings.TrimSpace(string(b)) != "0"
+	sysctlOnce.Do(func() { sysctlFile, _ = os.Open(statsSysctl) })
+	if sysctlFile == nil {
+		return false
+	}
+	var b [8]byte
+	n, err := sysctlFile.ReadAt(b[:], 0)
+	if n == 0 && err != nil {
+		return false
+	}
+	return strings.TrimSpace(string(b[:n])) != "0"
 }
 
 // Enabled reports whether the kernel is collecting per-program run counts

@@ -6,12 +6,16 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,6 +115,11 @@ type ChainMember struct {
 // Store is the state database.
 type Store struct {
 	db *bolt.DB
+	// intent is the journal file of the apply in progress (Begin), kept
+	// open; bootID the kernel's boot this leafd runs in, which an intent
+	// must match to count.
+	intent *os.File
+	bootID string
 	// mu guards records, the committed records as Records last decoded
 	// them (nil: read them from the database). leafd is the database's
 	// only writer (bolt's file lock) and Commit drops them, so they are
@@ -156,11 +165,30 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	intent, err := os.OpenFile(filepath.Join(dir, intentFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open intent journal: %w", err)
+	}
+	return &Store{db: db, intent: intent, bootID: bootID()}, nil
+}
+
+// bootIDFile names the kernel's boot: a random UUID drawn at every boot.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+func bootID() string {
+	b, err := os.ReadFile(bootIDFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.intent.Close()
+	return s.db.Close()
+}
 
 // Desired returns the last committed desired state, or an empty one.
 func (s *Store) Desired() (*desired.State, error) {
@@ -211,10 +239,24 @@ func (s *Store) Records() (map[string]*Record, error) {
 }
 
 // Intent is the journal entry of an apply in progress: written before
-// leafd touches the kernel, removed by the commit that records the
-// outcome (or by Abort once a failed apply has been undone). An intent
-// found at start-up means leafd died mid-apply: start-up finishes it by
-// applying Desired again, or falls back to the committed state.
+// leafd touches the kernel, removed once the commit that records the
+// outcome is durable (or by Abort once a failed apply has been undone).
+// An intent found at start-up means leafd died mid-apply: start-up
+// finishes it by applying Desired again, or falls back to the committed
+// state.
+//
+// The intent lives in its own file (intentFile), written without a disk
+// sync. What it
+// describes — programs, links and pins being changed — lives in the
+// kernel, which keeps it through leafd's death but not through the
+// machine's. So the intent must survive leafd being killed, which any
+// write does (the page cache is the kernel's), and is worthless after a
+// reboot, which is why it carries the boot's ID and one from another boot
+// is ignored. A sync would buy nothing and cost every apply two of them
+// before its first program loads — and the wait for the disk lets the
+// kernel's scheduler tick start an RCU grace period that the apply's
+// attach must then wait out before its own (docs/benchmarks.md).
+// The commit, which is the operator's record, is synced.
 type Intent struct {
 	// Desired is the document the apply was making true.
 	Desired *desired.State `json:"desired"`
@@ -224,25 +266,112 @@ type Intent struct {
 	Packages []PackageRef `json:"packages,omitempty"`
 }
 
-// Begin journals an intent. bbolt syncs the transaction to disk before
-// Begin returns, so the intent survives a crash of the apply after it.
+// intentFile is the intent's file in the state directory. It is written
+// in place, never created or removed per apply (a new file costs the
+// file system an allocation the next disk sync must write): a header
+// (intentMagic, the length and CRC-32C of the JSON that follows) makes a
+// write cut short by leafd's death read as no intent, which is right, for
+// leafd then died before touching the kernel. A zero header is no intent.
+const intentFile = "intent.json"
+
+const (
+	intentMagic  = 0x4c454146 // "LEAF"
+	intentHeader = 12
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// intentOnDisk is an Intent with the boot it was written in.
+type intentOnDisk struct {
+	BootID string `json:"bootID"`
+	Intent
+}
+
+// Begin journals an apply about to change the kernel, without a disk
+// sync (see Intent).
 func (s *Store) Begin(in Intent) error {
-	v, err := json.Marshal(in)
+	v, err := json.Marshal(intentOnDisk{BootID: s.bootID, Intent: in})
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyIntent, v) })
+	buf := make([]byte, intentHeader+len(v))
+	binary.LittleEndian.PutUint32(buf[0:], intentMagic)
+	binary.LittleEndian.PutUint32(buf[4:], uint32(len(v)))
+	binary.LittleEndian.PutUint32(buf[8:], crc32.Checksum(v, castagnoli))
+	copy(buf[intentHeader:], v)
+	// The body first, then the header that makes it count.
+	if _, err := s.intent.WriteAt(buf[intentHeader:], intentHeader); err != nil {
+		return fmt.Errorf("write intent: %w", err)
+	}
+	if _, err := s.intent.WriteAt(buf[:intentHeader], 0); err != nil {
+		return fmt.Errorf("write intent: %w", err)
+	}
+	return nil
 }
 
 // Abort removes the open intent without recording anything: the apply
 // failed and was undone.
 func (s *Store) Abort() error {
+	if err := s.clearIntent(); err != nil {
+		return err
+	}
+	return s.dropLegacyIntent()
+}
+
+func (s *Store) clearIntent() error {
+	if _, err := s.intent.WriteAt(make([]byte, intentHeader), 0); err != nil {
+		return fmt.Errorf("clear intent: %w", err)
+	}
+	return nil
+}
+
+// dropLegacyIntent deletes an intent a leafd before the intent file
+// journaled inside the database, if one is there.
+func (s *Store) dropLegacyIntent() error {
+	var has bool
+	s.db.View(func(tx *bolt.Tx) error { has = tx.Bucket(bucketMeta).Get(keyIntent) != nil; return nil })
+	if !has {
+		return nil
+	}
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyIntent) })
 }
 
 // OpenIntent returns the journaled intent of an apply that never
-// committed, or nil.
+// committed, or nil. An intent from another boot is dropped: the kernel
+// objects it was changing went with that boot (see Intent). So is one
+// whose header or checksum does not hold: leafd died writing it, before
+// touching the kernel.
 func (s *Store) OpenIntent() (*Intent, error) {
+	var head [intentHeader]byte
+	n, err := s.intent.ReadAt(head[:], 0)
+	if n < intentHeader || binary.LittleEndian.Uint32(head[0:]) != intentMagic {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read intent: %w", err)
+		}
+		return s.legacyIntent()
+	}
+	size := binary.LittleEndian.Uint32(head[4:])
+	if size > maxIntentSize {
+		return nil, s.clearIntent()
+	}
+	body := make([]byte, size)
+	if _, err := s.intent.ReadAt(body, intentHeader); err != nil || crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(head[8:]) {
+		return nil, s.clearIntent()
+	}
+	var in intentOnDisk
+	if json.Unmarshal(body, &in) != nil || in.BootID != s.bootID {
+		return nil, s.clearIntent()
+	}
+	return &in.Intent, nil
+}
+
+// maxIntentSize bounds what OpenIntent reads: a desired state at its
+// document limits is far smaller.
+const maxIntentSize = 64 << 20
+
+// legacyIntent reads an intent a leafd before the intent file journaled
+// inside the database (an upgrade while an apply was interrupted).
+func (s *Store) legacyIntent() (*Intent, error) {
 	var in *Intent
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketMeta).Get(keyIntent)
@@ -269,7 +398,7 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 	defer s.mu.Unlock()
 	// Read back as decoded, not as given: the next Records decodes them.
 	s.records = nil
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keyDesired, doc); err != nil {
 			return err
 		}
@@ -294,6 +423,12 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// Only once the commit is durable: a death in between leaves an
+	// intent of the very document committed, which start-up applies again.
+	return s.clearIntent()
 }
 
 // RecordStream is a declared ring or perf buffer and the BTF of its

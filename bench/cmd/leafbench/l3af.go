@@ -88,14 +88,15 @@ l3af: {hostName: leafbench, netns: %s}
 	// seen to outlive its program here.)
 	settle := func() error {
 		_, err := b.clear(ctx, false)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
+		bench.SettleRCU()
 		return err
 	}
 	if err := settle(); err != nil {
 		return err
 	}
 	b.cmds = append(b.cmds,
-		"interleaved, one of each per round, each from the empty state, 200 ms after the previous row was removed:",
+		"interleaved, one of each per round, each from the empty state, 100 ms after the previous row was removed and the kernel's RCU settled (bench.SettleRCU):",
 		"  L3AF:      POST /l3af/configs/v1/add of portdrop (l3afd's documented payload; file:// KFaaS tree, archive without leaf.yaml)",
 		"  leaf:      PUT /v1/state of the desired state that call makes (client.Apply)",
 		"  reference: bench.DirectPortdrop in leafbench's process: parse the object, load it, write map_args,",
@@ -128,7 +129,8 @@ l3af: {hostName: leafbench, netns: %s}
 		if err := closeAll(false); err != nil {
 			return err
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
+		bench.SettleRCU()
 	}
 	sl, so, sr := bench.Summarize(l3), bench.Summarize(own), bench.Summarize(ref)
 	b.rows = append(b.rows,
