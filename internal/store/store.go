@@ -120,13 +120,20 @@ type Store struct {
 	// must match to count.
 	intent *os.File
 	bootID string
+	// intentMu serializes the journal's writers and readers (the cache
+	// pruner reads it beside applies): a read overlapping a write would
+	// see a header that does not match its body and clear the journal.
+	intentMu sync.Mutex
 	// mu guards records, the committed records as Records last decoded
-	// them (nil: read them from the database). leafd is the database's
-	// only writer (bolt's file lock) and Commit drops them, so they are
-	// what the database holds; every apply, drift check and status read
-	// needs them, and decoding them is most of reading them.
+	// them (nil: read them from the database), and gen, which each commit
+	// moves before and after it writes. leafd is the database's only
+	// writer (bolt's file lock) and a read caches what it decoded only if
+	// no commit started meanwhile, so records are what the database holds;
+	// every apply, drift check and status read needs them, decoding them
+	// is most of reading them, and no read waits for a commit's disk sync.
 	mu      sync.Mutex
 	records map[string]*Record
+	gen     uint64
 }
 
 // Open opens (creating if needed) the database in dir. Only one leafd may
@@ -213,10 +220,12 @@ func (s *Store) Desired() (*desired.State, error) {
 // and must not be modified (copy a record to change it).
 func (s *Store) Records() (map[string]*Record, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.records != nil {
+		defer s.mu.Unlock()
 		return maps.Clone(s.records), nil
 	}
+	gen := s.gen
+	s.mu.Unlock()
 	out := map[string]*Record{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAttachments).ForEach(func(k, v []byte) error {
@@ -234,25 +243,28 @@ func (s *Store) Records() (map[string]*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
-	s.records = out
+	s.mu.Lock()
+	if s.gen == gen {
+		s.records = out
+	}
+	s.mu.Unlock()
 	return maps.Clone(out), nil
 }
 
 // Intent is the journal entry of an apply in progress: written before
-// leafd touches the kernel, removed once the commit that records the
+// leafd touches the kernel, cleared once the commit that records the
 // outcome is durable (or by Abort once a failed apply has been undone).
 // An intent found at start-up means leafd died mid-apply: start-up
 // finishes it by applying Desired again, or falls back to the committed
 // state.
 //
 // The intent lives in its own file (intentFile), written without a disk
-// sync. What it
-// describes — programs, links and pins being changed — lives in the
-// kernel, which keeps it through leafd's death but not through the
-// machine's. So the intent must survive leafd being killed, which any
-// write does (the page cache is the kernel's), and is worthless after a
-// reboot, which is why it carries the boot's ID and one from another boot
-// is ignored. A sync would buy nothing and cost every apply two of them
+// sync. What it describes — programs, links and pins being changed —
+// lives in the kernel, which keeps it through leafd's death but not
+// through the machine's. So the intent must survive leafd being killed,
+// which any write does (the page cache is the kernel's), and is worthless
+// after a reboot, which is why it carries the boot's ID and one from
+// another boot is ignored. A sync would buy nothing and cost every apply two of them
 // before its first program loads — and the wait for the disk lets the
 // kernel's scheduler tick start an RCU grace period that the apply's
 // attach must then wait out before its own (docs/benchmarks.md).
@@ -294,16 +306,17 @@ func (s *Store) Begin(in Intent) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, intentHeader+len(v))
-	binary.LittleEndian.PutUint32(buf[0:], intentMagic)
-	binary.LittleEndian.PutUint32(buf[4:], uint32(len(v)))
-	binary.LittleEndian.PutUint32(buf[8:], crc32.Checksum(v, castagnoli))
-	copy(buf[intentHeader:], v)
+	var head [intentHeader]byte
+	binary.LittleEndian.PutUint32(head[0:], intentMagic)
+	binary.LittleEndian.PutUint32(head[4:], uint32(len(v)))
+	binary.LittleEndian.PutUint32(head[8:], crc32.Checksum(v, castagnoli))
+	s.intentMu.Lock()
+	defer s.intentMu.Unlock()
 	// The body first, then the header that makes it count.
-	if _, err := s.intent.WriteAt(buf[intentHeader:], intentHeader); err != nil {
+	if _, err := s.intent.WriteAt(v, intentHeader); err != nil {
 		return fmt.Errorf("write intent: %w", err)
 	}
-	if _, err := s.intent.WriteAt(buf[:intentHeader], 0); err != nil {
+	if _, err := s.intent.WriteAt(head[:], 0); err != nil {
 		return fmt.Errorf("write intent: %w", err)
 	}
 	return nil
@@ -319,6 +332,12 @@ func (s *Store) Abort() error {
 }
 
 func (s *Store) clearIntent() error {
+	s.intentMu.Lock()
+	defer s.intentMu.Unlock()
+	return s.clearIntentLocked()
+}
+
+func (s *Store) clearIntentLocked() error {
 	if _, err := s.intent.WriteAt(make([]byte, intentHeader), 0); err != nil {
 		return fmt.Errorf("clear intent: %w", err)
 	}
@@ -342,6 +361,8 @@ func (s *Store) dropLegacyIntent() error {
 // whose header or checksum does not hold: leafd died writing it, before
 // touching the kernel.
 func (s *Store) OpenIntent() (*Intent, error) {
+	s.intentMu.Lock()
+	defer s.intentMu.Unlock()
 	var head [intentHeader]byte
 	n, err := s.intent.ReadAt(head[:], 0)
 	if n < intentHeader || binary.LittleEndian.Uint32(head[0:]) != intentMagic {
@@ -352,15 +373,15 @@ func (s *Store) OpenIntent() (*Intent, error) {
 	}
 	size := binary.LittleEndian.Uint32(head[4:])
 	if size > maxIntentSize {
-		return nil, s.clearIntent()
+		return nil, s.clearIntentLocked()
 	}
 	body := make([]byte, size)
 	if _, err := s.intent.ReadAt(body, intentHeader); err != nil || crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(head[8:]) {
-		return nil, s.clearIntent()
+		return nil, s.clearIntentLocked()
 	}
 	var in intentOnDisk
 	if json.Unmarshal(body, &in) != nil || in.BootID != s.bootID {
-		return nil, s.clearIntent()
+		return nil, s.clearIntentLocked()
 	}
 	return &in.Intent, nil
 }
@@ -387,17 +408,16 @@ func (s *Store) legacyIntent() (*Intent, error) {
 	return in, nil
 }
 
-// Commit replaces the desired state and all records, and closes the open
-// intent, in one transaction.
+// Commit replaces the desired state and all records in one transaction,
+// then clears the open intent.
 func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 	doc, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	// Read back as decoded, not as given: the next Records decodes them.
-	s.records = nil
+	s.dropRecords()
+	defer s.dropRecords()
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keyDesired, doc); err != nil {
 			return err
@@ -437,6 +457,15 @@ func (s *Store) Commit(st *desired.State, records map[string]*Record) error {
 type RecordStream struct {
 	manifest.Records
 	BTF []byte `json:"btf,omitempty"`
+}
+
+// dropRecords forgets the decoded records and stops reads in flight from
+// keeping theirs.
+func (s *Store) dropRecords() {
+	s.mu.Lock()
+	s.records = nil
+	s.gen++
+	s.mu.Unlock()
 }
 
 // SetBPFStats records whether BPF statistics were turned on through the
