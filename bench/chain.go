@@ -356,7 +356,7 @@ func MeasureFusedLoads(sizes []int, rounds int) ([]FusedLoad, error) {
 			}
 			coll.Close()
 		}
-		fl.Median = time.Duration(median(times))
+		fl.Median = time.Duration(Median(times))
 		out = append(out, fl)
 	}
 	return out, nil
@@ -580,7 +580,7 @@ func medians(s []ChainSample) (cpu, kernel float64) {
 		c = append(c, x.CPU)
 		k = append(k, float64(x.Kernel.Nanoseconds()))
 	}
-	return median(c), median(k)
+	return Median(c), Median(k)
 }
 
 // Has reports whether kind k was measured.
@@ -615,7 +615,9 @@ func (r *ChainResult) Ratio(a, b ChainKind, n int, net bool) (float64, bool) {
 }
 
 // median of v; the mean of the middle two for an even count.
-func median(v []float64) float64 {
+// Median is the median of v (the mean of the middle two for an even
+// count), 0 for none.
+func Median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}

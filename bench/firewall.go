@@ -256,5 +256,5 @@ func MedianGoodput(nsA, nsB string, dst net.IP, window time.Duration, rounds int
 		}
 		rates, cpus = append(rates, r), append(cpus, c)
 	}
-	return median(rates), median(cpus), nil
+	return Median(rates), Median(cpus), nil
 }

@@ -65,7 +65,7 @@ func MeasureCosts(cases []CostCase, rounds, repeat int) ([]float64, error) {
 	}
 	out := make([]float64, len(cases))
 	for i, s := range samples {
-		out[i] = median(s)
+		out[i] = Median(s)
 	}
 	return out, nil
 }

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -184,10 +184,9 @@ func TestAdmissionOutsideTheLock(t *testing.T) {
 	if time.Now().After(stallEnds) {
 		t.Fatalf("the measurements outlasted the stall (machine too slow to tell)")
 	}
-	slowest := func(ds []time.Duration) time.Duration {
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return ds[len(ds)-1]
-	}
+	slices.Sort(statusTimes)
+	slices.Sort(metricsTimes)
+	slowest := func(ds []time.Duration) time.Duration { return ds[len(ds)-1] }
 	t.Logf("while an apply waited on a hung registry: GET /v1/status median %v slowest %v; GET /metrics median %v slowest %v; leaf status (a process) %v",
 		statusTimes[len(statusTimes)/2], slowest(statusTimes), metricsTimes[len(metricsTimes)/2], slowest(metricsTimes), cliTime)
 	if s, m := slowest(statusTimes), slowest(metricsTimes); s > time.Second || m > time.Second {

@@ -36,12 +36,6 @@ type Applier struct {
 	Layout bpffs.Layout
 	// Now is the clock for record timestamps.
 	Now func() time.Time
-
-	// unpinned names the attachments of the plan being applied that have
-	// nothing pinned: their loads look for no pinned maps to reuse (every
-	// bpffs lookup costs the attach that follows; bpffs.Dirs). Set before
-	// the loads start, read-only while they run.
-	unpinned map[string]bool
 }
 
 // loaded is a program loaded in the prepare phase, with its maps.
@@ -77,8 +71,6 @@ func (ap *Applier) Apply(plan *planner.Plan) (map[string]*store.Record, error) {
 	if err := ap.cleanStaging(); err != nil {
 		return nil, err
 	}
-	ap.unpinned = unpinnedNames(plan)
-	defer func() { ap.unpinned = nil }()
 	ld, err := ap.prepare(plan)
 	if err != nil {
 		return nil, err
@@ -229,8 +221,10 @@ func needsLoad(act *planner.Action) bool {
 
 // load loads the desired program with its load-time constants, reusing
 // the attachment's pinned maps where they are compatible so that counters
-// and parameters survive an upgrade.
-func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
+// and parameters survive an upgrade. An unpinned attachment has none to
+// look for (and every bpffs lookup costs the attach that follows;
+// bpffs.Dirs).
+func (ap *Applier) load(name string, r *planner.Resolved, unpinned bool) (*loaded, error) {
 	spec := r.Spec.Copy()
 	fn := r.Program.Function
 	ps := spec.Programs[fn].Copy()
@@ -250,10 +244,16 @@ func (ap *Applier) load(name string, r *planner.Resolved) (*loaded, error) {
 	if r.Chain != nil {
 		chainMap = r.Chain.Map
 	}
-	replacements := ap.pinnedReplacements(name, spec, chainMap)
-	defer closeMaps(replacements)
-	migrations := ap.migrationSources(name, spec, r.Package.Manifest, chainMap)
-	defer closeMaps(migrations)
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone // leafd pins what it loads itself
+	}
+	var replacements, migrations map[string]*ebpf.Map
+	if !unpinned {
+		replacements = ap.pinnedReplacements(name, spec, chainMap)
+		defer closeMaps(replacements)
+		migrations = ap.migrationSources(name, spec, r.Package.Manifest, chainMap)
+		defer closeMaps(migrations)
+	}
 	coll, err := newCollection(spec, ebpf.CollectionOptions{MapReplacements: replacements})
 	if err != nil {
 		return nil, explainLoadError(r, err)
@@ -307,7 +307,6 @@ func setConstParams(spec *ebpf.CollectionSpec, r *planner.Resolved) error {
 func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, chainMap string) map[string]*ebpf.Map {
 	replacements := map[string]*ebpf.Map{}
 	for mname, ms := range spec.Maps {
-		ms.Pinning = ebpf.PinNone
 		if mname == chainMap {
 			continue
 		}
@@ -322,7 +321,7 @@ func (ap *Applier) pinnedReplacements(name string, spec *ebpf.CollectionSpec, ch
 // as it is. Global data sections (".rodata", ...) are never reused: they
 // hold the new program's constants.
 func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map {
-	if strings.HasPrefix(mname, ".") || ap.unpinned[name] {
+	if strings.HasPrefix(mname, ".") {
 		return nil
 	}
 	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), nil)
@@ -340,7 +339,7 @@ func (ap *Applier) compatiblePin(name, mname string, ms *ebpf.MapSpec) *ebpf.Map
 func unpinnedNames(plan *planner.Plan) map[string]bool {
 	out := map[string]bool{}
 	for _, act := range plan.Actions {
-		if act.Observed != nil && !act.Observed.HasPins {
+		if act.Unpinned() {
 			out[act.Name] = true
 		}
 	}

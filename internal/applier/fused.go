@@ -24,8 +24,8 @@ import (
 // When the kernel refuses the fused program and the hook does not insist
 // on it, the chain falls back to tail calls: the plan is changed to say so
 // and why, and the members load one by one, as tail-call members.
-func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
-	ls, err := ap.loadFused(cp)
+func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan, unpinned map[string]bool) loadResult {
+	ls, err := ap.loadFused(cp, unpinned)
 	if err == nil {
 		crashpoint.Hit(crashpoint.Loaded)
 		return loadResult{loaded: ls}
@@ -38,7 +38,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 	res := loadResult{loaded: map[string]*loaded{}}
 	for _, r := range cp.Members[:cp.Fresh] {
 		name := r.Attachment.Name
-		l, err := ap.load(name, r)
+		l, err := ap.load(name, r, unpinned[name])
 		if err != nil {
 			res.errs = append(res.errs, loadFailure(name, "package", err))
 			continue
@@ -50,7 +50,7 @@ func (ap *Applier) prepareFusedChain(cp *planner.ChainPlan) loadResult {
 }
 
 // loadFused builds and loads the fused program of a chain.
-func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) {
+func (ap *Applier) loadFused(cp *planner.ChainPlan, unpinned map[string]bool) (map[string]*loaded, error) {
 	members := make([]chain.Member, len(cp.Members))
 	replacements := map[string]*ebpf.Map{}
 	defer closeMaps(replacements)
@@ -80,7 +80,7 @@ func (ap *Applier) loadFused(cp *planner.ChainPlan) (map[string]*loaded, error) 
 	defer closeMaps(migrations)
 	for key, ms := range spec.Maps {
 		ms.Pinning = ebpf.PinNone
-		if i, mname, ok := chain.SplitMemberMap(key); ok && i < len(cp.Members) {
+		if i, mname, ok := chain.SplitMemberMap(key); ok && i < len(cp.Members) && !unpinned[cp.Members[i].Attachment.Name] {
 			if m := ap.compatiblePin(cp.Members[i].Attachment.Name, mname, ms); m != nil {
 				replacements[key] = m
 			} else if m := ap.migrationSource(cp.Members[i].Attachment.Name, mname, ms, cp.Members[i].Package.Manifest); m != nil {

@@ -138,7 +138,7 @@ func (ap *Applier) migrationSources(name string, spec *ebpf.CollectionSpec, m *m
 // migrationSource opens attachment name's pinned map mname when ms cannot
 // reuse it and the package asks to migrate it.
 func (ap *Applier) migrationSource(name, mname string, ms *ebpf.MapSpec, m *manifest.Manifest) *ebpf.Map {
-	if strings.HasPrefix(mname, ".") || m.MapPolicy(mname) != manifest.MapMigrate || ap.unpinned[name] {
+	if strings.HasPrefix(mname, ".") || m.MapPolicy(mname) != manifest.MapMigrate {
 		return nil
 	}
 	pinned, err := ebpf.LoadPinnedMap(ap.Layout.Map(name, mname), &ebpf.LoadPinOptions{ReadOnly: true})

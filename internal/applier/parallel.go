@@ -55,13 +55,15 @@ type loads struct {
 	taken   []bool
 	// prepared is every program the commit has taken so far.
 	prepared map[string]*loaded
+	// unpinned are the attachments with nothing pinned (unpinnedNames).
+	unpinned map[string]bool
 }
 
 // startLoads starts loading every program the plan needs. One load runs
 // on the calling goroutine before startLoads returns (a one-program apply
 // pays no hand-over); more run on worker goroutines.
 func (ap *Applier) startLoads(plan *planner.Plan) *loads {
-	ld := &loads{job: map[string]int{}, prepared: map[string]*loaded{}}
+	ld := &loads{job: map[string]int{}, prepared: map[string]*loaded{}, unpinned: unpinnedNames(plan)}
 	ld.plan(plan)
 	ld.results = make([]loadResult, len(ld.jobs))
 	ld.taken = make([]bool, len(ld.jobs))
@@ -70,10 +72,13 @@ func (ap *Applier) startLoads(plan *planner.Plan) *loads {
 		ld.done[i] = make(chan struct{})
 	}
 	run := func(i int) {
-		ld.results[i] = ap.runLoad(ld.jobs[i])
+		ld.results[i] = ap.runLoad(ld.jobs[i], ld.unpinned)
 		close(ld.done[i])
 	}
-	if len(ld.jobs) == 1 {
+	switch len(ld.jobs) {
+	case 0:
+		return ld
+	case 1:
 		run(0)
 		return ld
 	}
@@ -170,11 +175,11 @@ func (ld *loads) close() {
 	}
 }
 
-func (ap *Applier) runLoad(j loadJob) loadResult {
+func (ap *Applier) runLoad(j loadJob, unpinned map[string]bool) loadResult {
 	if j.chain != nil {
-		return ap.prepareFusedChain(j.chain)
+		return ap.prepareFusedChain(j.chain, unpinned)
 	}
-	l, err := ap.load(j.act.Name, j.act.Desired)
+	l, err := ap.load(j.act.Name, j.act.Desired, unpinned[j.act.Name])
 	if err != nil {
 		return loadResult{errs: desired.Errors{loadFailure(j.act.Name, "package", err)}}
 	}

@@ -168,9 +168,10 @@ func classicFilters(h desired.Hook, ifs *netnsutil.Interfaces) ([]HookProgram, e
 	if err != nil {
 		return nil, err
 	}
-	l, err := nh.LinkByName(h.Interface)
+	// The lookup that resolved the hook has the link already.
+	l, err := ifs.Link(h.NetnsPath(), h.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s: %w", h.Interface, err)
+		return nil, err
 	}
 	filters, err := nh.FilterList(l, clsactParent(h))
 	if err != nil {

@@ -23,21 +23,26 @@ func Do(path string, fn func() error) error {
 		return fmt.Errorf("open netns %s: %w", path, err)
 	}
 	defer target.Close()
+	return doIn(target, path, fn)
+}
+
+// doIn runs fn on an OS thread switched into target (the namespace at
+// path), then back into leafd's own namespace; a thread that cannot be
+// switched back exits with its goroutine.
+func doIn(target netns.NsHandle, path string, fn func() error) error {
+	self, err := ownNetns()
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
 		if err := netns.Set(target); err != nil {
 			errc <- fmt.Errorf("enter netns %s: %w", path, err)
 			return
 		}
 		ferr := fn()
-		if err := netns.Set(orig); err == nil {
+		if err := netns.Set(self); err == nil {
 			runtime.UnlockOSThread()
 		}
 		// Otherwise the goroutine exits locked and Go ends the thread.
@@ -127,36 +132,17 @@ func (c *Interfaces) Handle(path string) (*netlink.Handle, error) {
 // handleIn opens a route netlink socket inside the namespace at path,
 // keeping the namespace's descriptor until Close.
 func (c *Interfaces) handleIn(path string) (*netlink.Handle, error) {
-	self, err := ownNetns()
-	if err != nil {
-		return nil, err
-	}
 	target, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
 	c.nsfds = append(c.nsfds, target)
-	type result struct {
-		h   *netlink.Handle
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			res <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
-			return
-		}
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err := netns.Set(self); err == nil {
-			runtime.UnlockOSThread()
-		}
-		// Otherwise the goroutine exits locked and Go ends the thread.
-		res <- result{h, err}
-	}()
-	r := <-res
-	return r.h, r.err
+	var h *netlink.Handle
+	err = doIn(target, path, func() (err error) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	return h, err
 }
 
 // selfNS is leafd's own network namespace, opened before main runs and
@@ -215,6 +201,11 @@ func (c *Interfaces) Link(path, ifname string) (netlink.Link, error) {
 // dump indexes every link of the namespace (a failed dump leaves the
 // lookups to LinkByName).
 func (c *Interfaces) dump(path string, h *netlink.Handle) {
+	if c.dumped == nil {
+		c.dumped = map[string]bool{}
+	}
+	// Asked once either way: after a failed dump, LinkByName answers.
+	c.dumped[path] = true
 	links, err := h.LinkList()
 	if err != nil {
 		return
@@ -222,10 +213,6 @@ func (c *Interfaces) dump(path string, h *netlink.Handle) {
 	for _, l := range links {
 		c.keep(path, l)
 	}
-	if c.dumped == nil {
-		c.dumped = map[string]bool{}
-	}
-	c.dumped[path] = true
 }
 
 // keep indexes l by its name and altnames (names come first: the kernel

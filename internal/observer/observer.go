@@ -69,18 +69,19 @@ func Observe(layout bpffs.Layout, names []string) (map[string]*Attachment, error
 	out := map[string]*Attachment{}
 	for name, dir := range present {
 		if dir {
-			out[name] = observeOne(layout, name)
+			out[name] = observePins(layout, name)
 		}
 	}
 	for _, name := range names {
-		switch _, seen := present[name]; {
-		case out[name] != nil:
-		case seen:
-			// Not a directory: in the way of the attachment's pins.
-			out[name] = observeOne(layout, name)
-		default:
-			out[name] = &Attachment{Name: name, Maps: map[string]ebpf.MapID{}, Problem: "not pinned"}
+		if out[name] != nil {
+			continue
 		}
+		if _, listed := present[name]; listed {
+			// Not a directory: in the way of the attachment's pins.
+			out[name] = observePins(layout, name)
+			continue
+		}
+		out[name] = &Attachment{Name: name, Maps: map[string]ebpf.MapID{}, Problem: "not pinned"}
 	}
 	return out, nil
 }
@@ -95,13 +96,10 @@ func Names(obs map[string]*Attachment) []string {
 	return names
 }
 
-func observeOne(layout bpffs.Layout, name string) *Attachment {
-	a := &Attachment{Name: name, Maps: map[string]ebpf.MapID{}}
-	if _, err := os.Stat(layout.Dir(name)); err != nil {
-		a.Problem = "not pinned"
-		return a
-	}
-	a.HasPins = true
+// observePins reads the pins of an attachment the attachments directory
+// lists.
+func observePins(layout bpffs.Layout, name string) *Attachment {
+	a := &Attachment{Name: name, Maps: map[string]ebpf.MapID{}, HasPins: true}
 	if id, tag, err := pinnedProgram(layout.Prog(name)); err == nil {
 		a.ProgramID, a.Tag = id, tag
 	} else {

@@ -43,6 +43,11 @@ type Action struct {
 	Chain *ChainPlan
 }
 
+// Unpinned reports whether the attachment was observed with nothing
+// pinned: no maps to reuse, migrate or compare, so nothing to look up on
+// bpffs for it.
+func (a *Action) Unpinned() bool { return a.Observed != nil && !a.Observed.HasPins }
+
 // Plan is what must change: per attachment, and per chained hook.
 type Plan struct {
 	Actions []*Action

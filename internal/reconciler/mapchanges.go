@@ -18,7 +18,7 @@ func (r *Reconciler) noteMapChanges(plan *planner.Plan) error {
 		if a.Desired == nil || (a.Kind != planner.Replace && a.Kind != planner.Create) {
 			continue
 		}
-		if a.Observed != nil && !a.Observed.HasPins {
+		if a.Unpinned() {
 			continue // nothing pinned to keep, and no bpffs lookup to pay for
 		}
 		skip := ""

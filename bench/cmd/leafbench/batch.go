@@ -116,19 +116,11 @@ func (b *benchmark) reportBatch() {
 			continue
 		}
 		l, r := bench.Summarize(w.leaf).Median, bench.Summarize(w.ref).Median
-		ratio := median(w.ratios)
+		ratio := bench.Median(w.ratios)
 		fmt.Printf("target: apply %s at most 0.7x of the sequential reference, paired in the same run: median leafd %s, median reference %s, median of the %d per-run ratios %.2fx: %s (programs of XDP links elsewhere on the machine: %d to %d)\n",
 			w.name, ms(l), ms(r), len(w.ratios), ratio, verdict(ratio <= 0.7, "not met"), w.xdpMin, w.xdp)
 	}
 	fmt.Println()
-}
-
-func median(x []float64) float64 {
-	d := make([]time.Duration, len(x))
-	for i, v := range x {
-		d[i] = time.Duration(v * 1e6)
-	}
-	return float64(bench.Summarize(d).Median) / 1e6
 }
 
 // parallelMain is `leafbench parallel`: only the paired applies of 50

@@ -14,7 +14,7 @@
 //
 // `leafbench parallel` repeats only the paired applies of 50 programs
 // against the sequential reference (XDP portfilter, TCX pktcount, XDP
-// firewall; batch.go), which the default run also prints.
+// verifyheavy, XDP firewall; batch.go), which the default run also prints.
 //
 // `leafbench packages` measures the cost per packet of each package in
 // packages/ against the empty program; `leafbench firewall` compares the
