@@ -72,6 +72,7 @@ func BenchmarkLoadAttach50(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			noDataMappings(spec)
 			for _, workers := range []int{1, 2, 4, 8} {
 				b.Run(fmt.Sprintf("threads=%d", workers), func(b *testing.B) {
 					var load, attach, cpu time.Duration

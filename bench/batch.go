@@ -147,6 +147,7 @@ func DirectProgram(obj []byte, program string, attach Attacher, netns string, if
 		return 0, nil, fmt.Errorf("the object has no program %s", program)
 	}
 	spec.Programs = map[string]*ebpf.ProgramSpec{program: ps}
+	noDataMappings(spec)
 	path := filepath.Join("/var/run/netns", netns)
 	idx := make([]int, len(ifaces))
 	for i, ifc := range ifaces {
@@ -201,4 +202,14 @@ func DirectProgram(obj []byte, program string, attach Attacher, netns string, if
 		}
 	}
 	return time.Since(start), closeAll, nil
+}
+
+// noDataMappings keeps cilium/ebpf from memory-mapping the object's data
+// sections (.rodata and the like) at load, as leafd's loads do
+// (applier.newCollection): the maps then hold the ELF's initial values
+// all the same, nothing is mapped inside the timed load, and nothing is
+// left for Go's garbage collector to unmap — and the kernel to free —
+// during a later measurement.
+func noDataMappings(spec *ebpf.CollectionSpec) {
+	spec.Variables = nil
 }

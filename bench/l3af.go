@@ -65,6 +65,7 @@ func DirectPortdrop(object, netns, iface string) (time.Duration, func(wait bool)
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 	}
+	noDataMappings(spec)
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return 0, nil, fmt.Errorf("load: %w", err)

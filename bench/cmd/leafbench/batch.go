@@ -89,6 +89,7 @@ func (w *batchWorkload) pair(ctx context.Context, b *benchmark, doc []byte) erro
 		w.xdpMin = n
 	}
 	w.xdp = max(w.xdp, n)
+	bench.SettleRCU() // counting the dispatcher's programs opened and closed a descriptor per link
 	took, err := b.apply(ctx, doc, len(b.sb.Ifaces), false)
 	if err != nil {
 		return err
