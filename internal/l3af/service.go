@@ -12,7 +12,6 @@ import (
 	v1 "github.com/leaf-ebpf/leaf/api/v1"
 	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/pkgsource"
-	"github.com/leaf-ebpf/leaf/internal/planner"
 	"github.com/leaf-ebpf/leaf/internal/repository"
 )
 
@@ -265,7 +264,7 @@ func (s *Service) admit(ctx context.Context, cfg Config) ([]desired.Attachment, 
 		}
 		pkg, err := s.repos.ResolveRequestContext(ctx, repository.Request{Name: t.name, Version: t.version, Repository: t.repo})
 		if err != nil {
-			errs = append(errs, desired.Error{Attachment: label, Field: "artifact", Message: err.Error(), Kind: planner.ErrorKind(err), Err: err})
+			errs = append(errs, desired.Error{Attachment: label, Field: "artifact", Message: err.Error(), Kind: repository.ErrorKind(err), Err: err})
 			continue
 		}
 		a, err := attachment(e, t, pkg, s.opts.Netns)

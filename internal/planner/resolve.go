@@ -114,7 +114,7 @@ func ResolveContext(ctx context.Context, st *desired.State, repos repository.Set
 
 func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set, opts Options, ifs *netnsutil.Interfaces) (*Resolved, desired.Errors) {
 	fail := func(field string, err error) (*Resolved, desired.Errors) {
-		return nil, desired.Errors{{Field: field, Message: err.Error(), Kind: ErrorKind(err), Err: err}}
+		return nil, desired.Errors{{Field: field, Message: err.Error(), Kind: repository.ErrorKind(err), Err: err}}
 	}
 	ref, err := desired.ParsePackageRef(a.Package)
 	if err != nil {
@@ -156,7 +156,7 @@ func resolveOne(ctx context.Context, a desired.Attachment, repos repository.Set,
 		if errors.As(err, &fe) {
 			field, err = "hook."+fe.Field, fe.Err
 		}
-		errs = append(errs, desired.Error{Field: field, Message: err.Error(), Kind: ErrorKind(err), Err: err})
+		errs = append(errs, desired.Error{Field: field, Message: err.Error(), Kind: repository.ErrorKind(err), Err: err})
 	}
 	r.Target = target
 	if target != nil {
@@ -293,22 +293,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// ErrorKind classifies a resolution failure for the API: a package that
-// fails its trust policy or pin, one that is not there, a repository that
-// did not answer, a hook this kernel cannot provide; anything else is a
-// problem with the document ("").
-func ErrorKind(err error) string {
-	switch {
-	case errors.Is(err, repository.ErrUntrusted):
-		return desired.KindTrust
-	case errors.Is(err, repository.ErrNotFound):
-		return desired.KindNotFound
-	case errors.Is(err, repository.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return desired.KindUnavailable
-	case errors.Is(err, ebpf.ErrNotSupported):
-		return desired.KindFeatureMissing
-	}
-	return ""
 }

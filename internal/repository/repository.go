@@ -20,9 +20,28 @@ import (
 	"github.com/cilium/ebpf"
 	"oras.land/oras-go/v2/content/memory"
 
+	"github.com/leaf-ebpf/leaf/internal/desired"
 	"github.com/leaf-ebpf/leaf/internal/manifest"
 	"github.com/leaf-ebpf/leaf/internal/ocipkg"
 )
+
+// ErrorKind classifies a resolution failure for the API: a package that
+// fails its trust policy or pin, one that is not there, a repository that
+// did not answer, a program type this kernel cannot load; anything else
+// is a problem with the document ("").
+func ErrorKind(err error) string {
+	switch {
+	case errors.Is(err, ErrUntrusted):
+		return desired.KindTrust
+	case errors.Is(err, ErrNotFound):
+		return desired.KindNotFound
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return desired.KindUnavailable
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return desired.KindFeatureMissing
+	}
+	return ""
+}
 
 // Limits on what a package may hold; packages are untrusted input.
 const (
